@@ -1,0 +1,1 @@
+"""Benchmarks: each measures the engine and its peers in the same run and reports ratios."""

@@ -1,0 +1,33 @@
+"""``python -m bench SUITE [options]``: run one benchmark suite (see ``--help``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES = {
+    "wordcount": ("bench.wordcount", "word count: engine vs Ray Data vs Polars"),
+    "faults": ("bench.faults", "MapReduce under worker/master failures and stragglers"),
+    "pipeline": ("bench.pipeline", "3-stage pipeline vs a Ray Data map_batches chain"),
+    "scatter-gather": ("bench.scatter_gather", "scatter-gather latency over shard actors"),
+    "lambda": ("bench.lambda_arch", "Lambda architecture ingest, freshness and queries"),
+}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch to the suite named by the first argument."""
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUITES:
+        print("usage: python -m bench SUITE [options]   (python -m bench SUITE --help)\n")
+        print("suites:")
+        for name, (_, text) in SUITES.items():
+            print(f"  {name:15s} {text}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown suite {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    module = importlib.import_module(SUITES[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

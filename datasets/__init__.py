@@ -1,0 +1,1 @@
+"""Deterministic data-set generators for the example jobs, tests and benchmarks."""

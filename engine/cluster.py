@@ -1,0 +1,60 @@
+"""Connecting to Ray: an embedded local cluster by default, or an existing cluster.
+
+The embedded cluster listens on loopback only and starts no dashboard, so nothing this
+engine starts can be reached from another machine unless the user asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the engine is connected to: the address (None for embedded) and its CPUs."""
+
+    address: str | None
+    cpus: int
+    embedded: bool
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
+    """Connect to Ray and return what was connected to.
+
+    ``address=None`` starts (or reuses) an embedded local Ray cluster bound to 127.0.0.1
+    with no dashboard.  ``address="auto"`` joins the cluster started on this machine by
+    ``ray start --head``; ``"ray://host:port"`` or ``"host:port"`` joins a remote one.
+    When ``RAY_AUTH_MODE=token`` is set in the environment Ray uses token authentication;
+    it is passed through untouched.  Calling ``connect`` again while connected returns the
+    current connection.
+    """
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        if address is None:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                configure_logging=True,
+            )
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return ClusterInfo(address=address, cpus=max(1, cpus), embedded=address is None)
+
+
+def shutdown() -> None:
+    """Disconnect from Ray; stops the embedded cluster if this process started it."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def available_cpus() -> int:
+    """CPUs of the connected cluster (at least 1)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

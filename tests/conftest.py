@@ -1,0 +1,48 @@
+"""Test tiers and the one Ray runtime shared by the whole session.
+
+- unit tests never start Ray (a guard fails any that tries);
+- integration tests take the ``ray_runtime`` fixture, which starts one embedded cluster
+  per session (start-up costs seconds, so it is shared);
+- fault tests start clusters of their own and must not run while the shared one is up;
+  they take the ``isolated_ray`` fixture, which shuts the shared runtime down first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[object]:
+    """One embedded 2-CPU Ray cluster for all integration tests of the session."""
+    import ray
+
+    from engine.cluster import connect
+
+    info = connect(num_cpus=2)
+    yield info
+    ray.shutdown()
+
+
+@pytest.fixture
+def isolated_ray() -> Iterator[None]:
+    """For fault tests that build their own cluster: no shared runtime while they run."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
