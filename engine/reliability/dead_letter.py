@@ -1,0 +1,341 @@
+"""Dead-letter store: rows that failed a stage, kept on disk with their error, listable and replayable.
+
+Layout of the store's one directory (all writes atomic and fsynced; nothing pickled)::
+
+    <letter_id>.arrow           the rows, Arrow IPC file (zstd), original schema intact
+    <letter_id>.json            metadata sidecar; written after the rows, so its presence
+                                is the commit point of a letter
+    <letter_id>.replayed.json   marker: the letter was replayed successfully
+    <letter_id>.claim           transient: a replay of the letter is in progress
+
+``letter_id`` is ``<stage>.<created_at_ns>.<random hex>``.  Sidecars are immutable, so
+:meth:`DeadLetterStore.list` reads each one once per store object and afterwards only
+lists the directory: listing thousands of letters never opens their row files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import pyarrow as pa
+
+from engine.reliability.atomic_files import TEMP_PREFIX, write_atomically, write_json_atomically
+
+FORMAT = "dead-letter/1"
+ROWS_SUFFIX = ".arrow"
+META_SUFFIX = ".json"
+REPLAYED_SUFFIX = ".replayed.json"
+CLAIM_SUFFIX = ".claim"
+_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_LETTER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.(\d{19})\.([0-9a-f]{16})")
+_MAX_TRACEBACK_CHARS = 64_000
+
+LIST_SCHEMA = pa.schema(
+    [
+        ("letter_id", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("error_message", pa.string()),
+        ("source", pa.string()),
+        ("attempts", pa.int64()),
+        ("row_count", pa.int64()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("replayed", pa.bool_()),
+    ]
+)
+
+
+@dataclass
+class ReplayReport:
+    """What one :meth:`DeadLetterStore.replay` did.
+
+    ``replayed_letters``/``replayed_rows`` count the letters and rows handed to the
+    replay function successfully (their ids in ``replayed_ids``); ``failed_letters``
+    lists ``(letter_id, error message)`` for letters whose replay failed and that stay
+    in the store; ``skipped_letters`` are letters another replayer was working on.
+    """
+
+    replayed_letters: int = 0
+    replayed_rows: int = 0
+    failed_letters: list[tuple[str, str]] = field(default_factory=list)
+    replayed_ids: list[str] = field(default_factory=list)
+    skipped_letters: list[str] = field(default_factory=list)
+
+
+class DeadLetterStore:
+    """A directory of dead letters: failed rows plus the stage, error and source that failed.
+
+    Safe to use from several processes sharing the directory: each letter is its own
+    files, written atomically; replay claims a letter exclusively before calling the
+    replay function.  ``claim_timeout_s`` is how old a replay claim must be before it
+    is treated as left behind by a crashed replayer and taken over.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], claim_timeout_s: float = 600.0) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"dead-letter store path {str(self.directory)!r} is not a directory")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.claim_timeout_s = claim_timeout_s
+        self._lock = threading.Lock()
+        self._meta_cache: dict[str, dict[str, object]] = {}
+
+    # -- writing -------------------------------------------------------------------
+
+    def add(
+        self,
+        stage: str,
+        rows: pa.Table | pa.RecordBatch,
+        error: BaseException | str,
+        source: Mapping[str, object] | None = None,
+        attempts: int = 1,
+    ) -> str:
+        """Store ``rows`` that failed ``stage`` with ``error``; return the new letter id.
+
+        ``source`` is free-form JSON-able context (input file, offset, batch id...);
+        values JSON cannot represent are stored as their ``repr``.  The letter is
+        durable when this returns.
+        """
+        check_stage(stage)
+        if isinstance(rows, pa.RecordBatch):
+            rows = pa.Table.from_batches([rows])
+        if not isinstance(rows, pa.Table):
+            raise ValueError(f"dead-letter rows must be a pyarrow Table or RecordBatch, got {type(rows).__name__}")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            raise ValueError(f"dead-letter attempts must be an int >= 0, got {attempts!r}")
+        if source is not None and not isinstance(source, Mapping):
+            raise ValueError(f"dead-letter source must be a mapping or None, got {type(source).__name__}")
+        created_ns = time.time_ns()
+        letter_id = f"{stage}.{created_ns:019d}.{uuid.uuid4().hex[:16]}"
+        error_type, error_message, error_traceback = describe_error(error)
+        meta: dict[str, object] = {
+            "format": FORMAT,
+            "letter_id": letter_id,
+            "stage": stage,
+            "error_type": error_type,
+            "error_message": error_message,
+            "error_traceback": error_traceback,
+            "source": json.dumps(dict(source or {}), sort_keys=True, default=repr),
+            "attempts": attempts,
+            "row_count": rows.num_rows,
+            "created_at_ms": created_ns // 1_000_000,
+        }
+        write_atomically(self._path(letter_id, ROWS_SUFFIX), lambda fh: _write_ipc(fh, rows))
+        write_json_atomically(self._path(letter_id, META_SUFFIX), meta)
+        with self._lock:
+            self._meta_cache[letter_id] = meta
+        return letter_id
+
+    # -- reading -------------------------------------------------------------------
+
+    def list(self, stage: str | None = None, include_replayed: bool = False) -> pa.Table:
+        """One row per letter, oldest first, with the columns of ``LIST_SCHEMA``.
+
+        Only letters not yet replayed unless ``include_replayed``.
+        """
+        if stage is not None:
+            check_stage(stage)
+        metas, replayed = self._scan()
+        chosen = [
+            m
+            for m in metas
+            if (stage is None or m["stage"] == stage)
+            and (include_replayed or m["letter_id"] not in replayed)
+        ]
+        return pa.table(
+            {
+                "letter_id": [m["letter_id"] for m in chosen],
+                "stage": [m["stage"] for m in chosen],
+                "error_type": [m["error_type"] for m in chosen],
+                "error_message": [m["error_message"] for m in chosen],
+                "source": [m["source"] for m in chosen],
+                "attempts": [m["attempts"] for m in chosen],
+                "row_count": [m["row_count"] for m in chosen],
+                "created_at": [m["created_at_ms"] for m in chosen],
+                "replayed": [m["letter_id"] in replayed for m in chosen],
+            },
+            schema=LIST_SCHEMA,
+        )
+
+    def metadata(self, letter_id: str) -> dict[str, object]:
+        """Everything recorded about a letter, including the error's traceback text."""
+        meta = dict(self._read_meta(letter_id))
+        meta["replayed"] = self._path(letter_id, REPLAYED_SUFFIX).exists()
+        return meta
+
+    def rows(self, letter_id: str) -> pa.Table:
+        """The exact rows of a letter, with their original schema."""
+        self._read_meta(letter_id)  # validates the id and that the letter is committed
+        path = self._path(letter_id, ROWS_SUFFIX)
+        try:
+            with pa.OSFile(str(path), "rb") as fh:
+                return pa.ipc.open_file(fh).read_all()
+        except FileNotFoundError:
+            raise KeyError(f"dead letter {letter_id!r} has no rows file {str(path)!r}") from None
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"dead-letter rows file {str(path)!r} is unreadable: {exc}") from None
+
+    def count(self, stage: str | None = None, include_replayed: bool = False) -> int:
+        """The number of dead *rows* (not letters), of one stage or all, not yet replayed."""
+        listing = self.list(stage, include_replayed=include_replayed)
+        return int(sum(listing.column("row_count").to_pylist()))
+
+    def stages(self) -> list[str]:
+        """The stages that have letters not yet replayed, sorted."""
+        return sorted(set(self.list().column("stage").to_pylist()))
+
+    # -- replay ------------------------------------------------------------------------
+
+    def replay(self, stage: str, fn: Callable[[pa.Table], None]) -> ReplayReport:
+        """Call ``fn(rows)`` for each not-yet-replayed letter of ``stage``, oldest first.
+
+        A letter whose ``fn`` returns is marked replayed (durably, before moving on) and
+        is never handed out again, by this or any later store on the same directory.  A
+        letter whose ``fn`` raises stays in the store and is reported in
+        ``failed_letters``.  Letters claimed by a concurrent replayer are skipped.
+        """
+        check_stage(stage)
+        report = ReplayReport()
+        for letter_id in self.list(stage).column("letter_id").to_pylist():
+            if not self._claim(letter_id):
+                report.skipped_letters.append(letter_id)
+                continue
+            try:
+                if self._path(letter_id, REPLAYED_SUFFIX).exists():
+                    continue  # finished by another replayer since we listed
+                try:
+                    rows = self.rows(letter_id)
+                    fn(rows)
+                except Exception as exc:  # the replay function's failure is data here
+                    report.failed_letters.append((letter_id, f"{type(exc).__name__}: {exc}"))
+                    continue
+                write_json_atomically(
+                    self._path(letter_id, REPLAYED_SUFFIX),
+                    {"letter_id": letter_id, "replayed_at_ms": time.time_ns() // 1_000_000},
+                )
+                report.replayed_letters += 1
+                report.replayed_rows += rows.num_rows
+                report.replayed_ids.append(letter_id)
+            finally:
+                self._path(letter_id, CLAIM_SUFFIX).unlink(missing_ok=True)
+        return report
+
+    def purge_replayed(self) -> int:
+        """Delete the files of replayed letters; return how many letters were removed."""
+        _, replayed = self._scan()
+        for letter_id in replayed:
+            # Sidecar first: without it the letter no longer exists for readers.
+            for suffix in (META_SUFFIX, ROWS_SUFFIX, REPLAYED_SUFFIX):
+                self._path(letter_id, suffix).unlink(missing_ok=True)
+            with self._lock:
+                self._meta_cache.pop(letter_id, None)
+        return len(replayed)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _path(self, letter_id: str, suffix: str) -> Path:
+        return self.directory / f"{letter_id}{suffix}"
+
+    def _scan(self) -> tuple[list[dict[str, object]], set[str]]:
+        """All committed letters' metadata (oldest first) and the ids marked replayed."""
+        letter_ids: list[str] = []
+        replayed: set[str] = set()
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                if name.endswith(REPLAYED_SUFFIX):
+                    replayed.add(name[: -len(REPLAYED_SUFFIX)])
+                elif name.endswith(META_SUFFIX):
+                    letter_ids.append(name[: -len(META_SUFFIX)])
+        metas = [self._read_meta(letter_id) for letter_id in letter_ids if _LETTER_RE.fullmatch(letter_id)]
+        metas.sort(key=lambda m: (m["created_at_ms"], m["letter_id"]))
+        return metas, replayed & set(letter_ids)
+
+    def _read_meta(self, letter_id: str) -> dict[str, object]:
+        if not isinstance(letter_id, str) or not _LETTER_RE.fullmatch(letter_id):
+            raise ValueError(f"not a dead-letter id: {letter_id!r}")
+        with self._lock:
+            cached = self._meta_cache.get(letter_id)
+        if cached is not None:
+            return cached
+        path = self._path(letter_id, META_SUFFIX)
+        try:
+            meta = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise KeyError(f"no dead letter {letter_id!r} in {str(self.directory)!r}") from None
+        except ValueError as exc:
+            raise ValueError(f"dead-letter metadata file {str(path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"dead-letter metadata file {str(path)!r} is not in format {FORMAT!r}")
+        with self._lock:
+            self._meta_cache[letter_id] = meta
+        return meta
+
+    def _claim(self, letter_id: str) -> bool:
+        """Take the exclusive replay claim of a letter (taking over a stale one)."""
+        path = self._path(letter_id, CLAIM_SUFFIX)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if age <= self.claim_timeout_s:
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "claimed_at": time.time()}))
+            return True
+        return False
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"directory": str(self.directory), "claim_timeout_s": self.claim_timeout_s}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["directory"], state["claim_timeout_s"])  # type: ignore[misc, arg-type]
+
+    def __repr__(self) -> str:
+        return f"DeadLetterStore({str(self.directory)!r})"
+
+
+def check_stage(stage: object) -> str:
+    """Return ``stage`` if it is a valid stage name (it becomes part of file names)."""
+    if not isinstance(stage, str) or not _STAGE_RE.fullmatch(stage):
+        raise ValueError(
+            f"invalid dead-letter stage name {stage!r}: use 1-128 letters, digits, '_', '-' "
+            "or '.', starting with a letter or digit"
+        )
+    return stage
+
+
+def describe_error(error: BaseException | str) -> tuple[str, str, str]:
+    """``(error_type, message, traceback text)`` of an exception, or of a plain message."""
+    if isinstance(error, str):
+        return "str", error, ""
+    if not isinstance(error, BaseException):
+        raise ValueError(f"dead-letter error must be an exception or a string, got {type(error).__name__}")
+    cls = type(error)
+    error_type = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    message = str(error) or repr(error)
+    text = "".join(traceback.format_exception(error)) if error.__traceback__ is not None else ""
+    return error_type, message, text[-_MAX_TRACEBACK_CHARS:]
+
+
+def _write_ipc(fh: object, rows: pa.Table) -> None:
+    options = pa.ipc.IpcWriteOptions(compression="zstd" if pa.Codec.is_available("zstd") else None)
+    with pa.ipc.new_file(fh, rows.schema, options=options) as writer:
+        writer.write_table(rows)
