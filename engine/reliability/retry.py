@@ -7,6 +7,7 @@ injectable so the timing behaviour is testable without waiting.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -104,6 +105,15 @@ class RetryPolicy:
     def is_retryable(self, exc: BaseException) -> bool:
         """True when this policy would retry after ``exc`` (it is classed as transient)."""
         return is_transient(exc, self.retry_on)
+
+    def wrap(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` made to retry per this policy (real clock and sleep), as a decorator."""
+
+        @functools.wraps(fn)
+        def retrying(*args: object, **kwargs: object) -> T:
+            return self.call(fn, *args, **kwargs)
+
+        return retrying
 
     def call(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.reliability import CircuitBreaker, CircuitBreakerRegistry, CircuitOpenError
 
@@ -196,3 +198,38 @@ def test_registry_keeps_one_breaker_per_downstream_with_shared_defaults() -> Non
     assert {br.name for br in registry} == {"a", "b"}
     clock.now += 3.0
     assert registry.states()["a"] == "half_open"
+
+
+@settings(max_examples=25)
+@given(
+    events=st.lists(
+        st.one_of(st.just("ok"), st.just("fail"), st.floats(0, 4)),  # a float advances the clock
+        max_size=60,
+    ),
+    threshold=st.integers(1, 4),
+)
+def test_breaker_matches_a_reference_model(events: list, threshold: int) -> None:
+    """Against a plain model: an open breaker refuses every call until the timeout passes."""
+    clock = FakeClock()
+    timeout = 3.0
+    breaker = CircuitBreaker("m", failure_threshold=threshold, reset_timeout_s=timeout, clock=clock)
+    state, failures, opened_at = "closed", 0, 0.0
+    for event in events:
+        if isinstance(event, float):
+            clock.now += event
+            continue
+        if state == "open" and clock.now - opened_at >= timeout:
+            state = "half_open"
+        allowed = state != "open"
+        assert breaker.allow_request() == allowed
+        if not allowed:
+            continue
+        if event == "ok":
+            breaker.record_success()
+            state, failures = "closed", 0
+        else:
+            breaker.record_failure()
+            failures += 1
+            if state == "half_open" or failures >= threshold:
+                state, opened_at = "open", clock.now
+        assert breaker.state == state

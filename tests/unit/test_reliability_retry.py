@@ -192,3 +192,40 @@ def test_delay_is_always_within_jitter_band_and_cap(
     delay = policy.delay_s(attempt, random.Random(seed))
     assert full <= cap
     assert full * (1 - jitter) - 1e-12 <= delay <= full + 1e-12
+
+
+def test_wrap_makes_a_retrying_function() -> None:
+    flaky = Flaky(failures=1)
+    policy = RetryPolicy(max_attempts=2, base_delay_s=0.0, jitter=0.0)
+    assert policy.wrap(flaky)("arg") == "ok"
+    assert flaky.calls == 2
+
+
+@settings(max_examples=25)
+@given(
+    failures=st.integers(0, 12),
+    max_attempts=st.integers(1, 8),
+    time_box=st.none() | st.floats(0, 3),
+    backoff=st.sampled_from(["fixed", "incremental", "exponential"]),
+    seed=st.integers(0, 1000),
+)
+def test_calls_sleeps_and_outcome_follow_the_policy(
+    failures: int, max_attempts: int, time_box: float | None, backoff: str, seed: int
+) -> None:
+    fake = FakeTime()
+    flaky = Flaky(failures=failures)
+    policy = RetryPolicy(max_attempts=max_attempts, backoff=backoff, base_delay_s=0.1, time_box_s=time_box)
+    try:
+        outcome = policy.call(flaky, sleep=fake.sleep, clock=fake.clock, rng=random.Random(seed))
+    except TransientError:
+        outcome = "gave up"
+    assert flaky.calls <= max_attempts
+    assert len(fake.sleeps) == flaky.calls - 1
+    if time_box is not None:
+        assert fake.now <= time_box + 1e-9
+    if outcome == "ok":
+        assert flaky.calls == failures + 1
+    else:
+        assert flaky.calls <= failures
+        if time_box is None:
+            assert flaky.calls == max_attempts
