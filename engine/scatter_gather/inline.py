@@ -1,0 +1,70 @@
+"""The inline executor: every shard handled in this process, in order, without Ray.
+
+It is the oracle the Ray executor is tested against and a debugging aid.  It has no
+worker to wait on, so the deadline does not apply: every worker answers unless its
+handler raises (then it is missing, with its error).  Long-running requests run to
+completion inside ``submit`` and are kept by id like the Ray executor's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from engine.scatter_gather.replies import call_handler
+from engine.scatter_gather.requests import RequestTable, new_request_id
+from engine.scatter_gather.results import build_result, check_enough, describe_error
+from engine.scatter_gather.spec import GatherResult, Request, ScatterGather
+
+
+class InlineScatterGather:
+    """Runs a :class:`ScatterGather` in-process; same methods as ``RayScatterGather``."""
+
+    def __init__(self, spec: ScatterGather) -> None:
+        self.spec = spec
+        self.worker_names = spec.worker_names
+        self._requests: RequestTable[GatherResult] = RequestTable(spec.options.result_ttl_s)
+
+    def _run(self, request: Request, request_id: str | None) -> GatherResult:
+        started = time.monotonic()
+        pieces: dict[str, list[Any]] = {}
+        errors: dict[str, str] = {}
+        for name, shard in zip(self.worker_names, self.spec.shards):
+            try:
+                pieces[name] = [call_handler(self.spec.handler, shard, request)]
+            except Exception as error:  # a worker's failure is reported, not raised
+                errors[name] = describe_error(error)
+        return build_result(self.spec.aggregator, self.worker_names, pieces, set(pieces),
+                            errors, started, request_id)
+
+    def gather(self, request: Request) -> GatherResult:
+        """Send ``request`` to every shard and aggregate the replies.
+
+        Raises ``NotEnoughRepliesError`` when fewer than ``min_replies`` workers answer.
+        """
+        result = self._run(request, None)
+        check_enough(self.spec.options.min_replies, result.answered, result.missing,
+                     result.errors)
+        return result
+
+    def submit(self, request: Request) -> str:
+        """Run ``request`` now and keep its result under the returned request id."""
+        request_id = new_request_id()
+        return self._requests.add(self._run(request, request_id), request_id)
+
+    def poll(self, request_id: str) -> GatherResult:
+        """The result kept under ``request_id`` (raises ``UnknownRequestError`` if expired)."""
+        return self._requests.get(request_id)
+
+    def wait(self, request_id: str, timeout: float | None = None) -> GatherResult:
+        """Same as :meth:`poll`: inline requests are complete when ``submit`` returns."""
+        return self._requests.get(request_id)
+
+    def close(self) -> None:
+        """Nothing to release; present so both executors can be used the same way."""
+
+    def __enter__(self) -> "InlineScatterGather":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""What a handler returns, normalised: one reply, or several partial replies.
+
+A handler returns a reply (an Arrow table or a scalar) or a generator of partial
+replies.  For a one-shot ``gather`` the generator is drained on the worker and travels
+back as one :class:`PartialReplies`; the executor flattens it so the aggregator always
+sees a flat list of replies.  Long-running requests stream the pieces one by one instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+from engine.scatter_gather.spec import Handler, Request
+
+
+@dataclass(frozen=True)
+class PartialReplies:
+    """Several replies from one worker, to be aggregated as if sent one by one."""
+
+    pieces: tuple
+
+
+def call_handler(handler: Handler, shard: pa.Table, request: Request) -> Any:
+    """Run ``handler`` once; a generator's pieces come back as one :class:`PartialReplies`."""
+    reply = handler(shard, request)
+    if inspect.isgenerator(reply):
+        return PartialReplies(tuple(reply))
+    return reply
+
+
+def stream_handler(handler: Handler, shard: pa.Table, request: Request) -> Iterator[Any]:
+    """Run ``handler`` once, yielding each partial reply as soon as it is produced."""
+    reply = handler(shard, request)
+    if inspect.isgenerator(reply):
+        yield from reply
+    else:
+        yield reply
+
+
+def flatten_replies(replies: Iterable[Any]) -> list:
+    """Expand :class:`PartialReplies` so the aggregator sees one flat list of replies."""
+    flat: list = []
+    for reply in replies:
+        if isinstance(reply, PartialReplies):
+            flat.extend(reply.pieces)
+        else:
+            flat.append(reply)
+    return flat

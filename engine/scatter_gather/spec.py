@@ -1,0 +1,166 @@
+"""The inert description of a scatter-gather service, its options, results and errors.
+
+A :class:`ScatterGather` says *what* to run: the shards, the handler each worker applies
+to its shard, the aggregator that combines replies and the options (deadline, minimum
+replies, result time-to-live).  It holds no actors and starts nothing; an executor
+(``InlineScatterGather`` or ``RayScatterGather``) runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+import pyarrow as pa
+
+Request = Union[dict, pa.Table]
+Reply = Any  # a pa.Table (or RecordBatch) or a scalar
+Handler = Callable[[pa.Table, Request], Reply]
+Aggregator = Callable[[list], Any]
+
+
+class ScatterGatherError(RuntimeError):
+    """Base class of the errors raised by scatter-gather executors."""
+
+
+class NotEnoughRepliesError(ScatterGatherError):
+    """Fewer workers answered by the deadline than ``min_replies`` requires."""
+
+    def __init__(self, needed: int, answered: Sequence[str], missing: Sequence[str],
+                 errors: dict[str, str]) -> None:
+        self.needed = needed
+        self.answered = list(answered)
+        self.missing = list(missing)
+        self.errors = dict(errors)
+        detail = "; ".join(f"{name}: {text}" for name, text in sorted(self.errors.items()))
+        super().__init__(
+            f"only {len(self.answered)} of {len(self.answered) + len(self.missing)} workers "
+            f"answered, {needed} required; missing: {', '.join(self.missing)}"
+            + (f" (errors: {detail})" if detail else ""))
+
+
+class UnknownRequestError(KeyError):
+    """A request id that was never issued by this executor, or has expired."""
+
+    def __str__(self) -> str:  # KeyError's default repr-quotes the message
+        return str(self.args[0]) if self.args else "unknown request id"
+
+
+class RequestExpiredError(UnknownRequestError):
+    """The request id existed, but its result outlived ``result_ttl_s`` and was dropped."""
+
+
+@dataclass(frozen=True)
+class ScatterGatherOptions:
+    """Settings of a scatter-gather service.
+
+    - ``deadline_s``: how long ``gather`` waits for replies; late replies are left out
+      and the result is marked partial.
+    - ``min_replies``: fewer answers than this by the deadline raise
+      :class:`NotEnoughRepliesError` naming the missing workers.
+    - ``result_ttl_s``: how long a long-running request id stays valid after ``submit``.
+    - ``max_concurrency``: requests one shard actor serves at once (threads), so a
+      stalled request does not block the ones behind it.
+    - ``num_cpus_per_shard``: CPUs each shard actor reserves (0 lets many shards share a
+      small cluster).
+    - ``warmup_request``: sent once to every worker when the executor starts (untimed),
+      so first-call costs (imports, kernel set-up: ~0.2 s for some Arrow kernels) do not
+      eat the first real request's deadline.
+    """
+
+    deadline_s: float = 1.0
+    min_replies: int = 1
+    result_ttl_s: float = 600.0
+    max_concurrency: int = 16
+    num_cpus_per_shard: float = 0.0
+    warmup_request: Request | None = None
+
+    def __post_init__(self) -> None:
+        if not self.deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {self.deadline_s!r}")
+        if self.min_replies < 0:
+            raise ValueError(f"min_replies must be >= 0, got {self.min_replies!r}")
+        if not self.result_ttl_s > 0:
+            raise ValueError(f"result_ttl_s must be > 0, got {self.result_ttl_s!r}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency!r}")
+        if self.num_cpus_per_shard < 0:
+            raise ValueError(f"num_cpus_per_shard must be >= 0, got {self.num_cpus_per_shard!r}")
+
+
+@dataclass(frozen=True)
+class ScatterGather:
+    """One request fanned out to one worker per shard; replies combined by ``aggregator``.
+
+    ``handler(shard, request)`` runs on each shard and returns a reply (an Arrow table or
+    a scalar), or a generator of partial replies for long-running requests.
+    ``aggregator(replies)`` receives the list of replies that arrived (never empty) and
+    returns the answer.  Workers are named ``shard-0``, ``shard-1``, ... in shard order.
+    """
+
+    shards: Sequence[pa.Table]
+    handler: Handler
+    aggregator: Aggregator
+    options: ScatterGatherOptions = field(default_factory=ScatterGatherOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shards, (pa.Table, pa.RecordBatch)):
+            raise TypeError("shards must be a list of pyarrow Tables, not a single table")
+        shards = []
+        for index, shard in enumerate(self.shards):
+            if isinstance(shard, pa.RecordBatch):
+                shard = pa.Table.from_batches([shard])
+            if not isinstance(shard, pa.Table):
+                raise TypeError(f"shard {index} is a {type(shard).__name__}, not a pyarrow Table")
+            shards.append(shard)
+        if not shards:
+            raise ValueError("shards must be a non-empty list of pyarrow Tables")
+        object.__setattr__(self, "shards", tuple(shards))
+        if not callable(self.handler):
+            raise TypeError(f"handler must be callable, got {type(self.handler).__name__}")
+        if not callable(self.aggregator):
+            raise TypeError(f"aggregator must be callable, got {type(self.aggregator).__name__}")
+        if not isinstance(self.options, ScatterGatherOptions):
+            raise TypeError("options must be a ScatterGatherOptions")
+        check_min_replies(self.options, len(shards))
+
+    @property
+    def worker_names(self) -> list[str]:
+        """Stable worker ids, ``shard-<index>``, one per shard."""
+        return worker_names(len(self.shards))
+
+
+def worker_names(count: int) -> list[str]:
+    """The stable ids ``shard-0`` .. ``shard-<count-1>``."""
+    return [f"shard-{index}" for index in range(count)]
+
+
+def check_min_replies(options: ScatterGatherOptions, workers: int) -> None:
+    """Reject a ``min_replies`` larger than the number of workers (it could never be met)."""
+    if options.min_replies > workers:
+        raise ValueError(
+            f"min_replies={options.min_replies} exceeds the number of workers ({workers})")
+
+
+@dataclass(frozen=True)
+class GatherResult:
+    """The aggregate of the replies that arrived, and who answered.
+
+    - ``value``: the aggregator's output over the replies that arrived (``None`` when
+      none has arrived yet, which only a long-running ``poll`` can return);
+    - ``partial``: True when some worker's reply is not included (late, failed or, for a
+      long-running request, still running);
+    - ``answered`` / ``missing``: worker ids whose reply is complete / not (both in
+      worker order); ``errors`` maps each failed worker to its error text;
+    - ``done``: no more replies will arrive (always True for ``gather``);
+    - ``elapsed_s``: seconds since the request was sent; ``request_id``: its id.
+    """
+
+    value: Any
+    partial: bool
+    answered: list[str]
+    missing: list[str]
+    elapsed_s: float
+    request_id: str | None
+    errors: dict[str, str] = field(default_factory=dict)
+    done: bool = True
