@@ -1,0 +1,1 @@
+"""Inputs (text byte-range splits, Parquet row groups, tables) and outputs (Parquet parts)."""

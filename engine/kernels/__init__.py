@@ -1,0 +1,1 @@
+"""Pure per-batch Arrow kernels: no scheduling, no I/O, no Ray."""

@@ -1,0 +1,45 @@
+"""Deterministic fault injection for MapReduce workers (tests, benchmarks and demos).
+
+A ``WorkerChaos`` travels with a worker: it can kill the worker's process after its
+k-th task, slow every task down by a factor, or stall before a task.  ``MasterChaos``
+kills the master after n task completions.  Record-level poison is a user map function
+concern: see ``engine.chaos.poison_records``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerChaos:
+    """Faults one worker injects into itself.
+
+    - ``die_after_tasks``: exit the process abruptly right after finishing this many tasks.
+    - ``die_in_phase``: only count tasks of this kind ("map", "reduce" or None for both).
+    - ``slowdown``: sleep ``(slowdown - 1) x`` each task's run time after it (1 = off).
+    """
+
+    die_after_tasks: int | None = None
+    die_in_phase: str | None = None
+    slowdown: float = 1.0
+
+    def before_task(self, kind: str, done: int) -> None:
+        """Called before each task with the number of tasks finished so far."""
+
+    def after_task(self, kind: str, done: int, elapsed_s: float) -> None:
+        """Called after each task; may sleep (slow worker) or kill the process."""
+        if self.slowdown > 1.0:
+            time.sleep(elapsed_s * (self.slowdown - 1.0))
+        if self.die_after_tasks is not None and done >= self.die_after_tasks \
+                and (self.die_in_phase is None or self.die_in_phase == kind):
+            os._exit(1)
+
+
+@dataclass(frozen=True)
+class MasterChaos:
+    """Faults the primary master injects: exit after ``die_after_completions`` completions."""
+
+    die_after_completions: int | None = None

@@ -1,0 +1,216 @@
+"""Submitting a job to Ray and the handle the user holds while it runs.
+
+``submit`` validates the job and its inputs in the driver (so a bad path fails before
+any work starts), prepares the output directory, starts the primary master and a
+standby, and returns a ``JobHandle`` at once.  The handle follows whichever master is
+primary, so it keeps working across a master takeover.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from engine.cluster import available_cpus
+from engine.io.output import prepare_output
+from engine.io.splits import plan_splits
+from engine.mapreduce.chaos import MasterChaos, WorkerChaos
+from engine.mapreduce.local import resolve_output
+from engine.mapreduce.master import JobFailedError, MapReduceMaster, MasterConfig, master_name, worker_name
+from engine.mapreduce.result import JobResult
+from engine.mapreduce.snapshot import SnapshotStore
+from engine.mapreduce.spec import MapReduceJob
+
+_NAMESPACE = "engine"
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """Faults to inject into one run (tests and demos): per-worker-number and master faults."""
+
+    workers: dict[int, WorkerChaos] = field(default_factory=dict)
+    master: MasterChaos = field(default_factory=MasterChaos)
+
+
+def default_reducers(workers: int) -> int:
+    """Reducers default to twice the workers: enough to balance, few enough to stay fast."""
+    return 2 * workers
+
+
+class JobHandle:
+    """A running job: ``status()``, ``progress()``, ``counters()``, ``result()``, ``cancel()``."""
+
+    def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any]) -> None:
+        self.job = job
+        self.config = config
+        self.job_id = config.job_id
+        self._masters = masters
+        self._result: JobResult | None = None
+        self._last_status: dict = {}
+
+    def _live_masters(self) -> list[Any]:
+        return list(reversed(self._masters))
+
+    def status(self, tasks: bool = False) -> dict:
+        """The primary master's view: state, phase, task counts, workers, snapshots, errors."""
+        if self._result is not None:
+            return {**self._last_status, "state": "succeeded"}
+        for master in self._live_masters():
+            try:
+                status = ray.get(master.status.remote(tasks), timeout=10)
+            except ray.exceptions.RayError:
+                continue
+            if status.get("role") == "primary":
+                self._last_status = status
+                return status
+        return {**self._last_status, "state": self._last_status.get("state", "starting"), "role": "none"}
+
+    def progress(self) -> float:
+        """Fraction of the job done: map bytes (or tasks) weigh 90%, reduce tasks 10%."""
+        status = self.status()
+        if status.get("state") == "succeeded":
+            return 1.0
+        maps, reduces = status.get("maps"), status.get("reduces")
+        if not maps:
+            return 0.0
+        if status.get("bytes_total"):
+            map_part = status["bytes_done"] / status["bytes_total"]
+        else:
+            map_part = maps["completed"] / max(1, sum(maps.values()))
+        reduce_part = reduces["completed"] / max(1, sum(reduces.values()))
+        return 0.9 * map_part + 0.1 * reduce_part
+
+    def counters(self) -> Counter:
+        """Counters so far (complete once the job is done)."""
+        if self._result is not None:
+            return self._result.counters
+        return Counter()
+
+    def result(self, timeout_s: float | None = None, progress: bool | None = None) -> JobResult:
+        """Wait for the job and return its result; raises ``JobFailedError`` if it failed.
+
+        With ``progress`` (default: the job's ``options.progress``) a progress bar is shown
+        on standard error while waiting.
+        """
+        if self._result is not None:
+            return self._result
+        show = self.job.options.progress if progress is None else progress
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, desc=self.job.name, unit="%", file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            summary = self._wait(deadline, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._result is None:
+                pass
+        self._cleanup()
+        self._result = JobResult(self.job.name, self.config.output, Counter(summary["counters"]), summary["elapsed_s"],
+                                 summary["map_tasks"], summary["reduce_tasks"], summary["attempts"], summary)
+        return self._result
+
+    def _wait(self, deadline: float | None, bar: Any) -> dict:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.job_id} did not finish in time")
+            primary = None
+            for master in self._live_masters():
+                try:
+                    if ray.get(master.ping.remote(), timeout=10).get("role") == "primary":
+                        primary = master
+                        break
+                except ray.exceptions.RayError:
+                    continue
+            if primary is None:
+                time.sleep(0.1)
+                continue
+            try:
+                summary = ray.get(primary.wait_done.remote(0.2 if bar is not None else 1.0))
+            except ray.exceptions.RayActorError:
+                continue
+            except ray.exceptions.RayTaskError as error:
+                self._cleanup()
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, JobFailedError):
+                    raise JobFailedError(str(cause)) from None
+                raise
+            if bar is not None:
+                bar.n = round(100 * self.progress())
+                status = self._last_status
+                if status:
+                    bar.set_postfix_str(f"maps {status['maps']['completed']}/{sum(status['maps'].values())} "
+                                        f"reduces {status['reduces']['completed']}/{sum(status['reduces'].values())}")
+                bar.refresh()
+            if summary is not None:
+                if bar is not None:
+                    bar.n = 100
+                    bar.refresh()
+                return summary
+
+    def cancel(self) -> None:
+        """Stop the job: kill its masters and workers.  Parts already written stay."""
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for number in range(len(self._masters) + 4):
+            self._kill(master_name(self.job_id, number))
+        for number in range(self.config.workers * 4 + 16):
+            self._kill(worker_name(self.job_id, number))
+
+    def _kill(self, name: str) -> None:
+        try:
+            ray.kill(ray.get_actor(name, namespace=self.config.namespace), no_restart=True)
+        except (ValueError, ray.exceptions.RayError):
+            pass
+
+
+def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = False) -> JobHandle:
+    """Run ``job`` on the connected Ray cluster (``engine.connect()`` first); returns at once.
+
+    ``resume=True`` continues a job whose driver went away, from its snapshot store:
+    parts already committed are kept and reduce tasks recorded as completed are not run
+    again (map outputs died with the old cluster's workers, so needed maps run again).
+    """
+    if not ray.is_initialized():
+        raise RuntimeError("not connected to Ray: call engine.connect() first")
+    plan_splits(job.inputs)  # fail on a missing input before any work starts
+    workers = job.options.workers or available_cpus()
+    reducers = job.reducers or default_reducers(workers)
+    output = resolve_output(job)
+    snapshot_dir = job.options.snapshot_dir or os.path.join(output, "_snapshots")
+    table = None
+    if resume:
+        snapshot = SnapshotStore(snapshot_dir, job.name, job.fingerprint()).latest()
+        if snapshot is None:
+            raise FileNotFoundError(f"no usable snapshot of job {job.name!r} in {snapshot_dir}")
+        table = snapshot.state["tasks"]
+        reducers = int(snapshot.state.get("reducers", reducers))
+    else:
+        prepare_output(output, job.options.overwrite)
+    job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
+    chaos = chaos or ChaosPlan()
+    config = MasterConfig(job_id=job_id, namespace=_NAMESPACE, output=output, reducers=reducers, workers=workers,
+                          snapshot_dir=snapshot_dir, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
+    masters = []
+    primary = MapReduceMaster.options(name=master_name(job_id, 0), namespace=_NAMESPACE,
+                                      lifetime="detached").remote(job, config, 0)
+    masters.append(primary)
+    primary.start_primary.remote(table, [])
+    if job.options.backup_master:
+        standby = MapReduceMaster.options(name=master_name(job_id, 1), namespace=_NAMESPACE,
+                                          lifetime="detached").remote(job, config, 1)
+        standby.standby.remote(master_name(job_id, 0))
+        masters.append(standby)
+    return JobHandle(job, config, masters)

@@ -1,0 +1,483 @@
+"""The MapReduce master actor: owns the task table, schedules, detects failures.
+
+One primary master runs the job; an optional standby master (the same class) watches
+it and takes over from the newest snapshot if it dies.  Workers and masters are
+detached named actors created by whoever runs the job, so no master failure takes the
+workers (and the map outputs they hold) down with it; the job handle removes them when
+the job ends.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from engine.arrow import concat
+from engine.io.output import part_name, write_dead_letters, write_success
+from engine.mapreduce.chaos import MasterChaos, WorkerChaos
+from engine.mapreduce.counters import add_counters
+from engine.mapreduce.snapshot import SnapshotStore
+from engine.mapreduce.spec import MapReduceJob
+from engine.mapreduce.task_table import TaskState, TaskTable
+from engine.mapreduce.worker import MapOutputLostError, MapReduceWorker
+
+_DEAD_DIR = ".dead-letters"
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """Everything a master needs to run (or take over) one job."""
+
+    job_id: str
+    namespace: str
+    output: str
+    reducers: int
+    workers: int
+    snapshot_dir: str
+    worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
+    master_chaos: MasterChaos = field(default_factory=MasterChaos)
+    orphan_timeout_s: float = 120.0
+
+
+class JobFailedError(RuntimeError):
+    """The job cannot complete; the message says which task failed and why."""
+
+
+def worker_name(job_id: str, number: int) -> str:
+    """The actor name of worker ``number`` of a job."""
+    return f"{job_id}-worker-{number}"
+
+
+def master_name(job_id: str, number: int) -> str:
+    """The actor name of master ``number`` (0 = first primary) of a job."""
+    return f"{job_id}-master-{number}"
+
+
+@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=0)
+class MapReduceMaster:
+    """See the module docstring.  ``number`` orders masters: a standby has a higher one."""
+
+    def __init__(self, job: MapReduceJob, config: MasterConfig, number: int) -> None:
+        self.job = job
+        self.config = config
+        self.number = number
+        self.name = master_name(config.job_id, number)
+        self.role = "standby"
+        self.options = job.options
+        self.store = SnapshotStore(config.snapshot_dir, job.name, job.fingerprint())
+        self.table: TaskTable | None = None
+        self.lock = threading.RLock()
+        self.done = threading.Event()
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.workers: dict[str, Any] = {}
+        self.busy: dict[str, int] = {}
+        self.next_worker = 0
+        self.failed_workers: list[str] = []
+        self.inflight: dict[Any, tuple[str, int, str, str]] = {}
+        self.pings: dict[str, tuple[Any, float]] = {}
+        self.snapshot_seq = 0
+        self.completions = 0
+        self.completions_at_snapshot = 0
+        self.last_snapshot = time.monotonic()
+        self.started = time.time()
+        self.takeover_at: float | None = None
+        self.events: list[str] = []
+
+    # ----- roles ---------------------------------------------------------------------------
+
+    def start_primary(self, table: list[dict] | None, worker_names: list[str]) -> None:
+        """Become the primary: adopt a task table (or resume from snapshots) and run."""
+        with self.lock:
+            if table is not None:
+                self.table = TaskTable.from_json(table)
+            self.role = "primary"
+        threading.Thread(target=self._run, args=(worker_names,), daemon=True).start()
+
+    def standby(self, primary: str) -> None:
+        """Watch ``primary``; when it dies, take over from the newest snapshot."""
+        threading.Thread(target=self._watch, args=(primary,), daemon=True).start()
+
+    def _watch(self, primary: str) -> None:
+        handle = ray.get_actor(primary, namespace=self.config.namespace)
+        misses = 0
+        while not self.done.is_set():
+            try:
+                state = ray.get(handle.ping.remote(), timeout=self.options.heartbeat_timeout_s)
+                misses = 0
+                if state.get("done"):
+                    return
+            except ray.exceptions.GetTimeoutError:
+                misses += 1
+                if misses < 2:
+                    continue
+                ray.kill(handle, no_restart=True)
+            except ray.exceptions.RayError:
+                pass
+            else:
+                time.sleep(self.options.heartbeat_interval_s)
+                continue
+            self._take_over()
+            return
+
+    def _take_over(self) -> None:
+        snapshot = self.store.latest()
+        self.takeover_at = time.time()
+        with self.lock:
+            self.role = "primary"
+            if snapshot is None:
+                self.table = None
+                names: list[str] = []
+                self.events.append("takeover without snapshot: starting the job from the beginning")
+            else:
+                self.table = TaskTable.from_json(snapshot.state["tasks"])
+                self.snapshot_seq = snapshot.seq
+                self.next_worker = int(snapshot.state.get("next_worker", 0))
+                self.failed_workers = list(snapshot.state.get("failed_workers", []))
+                names = list(snapshot.state.get("workers", []))
+                self.events.append(f"took over from snapshot {snapshot.seq}")
+        self._run(names)
+
+    def ping(self) -> dict:
+        """Liveness of this master."""
+        return {"master": self.name, "role": self.role, "done": self.done.is_set()}
+
+    def wait_done(self, timeout_s: float | None = None) -> dict | None:
+        """Block until the job ends here; return its summary or raise ``JobFailedError``."""
+        if not self.done.wait(timeout_s):
+            return None
+        if self.error is not None:
+            raise JobFailedError(self.error)
+        return self.summary
+
+    # ----- the scheduling loop ----------------------------------------------------------------
+
+    def _run(self, worker_names: list[str]) -> None:
+        try:
+            self.job_ref = ray.put(self.job)  # one copy in the object store, not one per task
+            with self.lock:
+                if self.table is None:
+                    from engine.io.splits import plan_splits
+
+                    self.table = TaskTable.for_job(plan_splits(self.job.inputs), self.config.reducers)
+                self._adopt_workers(worker_names)
+                self._verify_outputs()
+                self._spawn_workers()
+            while True:
+                with self.lock:
+                    if self.table.phase_done("map") and self.table.phase_done("reduce"):
+                        break
+                    self._schedule()
+                refs = list(self.inflight)
+                if refs:
+                    ready, _ = ray.wait(refs, num_returns=1, timeout=self.options.heartbeat_interval_s)
+                    if ready:
+                        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                else:
+                    ready = []
+                    time.sleep(0.01)
+                with self.lock:
+                    for ref in ready:
+                        self._on_reply(ref)
+                    self._heartbeat()
+                    self._maybe_snapshot()
+            self._finish()
+        except JobFailedError as error:
+            self.error = str(error)
+        except Exception as error:  # the master must report, not vanish
+            self.error = f"master failed: {type(error).__name__}: {error}\n{traceback.format_exc()}"
+        finally:
+            self.done.set()
+
+    def _adopt_workers(self, names: list[str]) -> None:
+        """Reuse live workers (after a takeover); forget the dead ones."""
+        for name in names:
+            try:
+                handle = ray.get_actor(name, namespace=self.config.namespace)
+                ray.get(handle.ping.remote(), timeout=self.options.heartbeat_timeout_s)
+            except (ValueError, ray.exceptions.RayError):
+                self.failed_workers.append(name)
+                self.table.worker_lost(name)
+                continue
+            self.workers[name] = handle
+            self.busy[name] = 0
+
+    def _verify_outputs(self) -> None:
+        """After a takeover: completed maps must still be held, completed reduces on disk."""
+        for worker, keys in self.table.map_locations().items():
+            held = [False] * len(keys)
+            if worker in self.workers:
+                try:
+                    held = ray.get(self.workers[worker].holds.remote(keys), timeout=self.options.heartbeat_timeout_s)
+                except ray.exceptions.RayError:
+                    pass
+            for (task_id, _), present in zip(keys, held):
+                if not present:
+                    self.table.lose_output(task_id)
+        for task in self.table.of_kind("reduce"):
+            if task.state is TaskState.COMPLETED and not os.path.exists(os.path.join(self.config.output, part_name(task.index))):
+                task.state = TaskState.IDLE
+
+    def _spawn_workers(self) -> None:
+        while len(self.workers) < self.config.workers:
+            number = self.next_worker
+            self.next_worker += 1
+            name = worker_name(self.config.job_id, number)
+            chaos = self.config.worker_chaos.get(number)
+            self.workers[name] = MapReduceWorker.options(
+                name=name, namespace=self.config.namespace, lifetime="detached", num_cpus=1,
+            ).remote(name, self.config.orphan_timeout_s, chaos)
+            self.busy[name] = 0
+            if number >= self.config.workers:
+                self.events.append(f"started replacement worker {name}")
+
+    def _free_workers(self) -> list[str]:
+        return sorted((n for n, b in self.busy.items() if b == 0 and n in self.workers), key=lambda n: self.busy[n])
+
+    def _schedule(self) -> None:
+        kind = "map" if not self.table.phase_done("map") else "reduce"
+        for worker in self._free_workers():
+            task = self.table.next_idle(kind)
+            speculative = False
+            if task is None:
+                task = self._straggler(kind, worker)
+                speculative = task is not None
+            if task is None:
+                return
+            self._launch(task.task_id, worker, speculative)
+
+    def _straggler(self, kind: str, worker: str):
+        """The oldest single-attempt running task of the phase, when speculation applies."""
+        if not self.options.speculation:
+            return None
+        tasks = self.table.of_kind(kind)
+        done = sum(1 for t in tasks if t.state is TaskState.COMPLETED)
+        if not tasks or done / len(tasks) < self.options.speculation_after:
+            return None
+        candidates = [t for t in tasks if t.state is TaskState.IN_PROGRESS and len(t.running) == 1
+                      and worker not in t.running.values() and t.speculative_attempts == 0]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda t: min(t.started_at[a] for a in t.running))
+
+    def _launch(self, task_id: str, worker: str, speculative: bool) -> None:
+        task = self.table.tasks[task_id]
+        attempt = self.table.start(task_id, worker, speculative=speculative)
+        handle = self.workers[worker]
+        if task.kind == "map":
+            ref = handle.run_map.remote(self.job_ref, task_id, attempt, task.split.to_json(), self.config.reducers)
+        else:
+            sources = {name: (self.workers[name], keys) for name, keys in self.table.map_locations().items()}
+            ref = handle.run_reduce.remote(self.job_ref, task_id, attempt, task.index, sources, self.config.output)
+        self.inflight[ref] = (task_id, attempt, worker, task.kind)
+        self.busy[worker] += 1
+        if speculative:
+            self.events.append(f"speculative attempt {attempt} of {task_id} on {worker}")
+
+    # ----- replies and failures ------------------------------------------------------------
+
+    def _on_reply(self, ref: Any) -> None:
+        task_id, attempt, worker, kind = self.inflight.pop(ref)
+        if worker in self.busy:
+            self.busy[worker] = max(0, self.busy[worker] - 1)
+        try:
+            report = ray.get(ref)
+        except ray.exceptions.RayActorError:
+            self._worker_failed(worker, "died")
+            return
+        except ray.exceptions.RayTaskError as error:
+            self._task_failed(task_id, attempt, worker, error)
+            return
+        if worker not in self.workers:  # a reply from a worker already declared dead
+            return
+        location = worker if kind == "map" else report["path"]
+        details = {"elapsed_s": report["elapsed_s"], "worker": worker}
+        if kind == "map":
+            details["input_bytes"] = report["input_bytes"]
+        if not self.table.complete(task_id, attempt, location, report["counters"], details):
+            if kind == "map":
+                handle = self.workers.get(worker)
+                if handle is not None:
+                    handle.drop.remote([(task_id, attempt)])
+            return
+        self._save_dead_letters(task_id, report["dead_letters"])
+        for loser_attempt, loser_worker in self.table.losers(task_id).items():
+            for other, (tid, att, _, _) in list(self.inflight.items()):
+                if tid == task_id and att == loser_attempt:
+                    ray.cancel(other)
+        self.completions += 1
+        chaos = self.config.master_chaos
+        if (self.number == 0 and chaos.die_after_completions is not None
+                and self.completions >= chaos.die_after_completions):
+            self._write_snapshot()
+            os._exit(1)
+
+    def _task_failed(self, task_id: str, attempt: int, worker: str, error: Exception) -> None:
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, MapOutputLostError):
+            self.table.fail(task_id, attempt)
+            self.table.tasks[task_id].failures -= 1  # not the reduce's fault
+            for name in cause.workers:
+                if name in self.workers:
+                    self._check_worker(name)
+            for lost in cause.lost:
+                location = self.table.tasks[lost].location
+                if location is None or location not in self.workers:
+                    self.table.lose_output(lost)
+            return
+        task = self.table.fail(task_id, attempt)
+        message = str(cause) if cause is not None else str(error)
+        self.events.append(f"{task_id} attempt {attempt} failed on {worker}: {message[:200]}")
+        if task.failures >= self.options.max_task_attempts:
+            raise JobFailedError(f"task {task_id} failed {task.failures} times; last error: "
+                                 f"{type(cause).__name__ if cause else 'error'}: {message.splitlines()[0] if message else ''}")
+
+    def _check_worker(self, name: str) -> None:
+        try:
+            ray.get(self.workers[name].ping.remote(), timeout=self.options.heartbeat_timeout_s)
+        except ray.exceptions.RayError:
+            self._worker_failed(name, "unreachable")
+
+    def _worker_failed(self, name: str, why: str) -> None:
+        if name not in self.workers:
+            return
+        handle = self.workers.pop(name)
+        self.busy.pop(name, None)
+        self.pings.pop(name, None)
+        self.failed_workers.append(name)
+        self.events.append(f"worker {name} {why}; its tasks go back to idle")
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception:
+            pass
+        for ref, (_, _, worker, _) in list(self.inflight.items()):
+            if worker == name:
+                self.inflight.pop(ref)
+        self.table.worker_lost(name)
+        self._spawn_workers()
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        for name, handle in list(self.workers.items()):
+            pending = self.pings.get(name)
+            if pending is None:
+                self.pings[name] = (handle.ping.remote(), now)
+                continue
+            ref, sent = pending
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ref)
+                    self.pings.pop(name)
+                except ray.exceptions.RayError:
+                    self._worker_failed(name, "died")
+            elif now - sent > self.options.heartbeat_timeout_s:
+                self._worker_failed(name, f"missed its heartbeat deadline ({self.options.heartbeat_timeout_s}s)")
+
+    # ----- snapshots, dead letters, the end ---------------------------------------------------
+
+    def _state(self) -> dict:
+        return {"tasks": self.table.to_json(), "workers": sorted(self.workers), "next_worker": self.next_worker,
+                "failed_workers": self.failed_workers, "reducers": self.config.reducers}
+
+    def _write_snapshot(self) -> None:
+        self.snapshot_seq += 1
+        self.store.write(self.snapshot_seq, self._state())
+        self.completions_at_snapshot = self.completions
+        self.last_snapshot = time.monotonic()
+
+    def _maybe_snapshot(self) -> None:
+        changed = self.completions > self.completions_at_snapshot
+        if changed and (self.completions - self.completions_at_snapshot >= self.options.snapshot_every_tasks
+                        or time.monotonic() - self.last_snapshot >= self.options.snapshot_every_s):
+            self._write_snapshot()
+
+    def _save_dead_letters(self, task_id: str, table: pa.Table) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        directory = os.path.join(self.config.output, _DEAD_DIR)
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{task_id}.parquet")
+        pq.write_table(table, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def _collect_dead_letters(self) -> pa.Table:
+        directory = os.path.join(self.config.output, _DEAD_DIR)
+        if not os.path.isdir(directory):
+            return pa.table({})
+        tables = [pq.read_table(os.path.join(directory, n)) for n in sorted(os.listdir(directory)) if n.endswith(".parquet")]
+        return concat(tables)
+
+    def _finish(self) -> None:
+        from engine.mapreduce.local import check_bad_records
+
+        counters: dict = {}
+        from collections import Counter
+
+        total: Counter = Counter()
+        for task in self.table.tasks.values():
+            add_counters(total, task.counters)
+        check_bad_records(total, self.options.max_bad_record_fraction)
+        dead = self._collect_dead_letters()
+        if dead.num_rows:
+            write_dead_letters(self.config.output, dead)
+        directory = os.path.join(self.config.output, _DEAD_DIR)
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                os.unlink(os.path.join(directory, name))
+            os.rmdir(directory)
+        counters = dict(total)
+        elapsed = time.time() - self.started
+        self.summary = {
+            "job": self.job.name, "job_id": self.config.job_id, "fingerprint": self.job.fingerprint(),
+            "executor": "ray", "master": self.name, "counters": counters, "elapsed_s": elapsed,
+            "map_tasks": len(self.table.of_kind("map")), "reduce_tasks": len(self.table.of_kind("reduce")),
+            "attempts": {t.task_id: t.attempt for t in self.table.tasks.values()},
+            "executions": {t.task_id: t.executions for t in self.table.tasks.values()},
+            "failed_workers": self.failed_workers, "snapshot_seq": self.snapshot_seq,
+            "speculative_attempts": sum(t.speculative_attempts for t in self.table.tasks.values()),
+            "takeover": self.takeover_at is not None, "events": self.events[-200:],
+        }
+        write_success(self.config.output, {k: v for k, v in self.summary.items() if k != "events"})
+        self.store.clear()
+        for handle in self.workers.values():
+            handle.drop.remote([(t.task_id, t.completed_attempt) for t in self.table.of_kind("map")])
+
+    # ----- observability ----------------------------------------------------------------------
+
+    def status(self, tasks: bool = False) -> dict:
+        """Progress and health: phase, per-phase task counts, bytes, workers, snapshots."""
+        with self.lock:
+            if self.table is None:
+                return {"master": self.name, "role": self.role, "state": "starting"}
+            maps, reduces = self.table.of_kind("map"), self.table.of_kind("reduce")
+            bytes_total = sum(t.split.size_bytes() for t in maps if t.split)
+            bytes_done = sum(t.split.size_bytes() for t in maps if t.split and t.state is TaskState.COMPLETED)
+            state = "running"
+            if self.done.is_set():
+                state = "failed" if self.error else "succeeded"
+            status = {
+                "master": self.name, "role": self.role, "state": state,
+                "phase": "map" if not self.table.phase_done("map") else ("reduce" if not self.table.phase_done("reduce") else "done"),
+                "maps": self.table.counts("map"), "reduces": self.table.counts("reduce"),
+                "bytes_total": bytes_total, "bytes_done": bytes_done,
+                "workers": sorted(self.workers), "failed_workers": list(self.failed_workers),
+                "replaced_workers": max(0, self.next_worker - self.config.workers),
+                "snapshot_seq": self.snapshot_seq, "takeover": self.takeover_at is not None,
+                "speculative_attempts": sum(t.speculative_attempts for t in self.table.tasks.values()),
+                "skipped_records": sum(t.counters.get("bad_records_skipped", 0) for t in self.table.tasks.values()),
+                "error": self.error.splitlines()[0] if self.error else None,
+            }
+            if tasks:
+                status["tasks"] = [{"task_id": t.task_id, "state": t.state.value, "attempt": t.attempt,
+                                    "running": dict(t.running), "executions": t.executions,
+                                    "location": t.location} for t in self.table.tasks.values()]
+            return status

@@ -1,0 +1,243 @@
+"""The MapReduce job description: inert, validated data that executors run.
+
+A ``MapReduceJob`` says what to compute (inputs, map, optional combine, reduce, key
+columns, reducer count, output); ``JobOptions`` says how (workers, split size, fault
+tolerance settings).  Neither starts anything.  The same job runs inline
+(``engine.run_local``) and on Ray (``engine.submit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import pyarrow as pa
+
+BatchFunction = Callable[[pa.Table], pa.Table]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class JobSpecError(ValueError):
+    """A job description is invalid; the message names the field and the bad value."""
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """UTF-8 text files (paths, directories or globs), split by line-aligned byte ranges.
+
+    Map functions receive tables with one column ``line`` (string): each value is one
+    line *with* its terminator, as ``for line in open(path)`` yields it.  A line that is
+    not valid UTF-8 is a bad record: it is skipped and recorded in the job's dead letters.
+    """
+
+    paths: tuple[str, ...]
+    split_size: int = 64 * 1024 * 1024
+    batch_size: int = 8 * 1024 * 1024
+
+    def __init__(self, paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                 split_size: int = 64 * 1024 * 1024, batch_size: int = 8 * 1024 * 1024) -> None:
+        object.__setattr__(self, "paths", _as_path_tuple(paths))
+        object.__setattr__(self, "split_size", split_size)
+        object.__setattr__(self, "batch_size", batch_size)
+
+
+@dataclass(frozen=True)
+class ParquetInput:
+    """Parquet files or directories of them; one split per row group."""
+
+    paths: tuple[str, ...]
+    columns: tuple[str, ...] | None = None
+
+    def __init__(self, paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                 columns: Sequence[str] | None = None) -> None:
+        object.__setattr__(self, "paths", _as_path_tuple(paths))
+        object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """In-memory Arrow tables; one split per ``rows_per_split`` rows of each table."""
+
+    tables: tuple[pa.Table, ...]
+    rows_per_split: int = 1_000_000
+
+    def __init__(self, tables: Union[pa.Table, Sequence[pa.Table]], rows_per_split: int = 1_000_000) -> None:
+        if isinstance(tables, (pa.Table, pa.RecordBatch)):
+            tables = [tables]
+        converted = tuple(pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t for t in tables)
+        object.__setattr__(self, "tables", converted)
+        object.__setattr__(self, "rows_per_split", rows_per_split)
+
+
+JobInput = Union[TextInput, ParquetInput, TableInput]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job runs.  Every field has a default that follows the cluster.
+
+    - ``workers``: worker actors (default: the cluster's CPUs).
+    - ``max_task_attempts``: attempts of one task before its failure fails the job or,
+      for deterministic user-code errors, before bad-record skipping starts.
+    - ``heartbeat_interval_s`` / ``heartbeat_timeout_s``: how often the master pings
+      workers and how long an unanswered ping may wait before the worker counts as failed.
+    - ``speculation``: launch backup attempts of stragglers near the end of a phase, once
+      ``speculation_after`` of the phase's tasks are done.
+    - ``snapshot_dir``: where the master writes snapshots (default: under the output dir);
+      ``snapshot_every_s`` / ``snapshot_every_tasks``: how often.
+    - ``backup_master``: run a standby master that takes over if the primary dies.
+    - ``max_bad_record_fraction``: skipped records above this fraction of input records
+      fail the job; ``bad_record_attempts``: tries of a failing record before skipping it.
+    - ``overwrite``: replace an output directory that already holds a result.
+    - ``progress``: show a progress bar while waiting on ``result()``.
+    """
+
+    workers: int | None = None
+    max_task_attempts: int = 4
+    heartbeat_interval_s: float = 0.5
+    heartbeat_timeout_s: float = 10.0
+    speculation: bool = True
+    speculation_after: float = 0.75
+    snapshot_dir: str | None = None
+    snapshot_every_s: float = 2.0
+    snapshot_every_tasks: int = 8
+    backup_master: bool = True
+    max_bad_record_fraction: float = 0.01
+    bad_record_attempts: int = 2
+    overwrite: bool = False
+    progress: bool = False
+
+    def validate(self) -> None:
+        """Raise ``JobSpecError`` naming the first bad option."""
+        if self.workers is not None and self.workers < 1:
+            raise JobSpecError(f"workers must be at least 1, got {self.workers}")
+        if self.max_task_attempts < 1:
+            raise JobSpecError(f"max_task_attempts must be at least 1, got {self.max_task_attempts}")
+        if self.heartbeat_interval_s <= 0 or self.heartbeat_timeout_s <= 0:
+            raise JobSpecError("heartbeat_interval_s and heartbeat_timeout_s must be positive")
+        if not 0.0 <= self.speculation_after <= 1.0:
+            raise JobSpecError(f"speculation_after must be within [0, 1], got {self.speculation_after}")
+        if not 0.0 <= self.max_bad_record_fraction <= 1.0:
+            raise JobSpecError(f"max_bad_record_fraction must be within [0, 1], got {self.max_bad_record_fraction}")
+        if self.bad_record_attempts < 1:
+            raise JobSpecError(f"bad_record_attempts must be at least 1, got {self.bad_record_attempts}")
+
+
+@dataclass(frozen=True)
+class MapReduceJob:
+    """A MapReduce job: ``map`` each input batch, optionally ``combine`` map-side, shuffle
+    rows by ``keys`` into ``reducers`` partitions, ``reduce`` each partition, and write it.
+
+    - ``map(table) -> table`` gets a batch of input rows and returns rows that contain the
+      ``keys`` columns.
+    - ``combine(table) -> table`` (optional) pre-aggregates a map task's output; it must
+      be the same kind of aggregation as ``reduce`` (sum of sums, ...).
+    - ``reduce(table) -> table`` gets *all* rows of one partition (many keys) and returns
+      the aggregated rows; the engine sorts them by ``keys``.
+    - ``output``: a directory that receives ``part-NNNNN.parquet`` (one per reducer, rows
+      sorted by key, no key in two parts) and an empty ``_SUCCESS`` written last; ``None``
+      keeps the result in a temporary directory that ``JobResult.table()`` reads.
+    """
+
+    name: str
+    inputs: JobInput
+    map: BatchFunction
+    reduce: BatchFunction
+    keys: tuple[str, ...]
+    reducers: int | None = None
+    combine: BatchFunction | None = None
+    output: str | None = None
+    options: JobOptions = field(default_factory=JobOptions)
+
+    def __init__(self, name: str, inputs: JobInput, map: BatchFunction, reduce: BatchFunction,
+                 keys: Union[str, Sequence[str]], reducers: int | None = None,
+                 combine: BatchFunction | None = None, output: Union[str, os.PathLike, None] = None,
+                 options: JobOptions | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "map", map)
+        object.__setattr__(self, "reduce", reduce)
+        object.__setattr__(self, "keys", (keys,) if isinstance(keys, str) else tuple(keys))
+        object.__setattr__(self, "reducers", reducers)
+        object.__setattr__(self, "combine", combine)
+        object.__setattr__(self, "output", os.fspath(output) if output is not None else None)
+        object.__setattr__(self, "options", options or JobOptions())
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``JobSpecError`` naming the first problem; checks that inputs exist."""
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise JobSpecError(f"job name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
+        for role in ("map", "reduce"):
+            if not callable(getattr(self, role)):
+                raise JobSpecError(f"{role} must be callable, got {getattr(self, role)!r}")
+        if self.combine is not None and not callable(self.combine):
+            raise JobSpecError(f"combine must be callable or None, got {self.combine!r}")
+        if not self.keys or not all(isinstance(k, str) and k for k in self.keys):
+            raise JobSpecError(f"keys must be one or more column names, got {self.keys!r}")
+        if self.reducers is not None and (not isinstance(self.reducers, int) or self.reducers < 1):
+            raise JobSpecError(f"reducers must be at least 1, got {self.reducers}")
+        if not isinstance(self.inputs, (TextInput, ParquetInput, TableInput)):
+            raise JobSpecError(f"inputs must be TextInput, ParquetInput or TableInput, got {type(self.inputs).__name__}")
+        if isinstance(self.inputs, TextInput):
+            if self.inputs.split_size < 1 or self.inputs.batch_size < 1:
+                raise JobSpecError("split_size and batch_size must be at least 1 byte")
+        if isinstance(self.inputs, TableInput) and self.inputs.rows_per_split < 1:
+            raise JobSpecError("rows_per_split must be at least 1")
+        self.options.validate()
+
+    def fingerprint(self) -> str:
+        """A stable digest of what the job computes (not of how it runs).
+
+        Snapshots carry it, so a snapshot of another job, or of this job after its code
+        changed, is refused instead of silently mixed in.
+        """
+        parts = {
+            "name": self.name,
+            "keys": list(self.keys),
+            "reducers": self.reducers,
+            "output": self.output,
+            "inputs": _describe_input(self.inputs),
+            "map": _describe_function(self.map),
+            "combine": _describe_function(self.combine) if self.combine else None,
+            "reduce": _describe_function(self.reduce),
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _as_path_tuple(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> tuple[str, ...]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    return tuple(os.fspath(p) for p in paths)
+
+
+def _describe_input(inputs: JobInput) -> dict:
+    if isinstance(inputs, TableInput):
+        return {"tables": [str(t.schema) for t in inputs.tables], "rows": [t.num_rows for t in inputs.tables],
+                "rows_per_split": inputs.rows_per_split}
+    described = {"kind": type(inputs).__name__, "paths": [str(Path(p).resolve()) for p in inputs.paths]}
+    if isinstance(inputs, TextInput):
+        described["split_size"] = inputs.split_size
+    return described
+
+
+def _describe_function(function: Callable) -> str:
+    """Qualified name plus source (or bytecode) so an edited function changes the digest."""
+    target = function.__call__ if not inspect.isroutine(function) and hasattr(function, "__call__") else function
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', type(function).__qualname__)}"
+    try:
+        body = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        body = code.co_code.hex() if code is not None else repr(function)
+    state = getattr(function, "__dict__", None)
+    if state and not inspect.isroutine(function):
+        body += repr(sorted((k, repr(v)) for k, v in state.items()))
+    return name + ":" + hashlib.sha256(body.encode()).hexdigest()[:16]
