@@ -58,7 +58,9 @@ class RayScatterGather:
         """Use existing actors as workers; each must have ``handle(request) -> reply``
         (and may have ``handle_stream(request)``, a generator, for long-running requests).
 
-        The actors stay yours: :meth:`close` does not kill them.
+        The actors stay yours: :meth:`close` does not kill them.  Start them (and warm
+        them up) before the first request, or their start-up time counts against its
+        deadline.
         """
         actors = list(actors)
         if not actors:
