@@ -144,8 +144,9 @@ def _base_events(rng: np.random.Generator, count: int, spec: AdEventSpec) -> dic
         source = clicks[rng.integers(0, len(clicks), len(chosen))]
         users[chosen] = users[source]
         advertisers[chosen] = advertisers[source]
-        delay = rng.exponential(8 * _MS_PER_HOUR, len(chosen)).astype(np.int64)
-        times[chosen] = times[source] + delay
+        delay = np.minimum(rng.exponential(5 * _MS_PER_HOUR, len(chosen)), 36 * _MS_PER_HOUR).astype(np.int64)
+        span_end = spec.start_ms() + int(spec.span_hours * _MS_PER_HOUR) - 1
+        times[chosen] = np.minimum(times[source] + delay, span_end)
     cost = np.where(is_click, rng.uniform(0.05, 2.0, count), rng.uniform(0.0005, 0.01, count))
     cost = np.where(is_purchase, 0.0, np.round(cost, 4))
     revenue = np.where(is_purchase, np.round(rng.lognormal(3.5, 0.8, count), 2), 0.0)

@@ -1,0 +1,234 @@
+"""The master dataset: an append-only log of immutable, durable Arrow IPC segment files.
+
+Layout of ``<directory>/log/``::
+
+    seg-<first offset, 16 digits>-<end offset, 16 digits>.arrow   one per ingest call
+    LOCK                                                           held by the open log
+
+Each ingest validates its batch, drops duplicates (see ``dedup.py``), numbers the stored
+rows with consecutive offsets, writes them as one segment (temporary name, ``fsync``,
+atomic rename, ``fsync`` of the directory) and only then returns an :class:`IngestAck`.
+Rejected rows go to the dead-letter store (stage ``ingest``) with their reason before
+the acknowledgement too.  Segments never change once written; reopening the directory
+lists them, checks that their offsets are contiguous, and rebuilds the dedup index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from engine.lambda_arch.dedup import DedupIndex, hash_ids
+from engine.lambda_arch.events import LOG_SCHEMA, REJECT_SCHEMA, validate_events
+from engine.reliability import DeadLetterStore
+
+_SEGMENT = re.compile(r"^seg-(\d{16})-(\d{16})\.arrow$")
+_TEMP_PREFIX = ".tmp-"
+INGEST_STAGE = "ingest"
+
+
+@dataclass(frozen=True)
+class IngestAck:
+    """What one ingest stored: offsets ``[first_offset, end_offset)`` are durable.
+
+    ``accepted`` rows were stored (``end_offset - first_offset``), ``duplicates`` were
+    dropped as re-sent events, ``rejected`` went to the dead letters (``dead_letter_id``).
+    """
+
+    first_offset: int
+    end_offset: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    dead_letter_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One immutable segment file holding offsets ``[begin, end)``."""
+
+    begin: int
+    end: int
+    path: Path
+
+    @property
+    def rows(self) -> int:
+        """Number of events in the segment."""
+        return self.end - self.begin
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_segment(segment: Segment, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of one segment (memory-mapped IPC; ``columns`` selects a projection)."""
+    with pa.memory_map(str(segment.path)) as source:
+        table = ipc.open_file(source).read_all()
+    return table.select(list(columns)) if columns is not None else table
+
+
+class MasterLog:
+    """The append-only event log in ``directory``; one writer (process) at a time.
+
+    ``ingest(batch)`` is thread-safe and serialized.  ``segments()``/``read()`` may be
+    called from any thread while ingests go on (segments are immutable once listed).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], dedup_horizon_ms: int = 24 * 3_600_000,
+                 compression: str | None = "lz4") -> None:
+        self.directory = Path(directory)
+        self.log_directory = self.directory / "log"
+        self.log_directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.log_directory / "LOCK", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RuntimeError(f"master log {self.log_directory} is open in another process") from None
+        self.dead_letters = DeadLetterStore(self.directory / "dead_letters")
+        self._write_options = ipc.IpcWriteOptions(compression=compression)
+        self._lock = threading.Lock()
+        self._dedup = DedupIndex(dedup_horizon_ms)
+        self._segments: list[Segment] = self._scan()
+        self._rebuild_dedup()
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _scan(self) -> list[Segment]:
+        for leftover in self.log_directory.glob(_TEMP_PREFIX + "*"):
+            leftover.unlink()  # an ingest that crashed before its rename was never acknowledged
+        segments = []
+        for path in self.log_directory.iterdir():
+            match = _SEGMENT.match(path.name)
+            if match:
+                segments.append(Segment(int(match.group(1)), int(match.group(2)), path))
+        segments.sort(key=lambda segment: segment.begin)
+        expected = 0
+        for segment in segments:
+            if segment.begin != expected or segment.end <= segment.begin:
+                raise RuntimeError(f"master log {self.log_directory}: segment {segment.path.name} does not "
+                                   f"start at offset {expected}; the log has a gap or an overlap")
+            expected = segment.end
+        return segments
+
+    def _rebuild_dedup(self) -> None:
+        for segment in self._segments:
+            table = read_segment(segment, ["event_id", "event_time"])
+            first, second = hash_ids(table.column("event_id"))
+            times = pc.cast(table.column("event_time"), pa.int64()).to_numpy()
+            self._dedup.add(first, second, times)
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def max_event_time_ms(self) -> int | None:
+        """The newest event time stored (epoch ms), None for an empty log."""
+        watermark = self._dedup.watermark
+        return None if watermark == np.iinfo(np.int64).min else int(watermark)
+
+    @property
+    def end_offset(self) -> int:
+        """The offset the next stored event gets (= number of events stored)."""
+        segments = self._segments
+        return segments[-1].end if segments else 0
+
+    def segments(self, begin: int = 0, end: int | None = None) -> list[Segment]:
+        """Segments overlapping offsets ``[begin, end)`` (``end=None``: to the log's end)."""
+        segments = list(self._segments)
+        end = segments[-1].end if end is None and segments else (end or 0)
+        return [segment for segment in segments if segment.end > begin and segment.begin < end]
+
+    def read(self, begin: int = 0, end: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Stored events with offsets in ``[begin, end)`` as one table (``LOG_SCHEMA``)."""
+        end = self.end_offset if end is None else end
+        tables = list(self.iter_tables(begin, end, columns))
+        schema = LOG_SCHEMA if columns is None else pa.schema([LOG_SCHEMA.field(c) for c in columns])
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def iter_tables(self, begin: int, end: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """One table per segment for offsets ``[begin, end)``, trimmed at both ends."""
+        for segment in self.segments(begin, end):
+            table = read_segment(segment)
+            if segment.begin < begin or segment.end > end:
+                table = table.slice(max(0, begin - segment.begin), min(end, segment.end) - max(begin, segment.begin))
+            yield table.select(list(columns)) if columns is not None else table
+
+    # -- writing ------------------------------------------------------------------------
+
+    def ingest(self, batch: pa.Table | pa.RecordBatch) -> tuple[IngestAck, pa.Table]:
+        """Validate, de-duplicate and durably append ``batch``.
+
+        Returns the acknowledgement and the stored rows (``LOG_SCHEMA``, with offsets),
+        which the caller may hand to the speed layer.  Raises ``ValueError`` for a batch
+        that does not have the contract's columns.
+        """
+        valid, rejected = validate_events(batch)
+        first, second = hash_ids(valid.column("event_id"))
+        times = pc.cast(valid.column("event_time"), pa.int64()).to_numpy()
+        with self._lock:
+            is_duplicate = self._dedup.duplicates(first, second, times)
+            keep = ~is_duplicate
+            stored = valid.filter(pa.array(keep)) if is_duplicate.any() else valid
+            begin = self.end_offset
+            end = begin + stored.num_rows
+            offsets = pa.array(np.arange(begin, end, dtype=np.int64))
+            stored = stored.add_column(0, LOG_SCHEMA.field("offset"), offsets)
+            letter = self._store_rejected(rejected, begin) if rejected.num_rows else None
+            if stored.num_rows:
+                segment = self._write_segment(stored, begin, end)
+                self._dedup.add(first[keep], second[keep], times[keep])
+                self._segments = self._segments + [segment]
+        ack = IngestAck(begin, end, stored.num_rows, int(is_duplicate.sum()), rejected.num_rows, letter)
+        return ack, stored
+
+    def _store_rejected(self, rejected: pa.Table, at_offset: int) -> str:
+        reasons = pc.value_counts(rejected.column("reject_reason")).to_pylist()
+        summary = ", ".join(f"{item['counts']} {item['values']}" for item in reasons)
+        return self.dead_letters.add(INGEST_STAGE, rejected.cast(REJECT_SCHEMA), f"rejected rows: {summary}",
+                                     source={"log_end_offset": at_offset})
+
+    def _write_segment(self, table: pa.Table, begin: int, end: int) -> Segment:
+        name = f"seg-{begin:016d}-{end:016d}.arrow"
+        temporary = self.log_directory / f"{_TEMP_PREFIX}{name}"
+        with open(temporary, "wb") as handle:
+            with ipc.new_file(handle, LOG_SCHEMA, options=self._write_options) as writer:
+                writer.write_table(table.cast(LOG_SCHEMA) if table.schema != LOG_SCHEMA else table)
+            handle.flush()
+            os.fsync(handle.fileno())
+        final = self.log_directory / name
+        os.replace(temporary, final)
+        _fsync_directory(self.log_directory)
+        return Segment(begin, end, final)
+
+    def rejected_rows(self) -> pa.Table:
+        """Every row ever rejected by ingest, with its ``reject_reason`` (from the dead letters)."""
+        letters = self.dead_letters.list(stage=INGEST_STAGE, include_replayed=True)
+        tables = [self.dead_letters.rows(letter_id) for letter_id in letters.column("letter_id").to_pylist()]
+        return pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
+
+    def close(self) -> None:
+        """Release the directory lock (the log can then be opened by another process)."""
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def __enter__(self) -> "MasterLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

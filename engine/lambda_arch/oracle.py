@@ -1,0 +1,130 @@
+"""A plain-Python reference implementation of the ad-tech contract, for tests.
+
+Deliberately independent of the engine: it validates, de-duplicates and numbers rows
+one by one with dicts and loops (slow, obviously correct), and answers the three
+queries by scanning its rows.  Tests compare every answer of the Lambda architecture
+with the oracle's answer over the offsets the answer reports.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+_TYPES = {"view", "click", "purchase"}
+_REQUIRED = ("event_id", "event_time", "event_type", "user_id", "advertiser_id", "cost", "revenue")
+
+
+def _time_ms(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(round(value.timestamp() * 1000))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return _time_ms(parsed)
+    return None
+
+
+class AdEventOracle:
+    """Reference state: the stored rows (dicts with an ``offset``) in log order."""
+
+    def __init__(self, horizon_ms: int = 24 * 3_600_000) -> None:
+        self.horizon_ms = horizon_ms
+        self.rows: list[dict[str, Any]] = []
+        self.newest_stored_time: dict[str, int] = {}
+        self.watermark: int | None = None
+        self.rejected = 0
+
+    def _valid(self, row: dict[str, Any]) -> bool:
+        for name in _REQUIRED:
+            if row.get(name) is None:
+                return False
+        if row["event_type"] not in _TYPES:
+            return False
+        if row["event_type"] != "purchase" and row.get("ad_id") is None:
+            return False
+        for money in ("cost", "revenue"):
+            if math.isnan(row[money]) or row[money] < 0:
+                return False
+        return _time_ms(row["event_time"]) is not None
+
+    def ingest(self, batch: pa.Table) -> dict[str, int]:
+        """Process one ingest batch; returns accepted/duplicates/rejected counts."""
+        cutoff = None if self.watermark is None else self.watermark - self.horizon_ms
+        accepted = duplicates = rejected = 0
+        newest = self.watermark
+        for row in batch.to_pylist():
+            if not self._valid(row):
+                rejected += 1
+                continue
+            time_ms = _time_ms(row["event_time"])
+            seen = self.newest_stored_time.get(row["event_id"])
+            if seen is not None and (cutoff is None or seen >= cutoff):
+                duplicates += 1
+                continue
+            self.newest_stored_time[row["event_id"]] = max(seen, time_ms) if seen is not None else time_ms
+            stored = dict(row, event_time=time_ms, offset=len(self.rows))
+            self.rows.append(stored)
+            accepted += 1
+            newest = time_ms if newest is None else max(newest, time_ms)
+        self.watermark = newest
+        self.rejected += rejected
+        return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+
+    def _window(self, end_offset: int, first_minute: int, last_minute: int) -> list[dict[str, Any]]:
+        return [row for row in self.rows[:end_offset]
+                if first_minute <= row["event_time"] // 60_000 <= last_minute]
+
+    def ads_shown(self, end_offset: int, first_minute: int, last_minute: int,
+                  advertiser_id: int | None = None) -> int:
+        """View events in the window among offsets below ``end_offset``."""
+        return sum(1 for row in self._window(end_offset, first_minute, last_minute)
+                   if row["event_type"] == "view" and (advertiser_id is None or row["advertiser_id"] == advertiser_id))
+
+    def views_by_advertiser(self, end_offset: int, first_minute: int, last_minute: int) -> dict[int, int]:
+        """View events in the window per advertiser (for top-k)."""
+        counts: dict[int, int] = {}
+        for row in self._window(end_offset, first_minute, last_minute):
+            if row["event_type"] == "view":
+                counts[row["advertiser_id"]] = counts.get(row["advertiser_id"], 0) + 1
+        return counts
+
+    def active_viewers(self, end_offset: int, first_minute: int, last_minute: int) -> int:
+        """Distinct users with a view in the window."""
+        return len({row["user_id"] for row in self._window(end_offset, first_minute, last_minute)
+                    if row["event_type"] == "view"})
+
+    def roi(self, end_offset: int) -> dict[int, tuple[float, float, float | None]]:
+        """advertiser -> (spend, attributed revenue, ROI or None) over offsets below ``end_offset``."""
+        rows = self.rows[:end_offset]
+        spend: dict[int, float] = {}
+        revenue: dict[int, float] = {}
+        clicks: dict[tuple[int, int], list[int]] = {}
+        for row in rows:
+            spend[row["advertiser_id"]] = spend.get(row["advertiser_id"], 0.0) + row["cost"]
+            if row["event_type"] == "click":
+                clicks.setdefault((row["user_id"], row["advertiser_id"]), []).append(row["event_time"])
+        for row in rows:
+            if row["event_type"] != "purchase":
+                continue
+            times = clicks.get((row["user_id"], row["advertiser_id"]), [])
+            if any(0 <= row["event_time"] - t <= 24 * 3_600_000 for t in times):
+                revenue[row["advertiser_id"]] = revenue.get(row["advertiser_id"], 0.0) + row["revenue"]
+        result = {}
+        for advertiser in set(spend) | set(revenue):
+            s, r = spend.get(advertiser, 0.0), revenue.get(advertiser, 0.0)
+            result[advertiser] = (s, r, (r - s) / s if s != 0 else None)
+        return result
+
+    def latest_event_ms(self) -> int:
+        """Newest stored event time (0 when nothing is stored)."""
+        return self.watermark or 0
