@@ -41,6 +41,8 @@ class LambdaOptions:
     """Settings of a Lambda deployment.
 
     - ``executor``: ``"ray"`` (pipeline, MapReduce on Ray, shard actors) or ``"local"``.
+    - ``batch_executor``: executor of the batch layer's MapReduce jobs (``"local"`` or
+      ``"ray"``); ``None`` follows ``executor``.
     - ``shards``: view shards (advertisers and users are hash-partitioned over them).
     - ``dedup_horizon_hours``: a re-sent ``event_id`` is dropped while its stored copy is
       within this much event time of the newest event stored (see ``dedup.py``).
@@ -51,6 +53,7 @@ class LambdaOptions:
     """
 
     executor: str = "ray"
+    batch_executor: str | None = None
     shards: int = 2
     dedup_horizon_hours: float = 24.0
     batch_reducers: int = 4
@@ -63,6 +66,8 @@ class LambdaOptions:
         """Raise ValueError naming the first bad setting."""
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.batch_executor not in (None,) + EXECUTORS:
+            raise ValueError(f"batch_executor must be None or one of {EXECUTORS}, got {self.batch_executor!r}")
         for name in ("shards", "batch_reducers", "speed_replicas", "feed_capacity", "query_retries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -201,7 +206,7 @@ class LambdaArchitecture:
             version = self.log.end_offset
             if version == self._views.version:
                 return version
-            executor = "local" if self.options.executor == "local" else "ray"
+            executor = self.options.batch_executor or self.options.executor
             views = compute_batch_views(self.log, version, executor, self.options.batch_reducers)
             self._install(views)
             self.batch_runs.append({"version": version, "elapsed_s": views.elapsed_s, "finished": time.time()})

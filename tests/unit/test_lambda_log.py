@@ -1,0 +1,139 @@
+"""Master log: validation, dead letters, de-duplication semantics, durability, reopening."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from datasets.adevents import AdEventSpec, generate_events
+from engine.lambda_arch.dedup import DedupIndex, hash_ids
+from engine.lambda_arch.events import validate_events
+from engine.lambda_arch.log import MasterLog
+from engine.lambda_arch.oracle import AdEventOracle
+from engine.lambda_arch.testing import BASE_MS, build_batch, draw_stream
+
+pytestmark = pytest.mark.unit
+
+
+def _row(event_id: str = "a", minute: int = 0, **changes: object) -> dict[str, object]:
+    row = {"event_id": event_id, "event_time": BASE_MS + minute * 60_000, "event_type": "view", "user_id": 1,
+           "ad_id": 2, "advertiser_id": 3, "cost": 0.5, "revenue": 0.0}
+    row.update(changes)
+    return row
+
+
+def test_validation_gives_one_reason_per_rejected_row() -> None:
+    batch = build_batch([_row("ok"), _row("u", user_id=None), _row("t", event_type="hover"),
+                         _row("c", cost=-1.0), _row("n", revenue=float("nan")), _row("ad", ad_id=None),
+                         _row("p", event_type="purchase", ad_id=None, revenue=5.0)])
+    valid, rejected = validate_events(batch)
+    assert valid.column("event_id").to_pylist() == ["ok", "p"]
+    assert dict(zip(rejected.column("event_id").to_pylist(), rejected.column("reject_reason").to_pylist())) == {
+        "u": "missing user_id", "t": "unknown event_type", "c": "negative or NaN cost",
+        "n": "negative or NaN revenue", "ad": "missing ad_id"}
+
+
+def test_unparsable_string_times_are_rejected_and_iso_times_parsed() -> None:
+    batch = build_batch([_row("a"), _row("b"), _row("c")]).set_column(
+        1, "event_time", pa.array(["2026-01-05T10:00:00Z", "yesterday", None]))
+    valid, rejected = validate_events(batch)
+    assert valid.column("event_time").cast(pa.int64()).to_pylist() == [BASE_MS + 10 * 3_600_000]
+    assert rejected.column("reject_reason").to_pylist() == ["unparsable event_time", "missing event_time"]
+
+
+def test_a_batch_without_a_contract_column_is_a_clear_error() -> None:
+    batch = build_batch([_row()]).drop_columns(["revenue"])
+    with pytest.raises(ValueError, match="no column 'revenue'"):
+        validate_events(batch)
+
+
+def test_ingest_acknowledges_offsets_and_stores_rejects_as_dead_letters(tmp_path: object) -> None:
+    with MasterLog(tmp_path) as log:
+        ack, stored = log.ingest(build_batch([_row("a"), _row("b", cost=-2.0), _row("c"), _row("a")]))
+        assert (ack.first_offset, ack.end_offset, ack.accepted, ack.duplicates, ack.rejected) == (0, 2, 2, 1, 1)
+        assert stored.column("offset").to_pylist() == [0, 1]
+        assert log.rejected_rows().column("reject_reason").to_pylist() == ["negative or NaN cost"]
+        ack, _ = log.ingest(build_batch([_row("d")]))
+        assert (ack.first_offset, ack.end_offset) == (2, 3)
+        assert log.read().column("event_id").to_pylist() == ["a", "c", "d"]
+        assert log.read(1, 2).column("offset").to_pylist() == [1]
+
+
+def test_a_duplicate_is_dropped_only_within_the_horizon(tmp_path: object) -> None:
+    with MasterLog(tmp_path, dedup_horizon_ms=60 * 60_000) as log:
+        log.ingest(build_batch([_row("x", minute=0)]))
+        assert log.ingest(build_batch([_row("x", minute=0)]))[0].duplicates == 1
+        log.ingest(build_batch([_row("y", minute=61)]))  # the watermark moves past x's horizon
+        ack, _ = log.ingest(build_batch([_row("x", minute=0)]))
+        assert (ack.accepted, ack.duplicates) == (1, 0)
+
+
+def test_reopening_continues_offsets_and_dedup(tmp_path: object) -> None:
+    events = generate_events(AdEventSpec(events=5_000, seed=3, span_hours=4))
+    with MasterLog(tmp_path) as log:
+        for start in range(0, 3_000, 1_000):
+            log.ingest(events.slice(start, 1_000))
+        end = log.end_offset
+    (tmp_path / "log" / ".tmp-seg-crashed.arrow").write_bytes(b"torn")  # an unacknowledged write
+    with MasterLog(tmp_path) as log:
+        assert log.end_offset == end
+        assert not list((tmp_path / "log").glob(".tmp-*"))
+        ack, _ = log.ingest(events.slice(0, 1_000))  # everything re-sent: all duplicates or rejects
+        assert ack.accepted == 0
+        ack, _ = log.ingest(events.slice(3_000, 2_000))
+        assert ack.first_offset == end
+
+
+def test_the_directory_is_locked_against_a_second_writer(tmp_path: object) -> None:
+    with MasterLog(tmp_path):
+        with pytest.raises(RuntimeError, match="open in another process"):
+            MasterLog(tmp_path)
+
+
+def test_segments_are_durable_files_with_offsets(tmp_path: object) -> None:
+    with MasterLog(tmp_path) as log:
+        log.ingest(build_batch([_row("a"), _row("b")]))
+        log.ingest(build_batch([_row("c")]))
+        names = sorted(path.name for path in (tmp_path / "log").glob("seg-*.arrow"))
+    assert names == ["seg-0000000000000000-0000000000000002.arrow", "seg-0000000000000002-0000000000000003.arrow"]
+    assert all(os.path.getsize(tmp_path / "log" / name) > 0 for name in names)
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> list[pa.Table]:
+    return draw_stream(draw, st)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(batches=_streams(), horizon_minutes=st.sampled_from([0, 30, 600, 24 * 60]))
+def test_ingest_matches_the_oracle_row_for_row(tmp_path_factory: pytest.TempPathFactory,
+                                               batches: list[pa.Table], horizon_minutes: int) -> None:
+    oracle = AdEventOracle(horizon_minutes * 60_000)
+    with MasterLog(tmp_path_factory.mktemp("log"), dedup_horizon_ms=horizon_minutes * 60_000) as log:
+        for batch in batches:
+            ack, _ = log.ingest(batch)
+            expected = oracle.ingest(batch)
+            assert (ack.accepted, ack.duplicates, ack.rejected) == (
+                expected["accepted"], expected["duplicates"], expected["rejected"])
+        stored = log.read()
+    assert stored.column("event_id").to_pylist() == [row["event_id"] for row in oracle.rows]
+    assert stored.column("offset").to_pylist() == list(range(len(oracle.rows)))
+
+
+def test_dedup_index_survives_many_runs_and_hash_collisions_of_the_first_lane() -> None:
+    index = DedupIndex(horizon_ms=10**12)
+    ids = pa.array([f"id{i}" for i in range(5_000)])
+    first, second = hash_ids(ids)
+    times = np.arange(5_000, dtype=np.int64)
+    for start in range(0, 5_000, 500):
+        part = slice(start, start + 500)
+        assert not index.duplicates(first[part], second[part], times[part]).any()
+        index.add(first[part], second[part], times[part])
+    assert index.duplicates(first, second, times).all()
+    forged_first = first[:10].copy()  # same first lane, different second lane: not a duplicate
+    assert not index.duplicates(forged_first, second[:10] ^ np.uint64(1), times[:10]).any()
