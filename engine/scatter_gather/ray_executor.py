@@ -17,6 +17,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayError
 
+from engine.scatter_gather.replies import decode_reply
 from engine.scatter_gather.requests import RequestTable, new_request_id
 from engine.scatter_gather.results import build_result, check_enough, describe_error
 from engine.scatter_gather.shard_actor import start_shard_actors
@@ -92,7 +93,8 @@ class RayScatterGather:
         try:
             # Fast path: one call when every worker answers in time.
             values = ray.get(refs, timeout=deadline_s)
-            pieces = {name: [value] for name, value in zip(self.worker_names, values)}
+            pieces = {name: [decode_reply(value)]
+                      for name, value in zip(self.worker_names, values)}
         except (GetTimeoutError, RayError):
             remaining = max(0.0, deadline_s - (time.monotonic() - started))
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=remaining)
@@ -101,7 +103,7 @@ class RayScatterGather:
                 if ref not in ready_set:
                     continue
                 try:
-                    pieces[name] = [ray.get(ref)]
+                    pieces[name] = [decode_reply(ray.get(ref))]
                 except RayError as error:
                     errors[name] = describe_error(error)
         answered = [name for name in self.worker_names if name in pieces]
@@ -173,7 +175,7 @@ class RayScatterGather:
     def _take(pending: _Pending, name: str, ref: ray.ObjectRef, final: bool) -> bool:
         """Fetch one arrived reply; a failure ends that worker's reply.  True if fetched."""
         try:
-            pending.pieces.setdefault(name, []).append(ray.get(ref))
+            pending.pieces.setdefault(name, []).append(decode_reply(ray.get(ref)))
         except RayError as error:
             pending.errors[name] = describe_error(error)
             pending.pieces.pop(name, None)  # a failed worker contributes nothing

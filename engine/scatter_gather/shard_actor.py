@@ -21,7 +21,8 @@ import pyarrow as pa
 import ray
 from ray.actor import ActorHandle
 
-from engine.scatter_gather.replies import call_handler, stream_handler
+from engine.scatter_gather.replies import (PartialReplies, call_handler, encode_reply,
+                                           stream_handler)
 from engine.scatter_gather.spec import Handler, Request, ScatterGatherOptions
 
 
@@ -34,12 +35,19 @@ class ShardActor:
         self._name = name
 
     def handle(self, request: Request) -> Any:
-        """Apply the handler to this shard; a generator's pieces come back together."""
-        return call_handler(self._handler, self._shard, request)
+        """Apply the handler to this shard; a generator's pieces come back together.
+
+        Table replies are sent as Arrow IPC bytes (see ``replies.encode_reply``).
+        """
+        reply = call_handler(self._handler, self._shard, request)
+        if isinstance(reply, PartialReplies):
+            return PartialReplies(tuple(encode_reply(piece) for piece in reply.pieces))
+        return encode_reply(reply)
 
     def handle_stream(self, request: Request) -> Iterator[Any]:
         """Apply the handler, streaming each partial reply back as soon as it exists."""
-        yield from stream_handler(self._handler, self._shard, request)
+        for piece in stream_handler(self._handler, self._shard, request):
+            yield encode_reply(piece)
 
     def describe(self) -> dict:
         """Name, row count and schema of the shard (also used as a readiness probe)."""

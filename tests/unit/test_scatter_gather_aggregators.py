@@ -86,3 +86,16 @@ def test_spec_validation_names_the_bad_thing() -> None:
     spec = ScatterGather([table, pa.record_batch({"a": [2]})], _identity, concat_replies())
     assert spec.worker_names == ["shard-0", "shard-1"]
     assert isinstance(spec.shards[1], pa.Table)
+
+
+def test_table_replies_round_trip_through_arrow_ipc() -> None:
+    from engine.scatter_gather.replies import IpcReply, decode_reply, encode_reply
+
+    table = pa.table({"word": ["a", None], "count": [1, 2]})
+    encoded = encode_reply(table)
+    assert isinstance(encoded, IpcReply)
+    assert decode_reply(encoded).equals(table)
+    assert decode_reply(encode_reply(pa.record_batch(table.to_batches()[0]))).equals(table)
+    assert encode_reply(5) == 5 and decode_reply(5) == 5
+    pieces = decode_reply(PartialReplies((encode_reply(table), 3)))
+    assert pieces.pieces[0].equals(table) and pieces.pieces[1] == 3

@@ -1,0 +1,278 @@
+"""Scatter-gather latency over shard actors: the engine vs a naive ``ray.get`` fan-out.
+
+``python -m bench scatter-gather`` loads ~1 M (word, count) rows into 8 shard actors and
+sends 1,000 sequential top-k prefix queries (``jobs.topk_search``):
+
+1. healthy shards: the engine's ``gather`` (deadline, partial results) and the naive
+   peer ``ray.get([a.handle.remote(q) for a in actors])`` + the same merge, on the same
+   actors, requests alternating between the two so machine noise hits both alike;
+2. one shard stalled (its handler sleeps well past the deadline): the engine's latency
+   against its deadline and the fraction of answers marked partial; the naive peer,
+   which has no deadline, for a few requests only (each one waits for the stall).
+
+Writes ``bench/results/scatter_gather.json`` and a latency chart
+``bench/results/scatter_gather.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from engine.scatter_gather import GatherResult, RayScatterGather, ScatterGatherOptions
+from engine.scatter_gather.shard_actor import RemoteShardActor
+from jobs.topk_search import WARMUP_REQUEST, build_search, prefix_top_k, split_shards
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LETTERS = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class StalledHandler:
+    """``prefix_top_k`` after sleeping ``stall_s``: a shard that misses every deadline."""
+
+    stall_s: float
+
+    def __call__(self, shard: pa.Table, request: dict) -> pa.Table:
+        time.sleep(self.stall_s)
+        return prefix_top_k(shard, request)
+
+
+def make_word_counts(rows: int, seed: int) -> pa.Table:
+    """About ``rows`` distinct random lowercase words (4-10 letters) with Zipf counts."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, 11, size=int(rows * 1.05))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = LETTERS[rng.integers(0, 26, size=int(offsets[-1]))]
+    words = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets),
+                                        pa.py_buffer(data.tobytes()))
+    words = pc.unique(words)[:rows]
+    counts = np.minimum(rng.zipf(1.3, size=len(words)), 10_000_000).astype(np.int64)
+    # Shuffle so every shard holds every prefix (hash-partitioned word-count output).
+    order = rng.permutation(len(words))
+    return pa.table({"word": words.take(pa.array(order)), "count": pa.array(counts)})
+
+
+def make_requests(count: int, k: int, seed: int) -> list[dict]:
+    """``count`` queries for random two-letter prefixes."""
+    rng = np.random.default_rng(seed)
+    pairs = LETTERS[rng.integers(0, 26, size=(count, 2))]
+    return [{"prefix": bytes(pair).decode(), "k": k} for pair in pairs]
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/mean/max of latencies, in milliseconds."""
+    values = np.asarray(seconds) * 1000.0
+    return {"n": int(len(values)), "p50_ms": float(np.percentile(values, 50)),
+            "p95_ms": float(np.percentile(values, 95)),
+            "p99_ms": float(np.percentile(values, 99)),
+            "mean_ms": float(values.mean()), "max_ms": float(values.max())}
+
+
+class NaiveShard:
+    """The peer's worker: a plain actor holding a shard, returning Arrow tables as is."""
+
+    def __init__(self, shard: pa.Table, handler: Callable[[pa.Table, dict], pa.Table]) -> None:
+        self.shard = shard
+        self.handler = handler
+
+    def query(self, request: dict) -> pa.Table:
+        """The handler's reply over this shard."""
+        return self.handler(self.shard, request)
+
+
+RemoteNaiveShard = ray.remote(num_cpus=0)(NaiveShard)
+
+
+def start_naive_shards(shards: Sequence[pa.Table], stalled: float | None = None) -> list:
+    """One plain actor per shard (the last one sleeping ``stalled`` s per request if set)."""
+    handlers = [prefix_top_k] * len(shards)
+    if stalled is not None:
+        handlers[-1] = StalledHandler(stalled)
+    actors = [RemoteNaiveShard.remote(ray.put(shard), handler)
+              for shard, handler in zip(shards, handlers)]
+    healthy = actors if stalled is None else actors[:-1]
+    ray.get([actor.query.remote(WARMUP_REQUEST) for actor in healthy])
+    return actors
+
+
+def naive_fan_out(actors: Sequence[Any], aggregate: Callable[[list], Any],
+                  request: dict) -> Any:
+    """The peer: ``ray.get`` of every actor's reply (no deadline), merged the same way."""
+    return aggregate(ray.get([actor.query.remote(request) for actor in actors]))
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one call, and its result."""
+    start = time.perf_counter()
+    value = call()
+    return time.perf_counter() - start, value
+
+
+def run_healthy(service: RayScatterGather, naive_actors: list, requests: list[dict],
+                warmup: int) -> tuple[dict, dict, int]:
+    """Engine vs naive on healthy shards, alternating; returns both figures and mismatches."""
+    engine_s, naive_s, mismatches, partial = [], [], 0, 0
+    for index, request in enumerate(requests[:warmup] + requests):
+        engine_time, result = timed(lambda: service.gather(request))
+        naive_time, naive_value = timed(
+            lambda: naive_fan_out(naive_actors, service.aggregator, request))
+        if index < warmup:
+            continue
+        engine_s.append(engine_time)
+        naive_s.append(naive_time)
+        partial += result.partial
+        mismatches += result.value.to_pylist() != naive_value.to_pylist()
+    engine = percentiles_ms(engine_s) | {"partial_answers": partial}
+    return engine, percentiles_ms(naive_s), mismatches
+
+
+def run_stalled(service: RayScatterGather, stalled: Any, naive_actors: list,
+                requests: list[dict], options: ScatterGatherOptions,
+                naive_requests: int) -> tuple[dict, dict]:
+    """One shard replaced by a stalled one: engine latency vs deadline; naive for a few."""
+    actors = list(service.actors[:-1]) + [stalled]
+    names = service.worker_names
+    degraded = RayScatterGather.from_actors(actors, service.aggregator, options, names)
+    latencies, partial, named = [], 0, 0
+    for request in requests:
+        elapsed, result = timed(lambda: degraded.gather(request))
+        latencies.append(elapsed)
+        partial += result.partial
+        named += result.missing == [names[-1]]
+    engine = percentiles_ms(latencies) | {
+        "deadline_ms": options.deadline_s * 1000.0,
+        "fraction_partial": partial / len(requests),
+        "fraction_naming_stalled_shard": named / len(requests),
+        "p99_minus_deadline_ms": percentiles_ms(latencies)["p99_ms"] - options.deadline_s * 1e3}
+    naive = [timed(lambda: naive_fan_out(naive_actors, service.aggregator, r))[0]
+             for r in requests[:naive_requests]]
+    return engine, percentiles_ms(naive)
+
+
+def draw_chart(path: Path, figures: dict) -> None:
+    """Bar chart of p50/p95/p99 for each configuration."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("engine, healthy", figures["healthy"]["engine"]),
+              ("naive ray.get, healthy", figures["healthy"]["naive"]),
+              ("engine, 1 shard stalled", figures["stalled"]["engine"]),
+              ("naive ray.get, 1 stalled", figures["stalled"]["naive"])]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.2
+    for offset, (label, stats) in enumerate(series):
+        values = [stats["p50_ms"], stats["p95_ms"], stats["p99_ms"]]
+        ax.bar(np.arange(3) + (offset - 1.5) * width, values, width, label=label)
+    ax.set_xticks(np.arange(3), ["p50", "p95", "p99"])
+    ax.set_yscale("log")
+    ax.set_ylabel("latency per request (ms, log scale)")
+    ax.axhline(figures["stalled"]["engine"]["deadline_ms"], color="grey", linestyle="--",
+               label="deadline")
+    ax.set_title(f"Scatter-gather top-k over {figures['config']['shards']} shard actors")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench scatter-gather",
+        description="Latency of scatter-gather top-k prefix queries over shard actors, "
+                    "against a naive ray.get fan-out on the same actors, healthy and with "
+                    "one shard stalled. Writes JSON (and a PNG chart) to bench/results/.")
+    parser.add_argument("--shards", type=int, default=8, help="shard actors (default 8)")
+    parser.add_argument("--rows", type=int, default=1_000_000,
+                        help="distinct words over all shards (default 1,000,000)")
+    parser.add_argument("--requests", type=int, default=1000,
+                        help="sequential requests per measurement (default 1000)")
+    parser.add_argument("--warmup", type=int, default=50,
+                        help="untimed requests before measuring (default 50)")
+    parser.add_argument("--k", type=int, default=10, help="top-k size (default 10)")
+    parser.add_argument("--deadline-ms", type=float, default=50.0,
+                        help="deadline of the stalled run (default 50 ms)")
+    parser.add_argument("--stall-ms", type=float, default=500.0,
+                        help="how long the stalled shard sleeps per request (default 500)")
+    parser.add_argument("--naive-stalled-requests", type=int, default=10,
+                        help="requests for the naive peer with a stalled shard, each waits "
+                             "the full stall (default 10)")
+    parser.add_argument("--seed", type=int, default=7, help="data/request seed (default 7)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scatter_gather.json",
+                        help="JSON output (default bench/results/scatter_gather.json)")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark, print the figures and write them as JSON."""
+    args = parse_args(argv)
+    from engine.cluster import connect, shutdown
+
+    started = time.perf_counter()
+    table = make_word_counts(args.rows, args.seed)
+    requests = make_requests(args.requests + args.warmup, args.k, args.seed + 1)
+    shards = split_shards(table, args.shards)
+    cluster = connect()
+    healthy_options = ScatterGatherOptions(deadline_s=10.0, warmup_request=WARMUP_REQUEST)
+    stalled_options = ScatterGatherOptions(deadline_s=args.deadline_ms / 1000.0)
+    try:
+        with RayScatterGather(build_search(shards, args.k, healthy_options)) as service:
+            naive_actors = start_naive_shards(shards)
+            engine, naive, mismatches = run_healthy(service, naive_actors,
+                                                    requests[args.warmup:], args.warmup)
+            ray.kill(naive_actors[-1])
+            naive_actors[-1] = start_naive_shards(shards[-1:], args.stall_ms / 1000.0)[0]
+            stalled_actor = RemoteShardActor.options(
+                num_cpus=0, max_concurrency=healthy_options.max_concurrency).remote(
+                ray.put(shards[-1]), StalledHandler(args.stall_ms / 1000.0),
+                service.worker_names[-1])
+            ray.get(stalled_actor.describe.remote())
+            stalled_engine, stalled_naive = run_stalled(
+                service, stalled_actor, naive_actors, requests[args.warmup:],
+                stalled_options, args.naive_stalled_requests)
+            for actor in [stalled_actor, *naive_actors]:
+                ray.kill(actor)
+    finally:
+        shutdown()
+    figures = {
+        "suite": "scatter-gather",
+        "config": {"shards": args.shards, "rows": table.num_rows, "requests": args.requests,
+                   "k": args.k, "deadline_ms": args.deadline_ms, "stall_ms": args.stall_ms,
+                   "cluster_cpus": cluster.cpus, "machine": platform.machine(),
+                   "python": platform.python_version(), "ray": ray.__version__,
+                   "pyarrow": pa.__version__},
+        "healthy": {"engine": engine, "naive": naive,
+                    "answers_differing_from_naive": mismatches,
+                    "ratio_naive_over_engine_p50": naive["p50_ms"] / engine["p50_ms"],
+                    "ratio_naive_over_engine_p99": naive["p99_ms"] / engine["p99_ms"]},
+        "stalled": {"engine": stalled_engine, "naive": stalled_naive,
+                    "ratio_naive_over_engine_p50":
+                        stalled_naive["p50_ms"] / stalled_engine["p50_ms"]},
+        "targets": {
+            "healthy_p50_under_5ms": engine["p50_ms"] < 5.0,
+            "healthy_p99_under_15ms": engine["p99_ms"] < 15.0,
+            "stalled_p99_within_deadline_plus_10ms":
+                stalled_engine["p99_ms"] <= args.deadline_ms + 10.0,
+            "stalled_every_answer_partial": stalled_engine["fraction_partial"] == 1.0},
+        "wall_s": time.perf_counter() - started,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if not args.no_chart:
+        draw_chart(args.out.with_suffix(".png"), figures)
+    print(json.dumps(figures, indent=2))
+    return 0
