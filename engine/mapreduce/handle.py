@@ -23,12 +23,12 @@ from engine.io.output import prepare_output
 from engine.io.splits import plan_splits
 from engine.mapreduce.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.local import resolve_output
-from engine.mapreduce.master import JobFailedError, MapReduceMaster, MasterConfig, master_name, worker_name
+from engine.mapreduce.master import JobFailedError, MasterConfig
+from engine.mapreduce.pool import NAMESPACE, get_pool
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 
-_NAMESPACE = "engine"
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ class JobHandle:
         self._last_status: dict = {}
 
     def _live_masters(self) -> list[Any]:
+        """Known masters, newest first; a primary that took over reports its new standby."""
+        for master in reversed(self._masters):
+            try:
+                peers = ray.get(master.peers.remote(), timeout=10)
+            except ray.exceptions.RayError:
+                continue
+            for peer in peers:
+                if all(peer != known for known in self._masters):
+                    self._masters.append(peer)
+            break
         return list(reversed(self._masters))
 
     def status(self, tasks: bool = False) -> dict:
@@ -164,15 +174,14 @@ class JobHandle:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        for number in range(len(self._masters) + 4):
-            self._kill(master_name(self.job_id, number))
-        for number in range(self.config.workers * 4 + 16):
-            self._kill(worker_name(self.job_id, number))
-
-    def _kill(self, name: str) -> None:
+        for master in self._masters:
+            try:
+                ray.kill(master, no_restart=True)
+            except Exception:
+                pass
         try:
-            ray.kill(ray.get_actor(name, namespace=self.config.namespace), no_restart=True)
-        except (ValueError, ray.exceptions.RayError):
+            get_pool().release.remote(self.job_id)
+        except Exception:
             pass
 
 
@@ -201,16 +210,11 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
         prepare_output(output, job.options.overwrite)
     job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
     chaos = chaos or ChaosPlan()
-    config = MasterConfig(job_id=job_id, namespace=_NAMESPACE, output=output, reducers=reducers, workers=workers,
+    config = MasterConfig(job_id=job_id, namespace=NAMESPACE, output=output, reducers=reducers, workers=workers,
                           snapshot_dir=snapshot_dir, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
-    masters = []
-    primary = MapReduceMaster.options(name=master_name(job_id, 0), namespace=_NAMESPACE,
-                                      lifetime="detached").remote(job, config, 0)
-    masters.append(primary)
-    primary.start_primary.remote(table, [])
-    if job.options.backup_master:
-        standby = MapReduceMaster.options(name=master_name(job_id, 1), namespace=_NAMESPACE,
-                                          lifetime="detached").remote(job, config, 1)
-        standby.standby.remote(master_name(job_id, 0))
-        masters.append(standby)
+    masters = ray.get(get_pool().take_masters.remote(2 if job.options.backup_master else 1))
+    job_ref = ray.put(job)
+    masters[0].start_primary.remote(job_ref, config, 0, table, [])
+    if len(masters) > 1:
+        masters[1].standby.remote(job_ref, config, 1, [masters[0]])
     return JobHandle(job, config, masters)

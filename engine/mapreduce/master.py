@@ -27,7 +27,7 @@ from engine.mapreduce.counters import add_counters
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.task_table import TaskState, TaskTable
-from engine.mapreduce.worker import MapOutputLostError, MapReduceWorker
+from engine.mapreduce.worker import MapOutputLostError
 
 _DEAD_DIR = ".dead-letters"
 
@@ -44,35 +44,20 @@ class MasterConfig:
     snapshot_dir: str
     worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
     master_chaos: MasterChaos = field(default_factory=MasterChaos)
-    orphan_timeout_s: float = 120.0
 
 
 class JobFailedError(RuntimeError):
     """The job cannot complete; the message says which task failed and why."""
 
 
-def worker_name(job_id: str, number: int) -> str:
-    """The actor name of worker ``number`` of a job."""
-    return f"{job_id}-worker-{number}"
-
-
-def master_name(job_id: str, number: int) -> str:
-    """The actor name of master ``number`` (0 = first primary) of a job."""
-    return f"{job_id}-master-{number}"
-
-
 @ray.remote(num_cpus=0, max_concurrency=16, max_restarts=0)
 class MapReduceMaster:
-    """See the module docstring.  ``number`` orders masters: a standby has a higher one."""
+    """See the module docstring.  Created as a spare by the worker pool, then assigned
+    one job with ``assign``; ``number`` orders a job's masters (0 = the first primary)."""
 
-    def __init__(self, job: MapReduceJob, config: MasterConfig, number: int) -> None:
-        self.job = job
-        self.config = config
-        self.number = number
-        self.name = master_name(config.job_id, number)
-        self.role = "standby"
-        self.options = job.options
-        self.store = SnapshotStore(config.snapshot_dir, job.name, job.fingerprint())
+    def __init__(self) -> None:
+        self.role = "spare"
+        self.name = "spare"
         self.table: TaskTable | None = None
         self.lock = threading.RLock()
         self.done = threading.Event()
@@ -94,20 +79,36 @@ class MapReduceMaster:
 
     # ----- roles ---------------------------------------------------------------------------
 
-    def start_primary(self, table: list[dict] | None, worker_names: list[str]) -> None:
-        """Become the primary: adopt a task table (or resume from snapshots) and run."""
+    def assign(self, job: MapReduceJob, config: MasterConfig, number: int) -> str:
+        """Bind this master to one job; returns its display name."""
+        self.job = job
+        self.config = config
+        self.number = number
+        self.name = f"{config.job_id}-master-{number}"
+        self.role = "standby"
+        self.options = job.options
+        self.store = SnapshotStore(config.snapshot_dir, job.name, job.fingerprint())
+        self.pool = None
+        return self.name
+
+    def start_primary(self, job: MapReduceJob, config: MasterConfig, number: int, table: list[dict] | None,
+                      worker_names: list[str]) -> None:
+        """Become the primary of ``job``: adopt a task table (or a fresh one) and run."""
+        self.assign(job, config, number)
+        self.started = time.time()
         with self.lock:
             if table is not None:
                 self.table = TaskTable.from_json(table)
             self.role = "primary"
         threading.Thread(target=self._run, args=(worker_names,), daemon=True).start()
 
-    def standby(self, primary: str) -> None:
-        """Watch ``primary``; when it dies, take over from the newest snapshot."""
-        threading.Thread(target=self._watch, args=(primary,), daemon=True).start()
+    def standby(self, job: MapReduceJob, config: MasterConfig, number: int, primaries: list) -> None:
+        """Be the standby of ``job``: watch the primary (``primaries[0]``, a handle in a list
+        so Ray passes it as is); when it dies, take over from the newest snapshot."""
+        self.assign(job, config, number)
+        threading.Thread(target=self._watch, args=(primaries[0],), daemon=True).start()
 
-    def _watch(self, primary: str) -> None:
-        handle = ray.get_actor(primary, namespace=self.config.namespace)
+    def _watch(self, handle: Any) -> None:
         misses = 0
         while not self.done.is_set():
             try:
@@ -131,6 +132,7 @@ class MapReduceMaster:
     def _take_over(self) -> None:
         snapshot = self.store.latest()
         self.takeover_at = time.time()
+        self.started = self.takeover_at
         with self.lock:
             self.role = "primary"
             if snapshot is None:
@@ -144,7 +146,23 @@ class MapReduceMaster:
                 self.failed_workers = list(snapshot.state.get("failed_workers", []))
                 names = list(snapshot.state.get("workers", []))
                 self.events.append(f"took over from snapshot {snapshot.seq}")
+        self._start_standby()
         self._run(names)
+
+    def _start_standby(self) -> None:
+        """After a takeover, a new standby watches this master in turn."""
+        from engine.mapreduce.pool import get_pool
+
+        try:
+            standby = ray.get(get_pool().take_masters.remote(1))[0]
+            standby.standby.remote(self.job, self.config, self.number + 1, [ray.get_runtime_context().current_actor])
+            self.standbys = [standby]
+        except ray.exceptions.RayError as error:
+            self.events.append(f"could not start a new standby: {error}")
+
+    def peers(self) -> list:
+        """Masters this one started (a new standby after a takeover)."""
+        return list(getattr(self, "standbys", []))
 
     def ping(self) -> dict:
         """Liveness of this master."""
@@ -163,6 +181,9 @@ class MapReduceMaster:
     def _run(self, worker_names: list[str]) -> None:
         try:
             self.job_ref = ray.put(self.job)  # one copy in the object store, not one per task
+            from engine.mapreduce.pool import get_pool
+
+            self.pool = get_pool()
             with self.lock:
                 if self.table is None:
                     from engine.io.splits import plan_splits
@@ -216,7 +237,8 @@ class MapReduceMaster:
             held = [False] * len(keys)
             if worker in self.workers:
                 try:
-                    held = ray.get(self.workers[worker].holds.remote(keys), timeout=self.options.heartbeat_timeout_s)
+                    held = ray.get(self.workers[worker].holds.remote(self.config.job_id, keys),
+                                   timeout=self.options.heartbeat_timeout_s)
                 except ray.exceptions.RayError:
                     pass
             for (task_id, _), present in zip(keys, held):
@@ -227,17 +249,24 @@ class MapReduceMaster:
                 task.state = TaskState.IDLE
 
     def _spawn_workers(self) -> None:
-        while len(self.workers) < self.config.workers:
-            number = self.next_worker
-            self.next_worker += 1
-            name = worker_name(self.config.job_id, number)
-            chaos = self.config.worker_chaos.get(number)
-            self.workers[name] = MapReduceWorker.options(
-                name=name, namespace=self.config.namespace, lifetime="detached", num_cpus=1,
-            ).remote(name, self.config.orphan_timeout_s, chaos)
-            self.busy[name] = 0
-            if number >= self.config.workers:
+        """Lease workers from the pool until the job has its full count again."""
+        missing = self.config.workers - len(self.workers)
+        if missing <= 0:
+            return
+        if self.next_worker == 0:
+            leased = ray.get(self.pool.acquire.remote(self.config.job_id, missing, self.config.worker_chaos))
+            self.next_worker = missing
+        else:
+            leased = {}
+            for _ in range(missing):
+                chaos = self.config.worker_chaos.get(self.next_worker)
+                name, handle = ray.get(self.pool.replace.remote(self.config.job_id, "", chaos))
+                self.next_worker += 1
+                leased[name] = handle
                 self.events.append(f"started replacement worker {name}")
+        for name, handle in leased.items():
+            self.workers[name] = handle
+            self.busy[name] = 0
 
     def _free_workers(self) -> list[str]:
         return sorted((n for n, b in self.busy.items() if b == 0 and n in self.workers), key=lambda n: self.busy[n])
@@ -273,10 +302,10 @@ class MapReduceMaster:
         attempt = self.table.start(task_id, worker, speculative=speculative)
         handle = self.workers[worker]
         if task.kind == "map":
-            ref = handle.run_map.remote(self.job_ref, task_id, attempt, task.split.to_json(), self.config.reducers)
+            ref = handle.run_map.remote(self.job_ref, self.config.job_id, task_id, attempt, task.split.to_json(), self.config.reducers)
         else:
             sources = {name: (self.workers[name], keys) for name, keys in self.table.map_locations().items()}
-            ref = handle.run_reduce.remote(self.job_ref, task_id, attempt, task.index, sources, self.config.output)
+            ref = handle.run_reduce.remote(self.job_ref, self.config.job_id, task_id, attempt, task.index, sources, self.config.output)
         self.inflight[ref] = (task_id, attempt, worker, task.kind)
         self.busy[worker] += 1
         if speculative:
@@ -306,7 +335,7 @@ class MapReduceMaster:
             if kind == "map":
                 handle = self.workers.get(worker)
                 if handle is not None:
-                    handle.drop.remote([(task_id, attempt)])
+                    handle.drop.remote(self.config.job_id, [(task_id, attempt)])
             return
         self._save_dead_letters(task_id, report["dead_letters"])
         for loser_attempt, loser_worker in self.table.losers(task_id).items():
@@ -448,8 +477,7 @@ class MapReduceMaster:
         }
         write_success(self.config.output, {k: v for k, v in self.summary.items() if k != "events"})
         self.store.clear()
-        for handle in self.workers.values():
-            handle.drop.remote([(t.task_id, t.completed_attempt) for t in self.table.of_kind("map")])
+        self.pool.release.remote(self.config.job_id)
 
     # ----- observability ----------------------------------------------------------------------
 

@@ -40,22 +40,41 @@ class MapOutputLostError(RuntimeError):
 class MapReduceWorker:
     """A worker process of one job.  See the module docstring."""
 
-    def __init__(self, name: str, orphan_timeout_s: float = 120.0, chaos: WorkerChaos | None = None) -> None:
+    def __init__(self, name: str, idle_timeout_s: float = 60.0) -> None:
         self.name = name
-        self._outputs: dict[tuple[str, int], list[pa.Table]] = {}
+        self._outputs: dict[tuple[str, str, int], list[pa.Table]] = {}
         self._lock = threading.Lock()
         self._last_contact = time.monotonic()
         self._tasks_done = 0
-        self._chaos = chaos or WorkerChaos()
+        self._chaos = WorkerChaos()
+        self._job: str | None = None
         self._running: set[str] = set()
-        threading.Thread(target=self._watch_orphaned, args=(orphan_timeout_s,), daemon=True).start()
+        threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
-    def _watch_orphaned(self, timeout_s: float) -> None:
-        """Exit when no master has contacted this worker for ``timeout_s`` (its job is gone)."""
+    def _watch_idle(self, timeout_s: float) -> None:
+        """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""
         while True:
             time.sleep(min(5.0, timeout_s / 4))
-            if time.monotonic() - self._last_contact > timeout_s:
+            if time.monotonic() - self._last_contact > timeout_s and not self._running:
                 os._exit(0)
+
+    def lease(self, job_id: str, chaos: WorkerChaos | None) -> str:
+        """Start serving ``job_id`` with fresh fault-injection settings; returns the name."""
+        self._last_contact = time.monotonic()
+        self._job = job_id
+        self._chaos = chaos or WorkerChaos()
+        self._tasks_done = 0
+        return self.name
+
+    def release(self, job_id: str) -> None:
+        """Stop serving ``job_id`` and forget its map outputs."""
+        self._last_contact = time.monotonic()
+        with self._lock:
+            for key in [k for k in self._outputs if k[0] == job_id]:
+                del self._outputs[key]
+        if self._job == job_id:
+            self._job = None
+            self._chaos = WorkerChaos()
 
     def ping(self) -> dict:
         """Liveness: name, running tasks and number of stored map outputs."""
@@ -63,10 +82,6 @@ class MapReduceWorker:
         with self._lock:
             return {"worker": self.name, "running": sorted(self._running), "outputs": len(self._outputs),
                     "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
-
-    def configure_chaos(self, chaos: WorkerChaos) -> None:
-        """Replace this worker's fault-injection settings (tests and demos only)."""
-        self._chaos = chaos
 
     def _before_task(self, kind: str) -> None:
         self._last_contact = time.monotonic()
@@ -76,7 +91,8 @@ class MapReduceWorker:
         self._tasks_done += 1
         self._chaos.after_task(kind, self._tasks_done, elapsed)
 
-    def run_map(self, job: MapReduceJob, task_id: str, attempt: int, split: dict, reducers: int) -> dict[str, Any]:
+    def run_map(self, job: MapReduceJob, job_id: str, task_id: str, attempt: int, split: dict,
+                reducers: int) -> dict[str, Any]:
         """Run one map attempt, keep its partitions here, and report sizes and counters."""
         self._before_task("map")
         started = time.perf_counter()
@@ -85,7 +101,7 @@ class MapReduceWorker:
         try:
             result = run_map_task(job, InputSplit.from_json(split), reducers)
             with self._lock:
-                self._outputs[(task_id, attempt)] = result.partitions
+                self._outputs[(job_id, task_id, attempt)] = result.partitions
         finally:
             with self._lock:
                 self._running.discard(f"{task_id}#{attempt}")
@@ -98,36 +114,36 @@ class MapReduceWorker:
             "input_bytes": result.input_bytes,
         }
 
-    def fetch(self, keys: list[tuple[str, int]], partition: int) -> pa.Table:
+    def fetch(self, job_id: str, keys: list[tuple[str, int]], partition: int) -> pa.Table:
         """Partition ``partition`` of the named map outputs, concatenated."""
         self._last_contact = time.monotonic()
         with self._lock:
-            missing = [f"{t}#{a}" for t, a in keys if (t, a) not in self._outputs]
+            missing = [f"{t}#{a}" for t, a in keys if (job_id, t, a) not in self._outputs]
             if missing:
                 raise MapOutputLostError(f"worker {self.name} does not hold map outputs {missing}",
                                          [m.split("#")[0] for m in missing], [self.name])
-            tables = [self._outputs[(t, a)][partition] for t, a in keys]
+            tables = [self._outputs[(job_id, t, a)][partition] for t, a in keys]
         return concat(tables)
 
-    def holds(self, keys: list[tuple[str, int]]) -> list[bool]:
+    def holds(self, job_id: str, keys: list[tuple[str, int]]) -> list[bool]:
         """Which of the named map outputs this worker still holds."""
         self._last_contact = time.monotonic()
         with self._lock:
-            return [(t, a) in self._outputs for t, a in keys]
+            return [(job_id, t, a) in self._outputs for t, a in keys]
 
-    def drop(self, keys: list[tuple[str, int]]) -> None:
-        """Forget map outputs nobody needs any more (lost backup attempts, finished jobs)."""
+    def drop(self, job_id: str, keys: list[tuple[str, int]]) -> None:
+        """Forget map outputs nobody needs any more (lost backup attempts)."""
         with self._lock:
-            for key in keys:
-                self._outputs.pop(tuple(key), None)
+            for task_id, attempt in keys:
+                self._outputs.pop((job_id, task_id, attempt), None)
 
-    def run_reduce(self, job: MapReduceJob, task_id: str, attempt: int, partition: int,
+    def run_reduce(self, job: MapReduceJob, job_id: str, task_id: str, attempt: int, partition: int,
                    sources: dict[str, tuple[Any, list[tuple[str, int]]]], output_dir: str) -> dict[str, Any]:
         """Fetch a partition from every map output, reduce it and commit its part."""
         self._before_task("reduce")
         started = time.perf_counter()
         names = list(sources)
-        refs = [sources[n][0].fetch.remote(sources[n][1], partition) for n in names]
+        refs = [sources[n][0].fetch.remote(job_id, sources[n][1], partition) for n in names]
         tables = []
         lost: list[str] = []
         dead_workers: list[str] = []

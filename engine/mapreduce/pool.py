@@ -1,0 +1,163 @@
+"""A warm pool of MapReduce workers and spare masters, shared by the jobs of a cluster.
+
+Starting an actor costs a process and its imports (about a second on a small machine),
+which would dominate a small job.  The pool keeps workers (and two spare masters) alive
+between jobs, so a small job pays milliseconds.  A worker is leased to one job at a time;
+workers unused for ``idle_timeout_s`` exit by themselves and give their CPU back to the
+cluster, so an idle engine does not hold resources other Ray work needs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import ray
+
+from engine.mapreduce.chaos import WorkerChaos
+
+POOL_NAME = "engine-mapreduce-pool"
+NAMESPACE = "engine"
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+
+
+@ray.remote(num_cpus=0, max_concurrency=32, max_restarts=0)
+class WorkerPool:
+    """Leases warm workers to jobs, replaces dead ones, and keeps spare masters ready."""
+
+    def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, spare_masters: int = 2) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
+        self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
+        self.spares: list[Any] = []
+        self.spare_target = spare_masters
+        self.lock = threading.Lock()
+        self._refill_masters()
+
+    def _new_worker(self) -> tuple[str, Any]:
+        from engine.mapreduce.worker import MapReduceWorker
+
+        name = f"engine-worker-{uuid.uuid4().hex[:10]}"
+        handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=1,
+                                         scheduling_strategy="SPREAD").remote(name, self.idle_timeout_s)
+        return name, handle
+
+    def _refill_masters(self) -> None:
+        from engine.mapreduce.master import MapReduceMaster
+
+        while len(self.spares) < self.spare_target:
+            self.spares.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
+
+    def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
+        """Lease ``count`` workers to ``job_id`` (reusing warm ones); returns name -> handle."""
+        chaos = chaos or {}
+        now = time.monotonic()
+        chosen: dict[str, Any] = {}
+        with self.lock:
+            for name, (handle, released) in list(self.free.items()):
+                if len(chosen) == count:
+                    break
+                del self.free[name]
+                if now - released > 0.8 * self.idle_timeout_s:  # about to exit by itself
+                    ray.kill(handle, no_restart=True)
+                    continue
+                chosen[name] = handle
+            while len(chosen) < count:
+                name, handle = self._new_worker()
+                chosen[name] = handle
+            for name, handle in chosen.items():
+                self.leased[name] = (handle, job_id)
+        # A warm worker may have died while free: check quickly and replace it.
+        checks = {name: handle.lease.remote(job_id, chaos.get(i)) for i, (name, handle) in enumerate(chosen.items())}
+        for index, (name, ref) in enumerate(list(checks.items())):
+            try:
+                ray.get(ref, timeout=30)
+            except ray.exceptions.RayError:
+                with self.lock:
+                    self.leased.pop(name, None)
+                del chosen[name]
+                new_name, handle = self._new_worker()
+                ray.get(handle.lease.remote(job_id, chaos.get(index)))
+                with self.lock:
+                    self.leased[new_name] = (handle, job_id)
+                chosen[new_name] = handle
+        return chosen
+
+    def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
+        """Forget a dead worker of ``job_id`` and lease a fresh one in its place."""
+        with self.lock:
+            self.leased.pop(dead, None)
+            self.free.pop(dead, None)
+            name, handle = self._new_worker()
+            self.leased[name] = (handle, job_id)
+        handle.lease.remote(job_id, chaos)
+        return name, handle
+
+    def release(self, job_id: str) -> int:
+        """Return ``job_id``'s workers to the pool, dropping the job's map outputs."""
+        now = time.monotonic()
+        released = 0
+        with self.lock:
+            for name, (handle, owner) in list(self.leased.items()):
+                if owner == job_id:
+                    del self.leased[name]
+                    handle.release.remote(job_id)
+                    self.free[name] = (handle, now)
+                    released += 1
+        return released
+
+    def take_masters(self, count: int) -> list[Any]:
+        """``count`` fresh master actors (spares are replenished in the background)."""
+        with self.lock:
+            taken = self.spares[:count]
+            self.spares = self.spares[count:]
+        from engine.mapreduce.master import MapReduceMaster
+
+        while len(taken) < count:
+            taken.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
+        threading.Thread(target=self._refill_locked, daemon=True).start()
+        return taken
+
+    def _refill_locked(self) -> None:
+        with self.lock:
+            self._refill_masters()
+
+    def shutdown(self) -> None:
+        """Kill every pooled worker and spare master."""
+        with self.lock:
+            handles = [h for h, _ in self.free.values()] + [h for h, _ in self.leased.values()] + self.spares
+            self.free.clear()
+            self.leased.clear()
+            self.spares.clear()
+        for handle in handles:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:
+                pass
+
+
+def get_pool() -> Any:
+    """The cluster's worker pool, created on first use (a detached named actor)."""
+    try:
+        return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    try:
+        return WorkerPool.options(name=POOL_NAME, namespace=NAMESPACE, lifetime="detached",
+                                  get_if_exists=True).remote()
+    except ValueError:
+        return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+
+
+def shutdown_pool() -> None:
+    """Stop the pool and its actors (used by ``engine.shutdown`` and benchmarks)."""
+    try:
+        pool = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return
+    try:
+        ray.get(pool.shutdown.remote(), timeout=30)
+    finally:
+        ray.kill(pool, no_restart=True)

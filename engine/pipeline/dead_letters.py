@@ -1,0 +1,99 @@
+"""Dead rows of a pipeline: recording them in the dead-letter store, and replaying them.
+
+Recording happens in the process that runs the pipeline (the driver for Ray runs),
+once per completed filter call, so a resent batch never records its dead rows twice.
+Replay feeds each stored letter of a stage through the (fixed) stage and the stages
+after it into the pipeline's sink; the store marks a letter replayed only after that
+succeeded, so a letter is delivered exactly once even across repeated replays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+import pyarrow as pa
+
+from engine.pipeline.filtering import FilterOutcome, apply_filter
+from engine.pipeline.spec import FilterFn, Pipeline
+from engine.reliability import DeadLetterStore, ReplayReport
+
+
+@dataclass
+class DeadLetterRecorder:
+    """Writes dead rows to the store of ``directory``; without one keeps them in memory."""
+
+    directory: str | None
+    letter_ids: list[str] = field(default_factory=list)
+    unstored: list[tuple[str, pa.Table, str]] = field(default_factory=list)
+    _store: DeadLetterStore | None = None
+
+    def record(self, stage_id: str, rows: pa.Table, error: str, attempts: int, source: Mapping[str, object]) -> None:
+        """Keep one group of dead rows of ``stage_id`` with its error and origin."""
+        if self.directory is None:
+            self.unstored.append((stage_id, rows, error))
+            return
+        if self._store is None:
+            self._store = DeadLetterStore(self.directory)
+        self.letter_ids.append(self._store.add(stage_id, rows, error, source=source, attempts=attempts))
+
+    def record_outcome(self, stage_id: str, dead: list[tuple[pa.Table, str, int]], source: Mapping[str, object]) -> int:
+        """Record every ``(rows, error, attempts)`` group; returns the number of dead rows."""
+        for rows, error, attempts in dead:
+            self.record(stage_id, rows, error, attempts, source)
+        return sum(rows.num_rows for rows, _, _ in dead)
+
+
+def outcome_dead(outcome: FilterOutcome) -> list[tuple[pa.Table, str, int]]:
+    """The dead rows of an outcome as plain ``(rows, error, attempts)`` tuples."""
+    return [(dead.rows, dead.error, dead.attempts) for dead in outcome.dead]
+
+
+@dataclass
+class ReplayResult:
+    """The store's replay report and, for a ``CollectSink``, the rows the replay delivered."""
+
+    report: ReplayReport
+    table: pa.Table | None
+
+
+def _replay_name(rows: pa.Table) -> str:
+    """A stable sink name for replayed rows (same rows, same name: a re-replay overwrites)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return "replay-" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:24]
+
+
+def replay_dead_letters(pipeline: Pipeline, stage_id: str, fixed_fn: FilterFn | None = None) -> ReplayResult:
+    """Replay the stored dead letters of ``stage_id`` through ``fixed_fn`` (default: the
+    stage's own filter) and the later stages, into the pipeline's sink, inline.
+
+    A letter whose rows still fail the replayed stage stays in the store (reported in
+    ``report.failed_letters``); rows failing a *later* stage become new dead letters of
+    that stage.  Needs ``pipeline.options.dead_letter_dir``.
+    """
+    directory = pipeline.options.dead_letter_dir
+    if directory is None:
+        raise ValueError("replay_dead_letters needs a pipeline with options.dead_letter_dir set")
+    index = [stage.id for stage in pipeline.stages].index(pipeline.stage(stage_id).id)
+    stages = list(pipeline.stages[index:])
+    if fixed_fn is not None:
+        stages[0] = replace(stages[0], fn=fixed_fn)
+    recorder = DeadLetterRecorder(directory)
+    writer = pipeline.sink.open()
+
+    def deliver(rows: pa.Table) -> None:
+        batch: pa.Table | None = apply_filter(stages[0].fn, rows, stages[0].retry, stages[0].id, strict=True).table
+        for stage in stages[1:]:
+            if batch is None:
+                return
+            outcome = apply_filter(stage.fn, batch, stage.retry, stage.id)
+            recorder.record_outcome(stage.id, outcome_dead(outcome), {"replay_of": stage_id})
+            batch = outcome.table
+        if batch is not None:
+            writer.write(_replay_name(rows), batch)
+
+    report = DeadLetterStore(directory).replay(stage_id, deliver)
+    return ReplayResult(report=report, table=writer.close())

@@ -1,0 +1,192 @@
+"""What a pipeline is: inert, validated dataclasses (source -> filter stages -> sink).
+
+A pipeline holds no threads, actors or open files; executors (``local.py`` inline,
+``ray_executor.py`` on Ray) run it.  Stage ids are stable and unique: they key metrics
+and dead letters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable
+
+import pyarrow as pa
+
+from engine.pipeline.sinks import Sink
+from engine.pipeline.sources import Source
+from engine.reliability import RetryPolicy
+
+if TYPE_CHECKING:
+    from engine.pipeline.ray_executor import PipelineHandle
+    from engine.pipeline.result import PipelineResult
+
+FilterFn = Callable[[pa.Table], "pa.Table | pa.RecordBatch"]
+
+_STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AutoscalePolicy:
+    """Grow a stage when its input pipe stays at/above ``high_water`` batches, shrink it when
+    it stays at/below ``low_water``, for ``sustain_s`` seconds, within ``min``..``max`` replicas.
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    high_water: int = 6
+    low_water: int = 1
+    sustain_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(
+                f"AutoscalePolicy needs 1 <= min_replicas <= max_replicas, got "
+                f"{self.min_replicas}..{self.max_replicas}"
+            )
+        if not 0 <= self.low_water < self.high_water:
+            raise ValueError(
+                f"AutoscalePolicy needs 0 <= low_water < high_water, got {self.low_water}, {self.high_water}"
+            )
+        if self.sustain_s < 0:
+            raise ValueError(f"AutoscalePolicy.sustain_s must be >= 0, got {self.sustain_s}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One filter stage: a stateless function over an Arrow batch, run by ``replicas`` actors.
+
+    - ``fn(table) -> table``: may drop or add rows and change the schema.  It must be
+      deterministic for the exactly-once guarantee (a resent batch must give the same rows).
+    - ``retry``: transient failures (``TransientError`` by default) are retried per this
+      policy; a batch that still fails is split to isolate its bad rows, which go to the
+      dead-letter store while the good rows go on.
+    - ``key``: route rows by a stable hash of this column, so a key's rows always go to the
+      same replica (key affinity); ``None`` routes each batch to the least-loaded replica.
+    - ``pipe_capacity``: bound of this stage's input pipe, in batches.
+    - ``num_cpus``: CPUs each replica actor reserves (0 lets stages share cores).
+    """
+
+    id: str
+    fn: FilterFn
+    replicas: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    key: str | None = None
+    pipe_capacity: int = 8
+    autoscale: AutoscalePolicy | None = None
+    num_cpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not _STAGE_ID.match(self.id):
+            raise ValueError(
+                f"stage id {self.id!r} is invalid: use 1-64 letters, digits, '_', '.', '-'"
+            )
+        if not callable(self.fn):
+            raise TypeError(f"stage {self.id!r}: fn must be callable, got {type(self.fn).__name__}")
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ValueError(f"stage {self.id!r}: replicas must be an int >= 1, got {self.replicas!r}")
+        if not isinstance(self.retry, RetryPolicy):
+            raise TypeError(f"stage {self.id!r}: retry must be a RetryPolicy, got {type(self.retry).__name__}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise ValueError(f"stage {self.id!r}: key must be a column name, got {self.key!r}")
+        if isinstance(self.pipe_capacity, bool) or not isinstance(self.pipe_capacity, int) or self.pipe_capacity < 1:
+            raise ValueError(f"stage {self.id!r}: pipe_capacity must be an int >= 1, got {self.pipe_capacity!r}")
+        if self.num_cpus < 0:
+            raise ValueError(f"stage {self.id!r}: num_cpus must be >= 0, got {self.num_cpus}")
+        if self.autoscale is not None and not (
+            self.autoscale.min_replicas <= self.replicas <= self.autoscale.max_replicas
+        ):
+            raise ValueError(
+                f"stage {self.id!r}: replicas={self.replicas} is outside its autoscale bounds "
+                f"{self.autoscale.min_replicas}..{self.autoscale.max_replicas}"
+            )
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Settings of a pipeline run (one place, not keyword arguments everywhere).
+
+    - ``ordered``: deliver batches to the sink in source order (so every key's rows keep
+      source order); otherwise in completion order.
+    - ``dead_letter_dir``: directory of the dead-letter store (``None``: rows that still
+      fail are counted and dropped, which the metrics show as ``dead_letters``).
+    - ``sink_capacity``: bound of the pipe into the sink, in batches.
+    - ``source_capacity``: batches read ahead of stage 0 (a live feed has its own bound).
+    - ``inflight_per_replica``: calls queued on one replica at once (2 hides call latency).
+    - ``poll_interval_s``: how long the Ray coordinator waits for a completion per loop.
+    """
+
+    ordered: bool = False
+    dead_letter_dir: str | None = None
+    sink_capacity: int = 8
+    source_capacity: int = 4
+    inflight_per_replica: int = 2
+    poll_interval_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("sink_capacity", "source_capacity", "inflight_per_replica"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PipelineOptions.{name} must be an int >= 1, got {value!r}")
+        if not self.poll_interval_s > 0:
+            raise ValueError(f"PipelineOptions.poll_interval_s must be > 0, got {self.poll_interval_s}")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """source -> stages -> sink, validated on construction.  Run it with an executor::
+
+        result = pipeline.run_local()              # inline, no Ray: the oracle
+        handle = pipeline.start()                  # on Ray; handle.result() waits
+    """
+
+    source: Source
+    stages: tuple[Stage, ...]
+    sink: Sink
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.source, Source):
+            raise TypeError(f"pipeline source must be a Source, got {type(self.source).__name__}")
+        if not isinstance(self.sink, Sink):
+            raise TypeError(f"pipeline sink must be a Sink, got {type(self.sink).__name__}")
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        seen: set[str] = set()
+        for stage in self.stages:
+            if not isinstance(stage, Stage):
+                raise TypeError(f"pipeline stages must be Stage objects, got {type(stage).__name__}")
+            if stage.id in seen:
+                raise ValueError(f"duplicate stage id {stage.id!r}: stage ids must be unique")
+            seen.add(stage.id)
+
+    def stage(self, stage_id: str) -> Stage:
+        """The stage with this id (a clear KeyError naming it otherwise)."""
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(f"no stage {stage_id!r} in this pipeline (stages: {[s.id for s in self.stages]})")
+
+    def with_options(self, **changes: object) -> "Pipeline":
+        """A copy of this pipeline with some options changed."""
+        return replace(self, options=replace(self.options, **changes))
+
+    def run_local(self) -> "PipelineResult":
+        """Run inline in this process (no Ray) and return the result: the test oracle."""
+        from engine.pipeline.local import LocalPipelineExecutor
+
+        return LocalPipelineExecutor().run(self)
+
+    def start(self) -> "PipelineHandle":
+        """Start on the connected Ray cluster; returns a handle at once."""
+        from engine.pipeline.ray_executor import RayPipelineExecutor
+
+        return RayPipelineExecutor().start(self)
+
+    def run(self, executor: object | None = None) -> "PipelineResult":
+        """Run to completion with ``executor`` (default: the Ray executor) and return the result."""
+        from engine.pipeline.ray_executor import RayPipelineExecutor
+
+        return (executor or RayPipelineExecutor()).run(self)  # type: ignore[attr-defined]
+
