@@ -11,6 +11,7 @@ left out and named.
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,7 @@ from engine.scatter_gather import (GatherResult, ScatterGather, ScatterGatherErr
                                    ScatterGatherOptions, serve, top_k_replies)
 
 SORT_KEYS = [("count", "descending"), ("word", "ascending")]
+SORTED_BY_WORD = {b"sorted_by": b"word"}
 # Sent once at start-up: the first starts_with call in a process costs ~0.2 s.
 WARMUP_REQUEST = {"prefix": "", "k": 1}
 
@@ -57,11 +59,38 @@ def load_word_counts(input_dir: str | Path) -> pa.Table:
 
 
 def split_shards(table: pa.Table, shards: int) -> list[pa.Table]:
-    """Cut ``table`` into ``shards`` contiguous, near-equal slices (zero-copy)."""
+    """Cut ``table`` into ``shards`` near-equal slices, each sorted by word.
+
+    Each shard is marked ``sorted_by=word`` in its schema metadata so that
+    :func:`prefix_top_k` can find a prefix's rows by binary search instead of a scan.
+    """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     bounds = [table.num_rows * index // shards for index in range(shards + 1)]
-    return [table.slice(lo, hi - lo).combine_chunks() for lo, hi in zip(bounds, bounds[1:])]
+    out = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        piece = table.slice(lo, hi - lo)
+        piece = piece.take(pc.sort_indices(piece, sort_keys=[("word", "ascending")]))
+        out.append(piece.combine_chunks().replace_schema_metadata(SORTED_BY_WORD))
+    return out
+
+
+def _prefix_rows(shard: pa.Table, prefix: str) -> pa.Table:
+    """The rows whose word starts with ``prefix``: binary search if sorted, else a scan."""
+    words = shard.column("word")
+    if ((shard.schema.metadata or {}).get(b"sorted_by") == b"word"
+            and words.num_chunks == 1 and words.null_count == 0):
+        # About 2*log2(rows) probes (~40 for 1M rows), not a loop over the rows; UTF-8
+        # byte order (Arrow's sort) equals Python's code-point order.
+        array = words.chunk(0)
+        lo = bisect.bisect_left(array, prefix, key=_as_py)
+        hi = bisect.bisect_left(array, prefix + "\U0010ffff", lo=lo, key=_as_py)
+        return shard.slice(lo, hi - lo)
+    return shard.filter(pc.starts_with(words, pattern=prefix))
+
+
+def _as_py(value: pa.Scalar) -> object:
+    return value.as_py()
 
 
 def prefix_top_k(shard: pa.Table, request: dict) -> pa.Table:
@@ -69,7 +98,7 @@ def prefix_top_k(shard: pa.Table, request: dict) -> pa.Table:
 
     Ties on count go to the alphabetically first word, so the merged answer is exact.
     """
-    matches = shard.filter(pc.starts_with(shard["word"], pattern=request["prefix"]))
+    matches = _prefix_rows(shard, request["prefix"])
     k = int(request["k"])
     if matches.num_rows > k:
         matches = matches.take(pc.select_k_unstable(matches, k=k, sort_keys=SORT_KEYS))

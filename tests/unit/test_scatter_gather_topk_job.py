@@ -96,3 +96,17 @@ def test_help_explains_itself(capsys: pytest.CaptureFixture) -> None:
         topk_search.main(["--help"])
     assert info.value.code == 0
     assert "--deadline-ms" in capsys.readouterr().out
+
+
+@settings(max_examples=25, deadline=None)
+@given(words=st.lists(st.text("aé東b", min_size=1, max_size=4), unique=True, max_size=40),
+       prefix=st.text("aé東b", max_size=2))
+def test_binary_search_on_sorted_shards_equals_a_scan(words: list[str], prefix: str) -> None:
+    table = pa.table({"word": pa.array(words, pa.string()),
+                      "count": pa.array(range(len(words)), pa.int64())})
+    (sorted_shard,) = split_shards(table, 1)
+    request = {"prefix": prefix, "k": 1000}
+    by_search = topk_search.prefix_top_k(sorted_shard, request)
+    by_scan = topk_search.prefix_top_k(table, request)  # no sorted_by metadata: a scan
+    assert by_search.to_pylist() == by_scan.to_pylist()
+    assert sorted(by_scan["word"].to_pylist()) == sorted(w for w in words if w.startswith(prefix))
