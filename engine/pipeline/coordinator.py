@@ -84,8 +84,9 @@ class StageRuntime:
         return sum(len(r.calls) for r in self.active) + sum(len(r.calls) for r in self.retiring)
 
     def depth(self) -> int:
-        """Batches in this stage's input pipe."""
-        return len(self.ready) + self.inflight() + sum(len(bundle) for bundle in self.held)
+        """Batches in this stage's input pipe (a finished batch waiting for room downstream
+        counts once, however many pieces the split for the next stage made of it)."""
+        return len(self.ready) + self.inflight() + len(self.held)
 
     def new_replica(self) -> Replica:
         """Start one replica actor of this stage."""
@@ -235,29 +236,45 @@ class Coordinator:
         return self.sink_pending + self.tracker.held()
 
     def _move_held(self) -> None:
-        """Move finished batches downstream while the next pipe has room (last stage first)."""
+        """Move finished batches downstream while the next pipe has room (last stage first).
+
+        In ordered mode the oldest open sequence may always move on: the batches held
+        for reordering at the sink could otherwise fill every pipe and wait for it forever.
+        A pipe's depth can so exceed its bound by the pieces of that one oldest batch.
+        """
         for runtime in reversed(self.stages):
-            target = self.stages[runtime.index + 1] if runtime.index + 1 < len(self.stages) else None
+            if self.options.ordered and runtime.held:
+                oldest = [bundle for bundle in runtime.held if self.tracker.is_head(bundle[0].name[0])]
+                for bundle in oldest:
+                    runtime.held.remove(bundle)
+                    self._enter_next(runtime, bundle)
             while runtime.held:
                 bundle = runtime.held[0]
-                seq = bundle[0].name[0]
-                if target is not None:
-                    if not self._fits(target.depth(), target.stage.pipe_capacity, len(bundle)):
-                        break
-                    runtime.held.popleft()
-                    target.ready.extend(bundle)
-                    target.metrics.note_depth(target.depth())
-                    continue
-                # The oldest open sequence may always enter the sink pipe: in ordered mode
-                # the batches held for reordering could otherwise wait for it forever.
-                head = self.options.ordered and self.tracker.is_head(seq)
-                if not (head or self._fits(self._sink_depth(), self.options.sink_capacity, len(bundle))):
+                if not self._fits(self._next_depth(runtime), self._next_capacity(runtime), len(bundle)):
                     break
                 runtime.held.popleft()
-                for piece in bundle:
-                    self.tracker.arrive(seq, piece.name, piece)
-                self._release_to_sink()
-            runtime.metrics.note_depth(runtime.depth())
+                self._enter_next(runtime, bundle)
+
+    def _next_depth(self, runtime: StageRuntime) -> int:
+        if runtime.index + 1 < len(self.stages):
+            return self.stages[runtime.index + 1].depth()
+        return self._sink_depth()
+
+    def _next_capacity(self, runtime: StageRuntime) -> int:
+        if runtime.index + 1 < len(self.stages):
+            return self.stages[runtime.index + 1].stage.pipe_capacity
+        return self.options.sink_capacity
+
+    def _enter_next(self, runtime: StageRuntime, bundle: list[Piece]) -> None:
+        if runtime.index + 1 < len(self.stages):
+            target = self.stages[runtime.index + 1]
+            target.ready.extend(bundle)
+            target.metrics.note_depth(target.depth())
+            return
+        seq = bundle[0].name[0]
+        for piece in bundle:
+            self.tracker.arrive(seq, piece.name, piece)
+        self._release_to_sink()
 
     def _release_to_sink(self) -> None:
         released = self.tracker.take_released()
@@ -356,6 +373,11 @@ class Coordinator:
             runtime.retiring.remove(replica)
         with self.lock:
             runtime.metrics.replica_restarts += 1
+        if runtime.metrics.replica_restarts > self.options.max_replica_restarts:
+            raise PipelineFailed(
+                f"stage {runtime.stage.id!r}: replicas died {runtime.metrics.replica_restarts} times "
+                f"(more than max_replica_restarts={self.options.max_replica_restarts})"
+            )
 
     def _apply_scaling(self) -> None:
         now = time.monotonic()

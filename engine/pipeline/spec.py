@@ -114,6 +114,8 @@ class PipelineOptions:
     - ``source_capacity``: batches read ahead of stage 0 (a live feed has its own bound).
     - ``inflight_per_replica``: calls queued on one replica at once (2 hides call latency).
     - ``poll_interval_s``: how long the Ray coordinator waits for a completion per loop.
+    - ``max_replica_restarts``: replicas of one stage that may die (and be replaced)
+      before the run fails.
     """
 
     ordered: bool = False
@@ -122,9 +124,10 @@ class PipelineOptions:
     source_capacity: int = 4
     inflight_per_replica: int = 2
     poll_interval_s: float = 0.01
+    max_replica_restarts: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("sink_capacity", "source_capacity", "inflight_per_replica"):
+        for name in ("sink_capacity", "source_capacity", "inflight_per_replica", "max_replica_restarts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineOptions.{name} must be an int >= 1, got {value!r}")
