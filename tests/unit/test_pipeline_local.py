@@ -1,0 +1,165 @@
+"""Unit tests: filters, sources, sinks, dead letters and replay on the inline executor."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.pipeline import (
+    CallbackSink,
+    CollectSink,
+    IteratorSource,
+    LiveFeed,
+    ParquetSink,
+    ParquetSource,
+    Pipeline,
+    PipelineOptions,
+    Stage,
+    TableSource,
+    TextSource,
+    replay_dead_letters,
+)
+from engine.pipeline.filtering import apply_filter
+from engine.reliability import DeadLetterStore, RetryPolicy, TransientError
+
+pytestmark = pytest.mark.unit
+
+NO_WAIT = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0)
+
+
+def add_double(batch: pa.Table) -> pa.Table:
+    return batch.append_column("y", pc.multiply(batch["x"], 2))
+
+
+def keep_even(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.equal(pc.bit_wise_and(batch["x"], 1), 0))
+
+
+def fail_on_multiples_of_7(batch: pa.Table) -> pa.Table:
+    if pc.any(pc.equal(pc.remainder(batch["x"], 7), 0)).as_py():
+        raise ValueError("multiple of 7")
+    return batch
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(-1000, 1000), max_size=200), st.integers(1, 50))
+def test_local_run_equals_plain_python(values: list[int], batch_rows: int) -> None:
+    table = pa.table({"x": pa.array(values, pa.int64())})
+    pipeline = Pipeline(TableSource(table, batch_rows), [Stage("double", add_double), Stage("even", keep_even)], CollectSink())
+    result = pipeline.run_local()
+    expected = [(x, 2 * x) for x in values if x % 2 == 0]
+    got = [] if result.table is None else list(zip(result.table["x"].to_pylist(), result.table["y"].to_pylist()))
+    assert got == expected
+    assert result.metrics["even"].rows_out == len(expected) == result.rows_delivered
+
+
+def test_failing_rows_are_isolated_and_the_rest_pass() -> None:
+    table = pa.table({"x": list(range(100))})
+    outcome = apply_filter(fail_on_multiples_of_7, table, NO_WAIT, "s")
+    assert outcome.table is not None
+    assert outcome.table["x"].to_pylist() == [x for x in range(100) if x % 7]
+    assert len(outcome.dead) == 1 and outcome.dead[0].error == "ValueError: multiple of 7"
+    assert outcome.dead[0].rows["x"].to_pylist() == list(range(0, 100, 7))
+    with pytest.raises(ValueError, match="multiple of 7"):
+        apply_filter(fail_on_multiples_of_7, table, NO_WAIT, "s", strict=True)
+
+
+def test_transient_failures_are_retried_without_dead_letters() -> None:
+    calls = {"n": 0}
+
+    def flaky(batch: pa.Table) -> pa.Table:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise TransientError("try again")
+        return batch
+
+    outcome = apply_filter(flaky, pa.table({"x": [1, 2, 3]}), NO_WAIT, "s")
+    assert outcome.table is not None and outcome.table.num_rows == 3
+    assert outcome.dead == [] and outcome.errors == 2
+
+
+def test_dead_letters_are_stored_and_replayed_exactly_once(tmp_path: Path) -> None:
+    table = pa.table({"x": list(range(50))})
+    delivered: list[pa.Table] = []
+    pipeline = Pipeline(
+        TableSource(table, 10),
+        [Stage("check", fail_on_multiples_of_7, retry=NO_WAIT), Stage("double", add_double)],
+        CallbackSink(delivered.append),
+        PipelineOptions(dead_letter_dir=str(tmp_path / "dead")),
+    )
+    result = pipeline.run_local()
+    assert sorted(pa.concat_tables(delivered)["x"].to_pylist()) == [x for x in range(50) if x % 7]
+    assert result.metrics["check"].dead_letters == 8
+    store = DeadLetterStore(tmp_path / "dead")
+    assert store.count("check") == 8  # rows
+    assert store.list("check").num_rows == len(result.dead_letter_ids) == 5  # one letter per failing batch
+    assert sorted(store.list("check")["error_message"].unique().to_pylist()) == ["ValueError: multiple of 7"]
+
+    delivered.clear()
+    first = replay_dead_letters(pipeline, "check", fixed_fn=lambda batch: batch)
+    again = replay_dead_letters(pipeline, "check", fixed_fn=lambda batch: batch)
+    assert sorted(pa.concat_tables(delivered)["x"].to_pylist()) == list(range(0, 50, 7))
+    assert pa.concat_tables(delivered)["y"].to_pylist() == [2 * x for x in pa.concat_tables(delivered)["x"].to_pylist()]
+    assert first.report.replayed_rows == 8 and again.report.replayed_rows == 0
+    assert store.count("check") == 0
+
+
+def test_replay_with_a_still_broken_filter_keeps_the_letters(tmp_path: Path) -> None:
+    pipeline = Pipeline(
+        TableSource(pa.table({"x": [7, 8]})),
+        [Stage("check", fail_on_multiples_of_7, retry=NO_WAIT)],
+        CollectSink(),
+        PipelineOptions(dead_letter_dir=str(tmp_path)),
+    )
+    pipeline.run_local()
+    replay = replay_dead_letters(pipeline, "check")
+    assert replay.report.replayed_letters == 0 and len(replay.report.failed_letters) == 1
+    assert DeadLetterStore(tmp_path).count("check") == 1  # the row of 7 is still there
+
+
+def test_parquet_and_text_sources_and_parquet_sink(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"x": list(range(30))}), tmp_path / "a.parquet", row_group_size=7)
+    pq.write_table(pa.table({"x": list(range(30, 40))}), tmp_path / "b.parquet")
+    out = tmp_path / "out"
+    result = Pipeline(ParquetSource(str(tmp_path), batch_rows=8), [Stage("even", keep_even)], ParquetSink(str(out))).run_local()
+    assert (out / "_SUCCESS").exists()
+    assert sorted(pq.read_table(out)["x"].to_pylist()) == list(range(0, 40, 2))
+    assert result.rows_delivered == 20
+
+    text = tmp_path / "lines.txt"
+    text.write_text("alpha beta\n\ngamma, \"delta\"\nepsilon\n")
+    lines = Pipeline(TextSource(str(text)), [Stage("id", lambda b: b)], CollectSink()).run_local().table
+    assert lines is not None and lines["line"].to_pylist() == ["alpha beta", 'gamma, "delta"', "epsilon"]
+
+
+def test_missing_source_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list(ParquetSource(str(tmp_path / "nowhere")).batches())
+
+
+def test_iterator_and_live_feed_sources() -> None:
+    batches = [pa.record_batch({"x": [i, i + 1]}) for i in range(0, 10, 2)]
+    result = Pipeline(IteratorSource(iter(batches)), [Stage("id", lambda b: b)], CollectSink()).run_local()
+    assert result.table is not None and result.table["x"].to_pylist() == list(range(10))
+
+    feed = LiveFeed(capacity=2)
+
+    def produce() -> None:
+        for i in range(5):
+            feed.push(pa.table({"x": [i]}))
+        feed.close()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    result = Pipeline(feed, [Stage("id", lambda b: b)], CollectSink()).run_local()
+    producer.join()
+    assert result.table is not None and result.table["x"].to_pylist() == list(range(5))
+    with pytest.raises(RuntimeError, match="after close"):
+        feed.push(pa.table({"x": [9]}))
