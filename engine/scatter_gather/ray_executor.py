@@ -88,7 +88,6 @@ class RayScatterGather:
         deadline_s = self.options.deadline_s if deadline_s is None else deadline_s
         started = time.monotonic()
         refs = [actor.handle.remote(request) for actor in self.actors]
-        pieces: dict[str, list] = {}
         errors: dict[str, str] = {}
         try:
             # Fast path: one call when every worker answers in time.
@@ -97,20 +96,32 @@ class RayScatterGather:
                       for name, value in zip(self.worker_names, values)}
         except (GetTimeoutError, RayError):
             remaining = max(0.0, deadline_s - (time.monotonic() - started))
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=remaining)
-            ready_set = set(ready)
-            for name, ref in zip(self.worker_names, refs):
-                if ref not in ready_set:
-                    continue
-                try:
-                    pieces[name] = [decode_reply(ray.get(ref))]
-                except RayError as error:
-                    errors[name] = describe_error(error)
+            pieces, errors = self._collect_ready(refs, remaining)
         answered = [name for name in self.worker_names if name in pieces]
         missing = [name for name in self.worker_names if name not in pieces]
         check_enough(self.options.min_replies, answered, missing, errors)
         return build_result(self.aggregator, self.worker_names, pieces, set(pieces), errors,
                             started, None)
+
+    def _collect_ready(self, refs: list[ray.ObjectRef],
+                       timeout: float) -> tuple[dict[str, list], dict[str, str]]:
+        """Replies ready within ``timeout``, and the errors of workers that failed."""
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        ready_set = set(ready)
+        named = [(name, ref) for name, ref in zip(self.worker_names, refs) if ref in ready_set]
+        pieces: dict[str, list] = {}
+        errors: dict[str, str] = {}
+        try:
+            values = ray.get([ref for _, ref in named])
+            return {name: [decode_reply(v)] for (name, _), v in zip(named, values)}, errors
+        except RayError:
+            pass  # some worker failed: fetch one by one to tell which
+        for name, ref in named:
+            try:
+                pieces[name] = [decode_reply(ray.get(ref))]
+            except RayError as error:
+                errors[name] = describe_error(error)
+        return pieces, errors
 
     # -- long-running requests by id -------------------------------------------------
 
