@@ -6,7 +6,9 @@ sends 1,000 sequential top-k prefix queries (``jobs.topk_search``):
 1. healthy shards: the engine's ``gather`` (deadline, partial results) and the naive
    peer ``ray.get([a.handle.remote(q) for a in actors])`` + the same merge, on the same
    actors, requests alternating between the two so machine noise hits both alike;
-2. one shard stalled (its handler sleeps well past the deadline): the engine's latency
+2. the same queries as long-running requests: ``submit`` (returns an id at once) and
+   ``wait`` for the aggregate by id;
+3. one shard stalled (its handler sleeps well past the deadline): the engine's latency
    against its deadline and the fraction of answers marked partial; the naive peer,
    which has no deadline, for a few requests only (each one waits for the stall).
 
@@ -161,6 +163,20 @@ def run_stalled(service: RayScatterGather, stalled: Any, naive_actors: list,
     return engine, percentiles_ms(naive)
 
 
+def run_long_running(service: RayScatterGather, requests: list[dict]) -> dict:
+    """``submit`` (returns an id at once) then ``wait`` for each request, sequentially."""
+    submit_s, complete_s, complete = [], [], 0
+    for request in requests:
+        start = time.perf_counter()
+        request_id = service.submit(request)
+        submit_s.append(time.perf_counter() - start)
+        result = service.wait(request_id, timeout=10.0)
+        complete_s.append(time.perf_counter() - start)
+        complete += result.done and not result.partial
+    return {"submit": percentiles_ms(submit_s), "submit_to_complete": percentiles_ms(complete_s),
+            "fraction_complete": complete / len(requests)}
+
+
 def draw_chart(path: Path, figures: dict) -> None:
     """Bar chart of p50/p95/p99 for each configuration."""
     import matplotlib
@@ -210,6 +226,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--naive-stalled-requests", type=int, default=10,
                         help="requests for the naive peer with a stalled shard, each waits "
                              "the full stall (default 10)")
+    parser.add_argument("--long-running-requests", type=int, default=200,
+                        help="requests sent with submit + wait (default 200)")
     parser.add_argument("--seed", type=int, default=7, help="data/request seed (default 7)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scatter_gather.json",
                         help="JSON output (default bench/results/scatter_gather.json)")
@@ -234,6 +252,7 @@ def main(argv: list[str]) -> int:
             naive_actors = start_naive_shards(shards)
             engine, naive, mismatches = run_healthy(service, naive_actors,
                                                     requests[args.warmup:], args.warmup)
+            long_running = run_long_running(service, requests[:args.long_running_requests])
             ray.kill(naive_actors[-1])
             naive_actors[-1] = start_naive_shards(shards[-1:], args.stall_ms / 1000.0)[0]
             stalled_actor = RemoteShardActor.options(
@@ -259,6 +278,7 @@ def main(argv: list[str]) -> int:
                     "answers_differing_from_naive": mismatches,
                     "ratio_naive_over_engine_p50": naive["p50_ms"] / engine["p50_ms"],
                     "ratio_naive_over_engine_p99": naive["p99_ms"] / engine["p99_ms"]},
+        "long_running": long_running,
         "stalled": {"engine": stalled_engine, "naive": stalled_naive,
                     "ratio_naive_over_engine_p50":
                         stalled_naive["p50_ms"] / stalled_engine["p50_ms"]},
