@@ -65,6 +65,7 @@ class ViewShard:
         self._speed_counts = SPEED_COUNTS_SCHEMA.empty_table()
         self._speed_viewers = SPEED_VIEWERS_SCHEMA.empty_table()
         self._appends = 0
+        self._speed_floor = speed_start  # every held chunk begins at or after this offset
 
     # -- updates ------------------------------------------------------------------------
 
@@ -112,11 +113,13 @@ class ViewShard:
             self._speed_counts = self._speed_counts.filter(keep).combine_chunks()
             keep = pc.greater_equal(self._speed_viewers.column("chunk_begin"), version)
             self._speed_viewers = self._speed_viewers.filter(keep).combine_chunks()
+            self._speed_floor = max(self._speed_floor, version)
 
     def reset_speed(self, start: int) -> None:
         """Forget all real-time state; deltas are applied again from offset ``start``."""
         with self._lock:
             self._applied_end = start
+            self._speed_floor = start
             self._speed_counts = SPEED_COUNTS_SCHEMA.empty_table()
             self._speed_viewers = SPEED_VIEWERS_SCHEMA.empty_table()
 
@@ -129,7 +132,9 @@ class ViewShard:
 
     # -- queries ------------------------------------------------------------------------
 
-    def _snapshot(self, request: dict[str, Any]) -> tuple[BatchPartition, pa.Table, pa.Table]:
+    def _snapshot(self, request: dict[str, Any], table: str) -> tuple[BatchPartition, pa.Table]:
+        """The batch partition of the requested version and the real-time ``table``
+        ("counts" or "viewers") restricted to chunks inside ``[version, speed_end)``."""
         version, speed_end = int(request["version"]), int(request["speed_end"])
         with self._lock:
             partition = self._batch.get(version)
@@ -137,8 +142,10 @@ class ViewShard:
                 raise StaleSnapshotError(f"shard {self.index} holds batch views {sorted(self._batch)}, not {version}")
             if self._applied_end < speed_end:
                 raise StaleSnapshotError(f"shard {self.index} applied offsets up to {self._applied_end} < {speed_end}")
-            counts, viewers = self._speed_counts, self._speed_viewers
-        return partition, _chunks_within(counts, version, speed_end), _chunks_within(viewers, version, speed_end)
+            speed = self._speed_counts if table == "counts" else self._speed_viewers
+            # Filtering by chunk is only needed when the snapshot excludes some held chunks.
+            exact = self._speed_floor >= version and self._applied_end <= speed_end
+        return partition, speed if exact else _chunks_within(speed, version, speed_end)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one query over snapshot ``(request['version'], request['speed_end'])``."""
@@ -154,7 +161,7 @@ class ViewShard:
         raise ValueError(f"unknown view-shard request op {operation!r}")
 
     def _ads_shown(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, speed_counts, _ = self._snapshot(request)
+        partition, speed_counts = self._snapshot(request, "counts")
         first, last = int(request["first_minute"]), int(request["last_minute"])
         advertiser = request.get("advertiser_id")
         parts = []
@@ -173,7 +180,7 @@ class ViewShard:
         return reply
 
     def _active_viewers(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, _, speed_viewers = self._snapshot(request)
+        partition, speed_viewers = self._snapshot(request, "viewers")
         first, last = int(request["first_minute"]), int(request["last_minute"])
         users = [table.filter(in_window(table.column("minute"), first, last)).column("user_id")
                  for table in (partition.viewers, speed_viewers)]
@@ -181,7 +188,7 @@ class ViewShard:
         return {"users": int(pc.count_distinct(combined).as_py()) if len(combined) else 0}
 
     def _roi(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, _, _ = self._snapshot({"version": request["version"], "speed_end": 0})
+        partition, _ = self._snapshot({"version": request["version"], "speed_end": 0}, "counts")
         table = partition.roi
         advertiser = request.get("advertiser_id")
         if advertiser is not None:

@@ -27,7 +27,7 @@ def _scenario(draw: st.DrawFn) -> tuple[list[pa.Table], list[bool]]:
     return batches, [draw(st.booleans()) for _ in batches]
 
 
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=4, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(scenario=_scenario())
 def test_ray_answers_equal_the_oracle_and_the_inline_executor(

@@ -27,7 +27,7 @@ def _scenario(draw: st.DrawFn) -> tuple[list[pa.Table], list[bool], int]:
     return batches, recompute_after, shards
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(scenario=_scenario())
 def test_answers_equal_the_oracle_before_and_after_batch_recomputations(

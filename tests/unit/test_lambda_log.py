@@ -109,7 +109,7 @@ def _streams(draw: st.DrawFn) -> list[pa.Table]:
     return draw_stream(draw, st)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(batches=_streams(), horizon_minutes=st.sampled_from([0, 30, 600, 24 * 60]))
 def test_ingest_matches_the_oracle_row_for_row(tmp_path_factory: pytest.TempPathFactory,
                                                batches: list[pa.Table], horizon_minutes: int) -> None:
