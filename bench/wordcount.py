@@ -1,0 +1,563 @@
+"""Word-count throughput: the engine vs Ray Data vs Polars, on the same corpus, same run.
+
+``python -m bench wordcount --size 256MiB`` generates (once, cached) a deterministic Zipf
+corpus with ``datasets.text`` and runs three word counts on it, each as a whole Python
+process, alternating systems and repeating each (default 3 times):
+
+- ``engine``:  ``engine.submit(wordcount_job(...))`` on an embedded 2-CPU Ray cluster;
+- ``raydata``: ``read_text -> map_batches(utf8_split_whitespace) -> groupby("word").count()
+  -> write_parquet``, the idiomatic Ray Data word count, defaults untouched;
+- ``polars``:  ``scan_csv`` of whole lines -> ``str.split(" ")`` -> ``explode`` ->
+  ``group_by().len()`` -> ``sink_parquet``.
+
+Each system is also timed on a one-line input (its start-up: interpreter, imports, Ray
+cluster, ...).  Throughput = bytes / (median time on the corpus - median time on one line).
+While a process runs, a thread samples the summed RSS of its whole process tree (driver,
+GCS, raylet, workers) every 0.2 s; the peak is reported per run.  A separate process
+measures the engine's small-job latency with the cluster already up, and checks the
+engine against a plain ``collections.Counter(text.split())`` oracle.  After every run the
+three outputs are compared (see ``compare_outputs`` for exactly what is compared).
+
+Writes ``bench/results/wordcount.json`` and ``bench/results/wordcount.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMS = ("engine", "raydata", "polars")
+RESULT_PREFIX = "BENCH-RESULT "
+DEFAULT_DATA_DIR = Path("/tmp/bench-wordcount")
+SAMPLE_INTERVAL_S = 0.2
+TOP_K = 10
+
+
+# ----- runners: each executes inside its own timed subprocess --------------------------------
+
+
+def run_engine(corpus: str, out: str) -> dict[str, Any]:
+    """The engine's word count over ``corpus`` into the Parquet dataset ``out``."""
+    import engine
+    from jobs.wordcount_job import wordcount_job
+
+    started = time.perf_counter()
+    engine.connect()
+    connected = time.perf_counter()
+    job = wordcount_job([corpus], out, options=engine.JobOptions(overwrite=True, progress=False))
+    result = engine.submit(job).result()
+    done = time.perf_counter()
+    engine.shutdown()
+    return {"connect_s": connected - started, "job_s": done - connected, "engine_job_s": result.elapsed_s,
+            "map_input_bytes": int(result.counters.get("map_input_bytes", 0))}
+
+
+def run_raydata(corpus: str, out: str) -> dict[str, Any]:
+    """Ray Data's idiomatic word count (defaults untouched) into the Parquet dataset ``out``."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import ray
+    import ray.data
+
+    def split_words(batch: pa.Table) -> pa.Table:
+        return pa.table({"word": pc.list_flatten(pc.utf8_split_whitespace(batch["text"]))})
+
+    started = time.perf_counter()
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    connected = time.perf_counter()
+    (ray.data.read_text(corpus)
+     .map_batches(split_words, batch_format="pyarrow")
+     .groupby("word").count()
+     .write_parquet(out))
+    done = time.perf_counter()
+    ray.shutdown()
+    return {"connect_s": connected - started, "job_s": done - connected}
+
+
+def run_polars(corpus: str, out: str) -> dict[str, Any]:
+    """Polars' word count: lines via ``scan_csv``, ``str.split(" ")``, ``explode``, ``group_by().len()``."""
+    import polars as pl
+
+    started = time.perf_counter()
+    # Each line is one field: a separator byte and no quote character that the text never holds.
+    lines = pl.scan_csv(os.path.join(corpus, "*.txt"), has_header=False, separator="\x1f", quote_char=None,
+                        schema={"line": pl.String})
+    (lines.select(pl.col("line").str.split(" ").alias("word"))
+     .explode("word")
+     .filter(pl.col("word") != "")
+     .group_by("word").len(name="count")
+     .sink_parquet(os.path.join(out, "part-0.parquet"), mkdir=True))
+    return {"connect_s": 0.0, "job_s": time.perf_counter() - started}
+
+
+def run_engine_latency(small_corpus: str, sample_file: str, out: str, repeat: int) -> dict[str, Any]:
+    """Small-job latency with the cluster up, and the engine vs ``Counter(text.split())``.
+
+    One warm-up job, then ``repeat`` submits of the word count over ``small_corpus``, each
+    timed from ``submit`` to ``result()``; then the engine's counts of ``small_corpus`` and
+    of ``sample_file`` are compared exactly with a plain-Python oracle.
+    """
+    import engine
+    from jobs.wordcount_job import wordcount_job
+
+    started = time.perf_counter()
+    engine.connect()
+    connect_s = time.perf_counter() - started
+    job = wordcount_job([small_corpus], out, options=engine.JobOptions(overwrite=True, progress=False))
+    warm = time.perf_counter()
+    engine.submit(job).result()
+    warmup_s = time.perf_counter() - warm
+    latencies, job_times = [], []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        result = engine.submit(job).result()
+        latencies.append(time.perf_counter() - begin)
+        job_times.append(result.elapsed_s)
+    oracle = {"small_corpus": _matches_oracle(result.table(), [Path(small_corpus)])}
+    sample_job = wordcount_job([sample_file], out + "-sample", options=engine.JobOptions(overwrite=True, progress=False))
+    oracle["sample_file"] = _matches_oracle(engine.submit(sample_job).result().table(), [Path(sample_file)])
+    engine.shutdown()
+    return {"connect_s": connect_s, "first_job_s": warmup_s, "latencies_s": latencies,
+            "median_latency_s": statistics.median(latencies), "engine_job_s": job_times,
+            "oracle": oracle}
+
+
+def _matches_oracle(table: Any, files: list[Path]) -> dict[str, Any]:
+    """Whether ``table`` (word, count) equals ``Counter(text.split())`` over ``files`` exactly."""
+    expected: Counter = Counter()
+    for path in sorted(p for f in files for p in ([f] if f.is_file() else f.glob("*.txt"))):
+        expected.update(path.read_text(encoding="utf-8").split())
+    got = dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
+    return {"files": [str(f) for f in files], "identical": got == dict(expected),
+            "words": sum(expected.values()), "distinct": len(expected)}
+
+
+RUNNERS: dict[str, Callable[[str, str], dict[str, Any]]] = {
+    "engine": run_engine, "raydata": run_raydata, "polars": run_polars}
+
+
+def run_one(argv: list[str]) -> int:
+    """``--run-one SYSTEM CORPUS OUT`` (or ``engine-latency SMALL SAMPLE OUT REPEAT``): print a result line."""
+    system = argv[0]
+    if system == "engine-latency":
+        result = run_engine_latency(argv[1], argv[2], argv[3], int(argv[4]))
+    else:
+        result = RUNNERS[system](argv[1], argv[2])
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# ----- measuring a process ---------------------------------------------------------------------
+
+
+class TreeMemorySampler:
+    """Samples the summed RSS of a process and all its descendants every ``interval_s``."""
+
+    def __init__(self, pid: int, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_rss = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            try:
+                processes = [root] + root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            if total > self.peak_rss:
+                self.peak_rss, self.peak_processes = total, len(processes)
+            self._stop.wait(self.interval_s)
+
+
+def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run ``python -m bench.wordcount --run-one ARGS`` as a whole process; time it and its memory."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "RAY_DEDUP_LOGS": "1", "TQDM_DISABLE": "1"}
+    load_before = os.getloadavg()[0]
+    with open(log_path, "w") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "bench.wordcount", "--run-one", *args], cwd=REPO,
+                                   env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        with TreeMemorySampler(process.pid) as sampler:
+            try:
+                stdout, _ = process.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, _ = process.communicate()
+        elapsed = time.perf_counter() - started
+    reported = {}
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            reported = json.loads(line[len(RESULT_PREFIX):])
+    if process.returncode != 0 or not reported:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(args[:2])} failed (exit {process.returncode}); log {log_path}:\n{tail}")
+    return {"wall_s": elapsed, "peak_rss_bytes": sampler.peak_rss, "peak_processes": sampler.peak_processes,
+            "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0], "reported": reported}
+
+
+# ----- corpora and agreement -----------------------------------------------------------------
+
+
+def ensure_corpus(data_dir: Path, size_text: str) -> Path:
+    """The cached corpus of ``size_text`` under ``data_dir`` (generated on first use)."""
+    from datasets.text import TextCorpusSpec, parse_size, write_text_corpus
+
+    spec = TextCorpusSpec(parse_size(size_text))
+    directory = data_dir / f"corpus-{size_text}"
+    if not all((directory / f"part-{i:05d}.txt").exists() for i in range(spec.file_count())):
+        print(f"generating the {size_text} corpus in {directory} ...", file=sys.stderr)
+        write_text_corpus(spec, directory)
+    return directory
+
+
+def ensure_one_line(data_dir: Path, corpus: Path) -> Path:
+    """A one-line corpus (the first line of ``corpus``): what each system's start-up costs."""
+    directory = data_dir / "corpus-one-line"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(corpus / "part-00000.txt", "rb") as handle:
+        (directory / "part-00000.txt").write_bytes(handle.readline())
+    return directory
+
+
+def corpus_bytes(corpus: Path) -> int:
+    """Total bytes of the corpus' text files."""
+    return sum(p.stat().st_size for p in corpus.glob("*.txt"))
+
+
+def read_counts(system: str, out: Path) -> Any:
+    """A system's output as ``(word: large_string, count: int64)``, normalized to ``str.split()`` words.
+
+    The engine's and Ray Data's words already are whitespace-separated tokens.  Polars
+    splits on single spaces only, so its "words" may hold tabs or a CR, and double spaces
+    give empty strings (dropped in its query); re-splitting each of its tokens on any
+    whitespace and summing the counts again gives exactly the ``str.split()`` counts.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in out.rglob("*.parquet") if not p.name.startswith(("_", ".")))
+    table = pa.concat_tables([pq.read_table(p) for p in files]) if files else pa.table({"word": [], "count": []})
+    count_column = "count()" if "count()" in table.column_names else "count"
+    words = table.column("word").cast(pa.large_string())
+    counts = table.column(count_column).cast(pa.int64())
+    if system == "polars":
+        pieces = pc.utf8_split_whitespace(words.combine_chunks())
+        counts = counts.combine_chunks().take(pc.list_parent_indices(pieces))
+        words = pc.list_flatten(pieces)
+    table = pa.table({"word": words, "count": counts}).group_by("word").aggregate([("count", "sum")])
+    table = table.rename_columns(["word", "count"])
+    return table.sort_by("word")
+
+
+def compare_outputs(outputs: dict[str, Path]) -> dict[str, Any]:
+    """Compare every system's normalized (word, count) table with the engine's, exactly.
+
+    Reports per system: total words, distinct words, the top words, and whether the whole
+    table (every word and its count) is identical to the engine's.
+    """
+    import pyarrow.compute as pc
+
+    tables = {system: read_counts(system, path) for system, path in outputs.items()}
+    summary: dict[str, Any] = {}
+    reference = tables.get("engine")
+    for system, table in tables.items():
+        order = pc.sort_indices(table, sort_keys=[("count", "descending"), ("word", "ascending")])
+        top = table.take(order[:TOP_K])
+        summary[system] = {
+            "total_words": int(pc.sum(table.column("count")).as_py() or 0),
+            "distinct_words": table.num_rows,
+            "top": list(zip(top.column("word").to_pylist(), top.column("count").to_pylist())),
+            "identical_to_engine": None if reference is None else bool(table.equals(reference)),
+        }
+    summary["all_agree"] = all(s["identical_to_engine"] is not False for s in summary.values())
+    return summary
+
+
+# ----- the benchmark ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench wordcount``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench wordcount",
+        description="Word-count throughput of the engine, Ray Data (read_text -> map_batches -> groupby().count()) "
+                    "and Polars (scan_csv -> str.split -> explode -> group_by().len()) on the same generated corpus, "
+                    "each run as a whole process, alternating, repeated; start-up (the time on a one-line input) "
+                    "is subtracted and reported separately.  Writes bench/results/wordcount.json and .png.",
+        epilog="Examples:\n  python -m bench wordcount --size 256MiB\n"
+               "  python -m bench wordcount --size 1MiB,256MiB,1GiB --repeat 3\n"
+               "  python -m bench wordcount --size 64MiB --systems engine,polars --repeat 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", action="append", default=None,
+                        help="corpus size(s): repeatable or comma-separated, e.g. 1MiB,256MiB,1GiB (default 256MiB)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per system and size; medians are reported (default 3)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for wordcount.json/.png (default bench/results)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help=f"where corpora are cached and outputs written (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--latency-repeat", type=int, default=5,
+                        help="timed small-job submits with the cluster up (default 5; 0 skips the latency measurement)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one process may take (default 3600)")
+    return parser
+
+
+def parse_sizes(values: list[str] | None) -> list[str]:
+    """Sizes from repeatable/comma-separated ``--size`` values, smallest first, validated."""
+    from datasets.text import parse_size
+
+    sizes = [s.strip() for v in (values or ["256MiB"]) for s in v.split(",") if s.strip()]
+    for size in sizes:
+        if parse_size(size) < 1:
+            raise ValueError(f"--size must be at least 1 byte, got {size!r}")
+    return sorted(dict.fromkeys(sizes), key=parse_size)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of every library the systems use."""
+    import importlib.metadata as metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("ray", "pyarrow", "polars", "numpy", "psutil"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory and platform of this machine."""
+    import psutil
+
+    return {"cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total, "platform": platform.platform()}
+
+
+def mb_per_s(nbytes: int, seconds: float | None) -> float | None:
+    """Megabytes (10**6 bytes) per second, or None when ``seconds`` is not positive."""
+    return nbytes / 1e6 / seconds if seconds and seconds > 0 else None
+
+
+def summarize_system(nbytes: int, corpus_runs: list[dict], startup_runs: list[dict]) -> dict[str, Any]:
+    """Medians, start-up, net time and throughput of one system on one corpus."""
+    median_s = statistics.median(r["wall_s"] for r in corpus_runs)
+    startup_s = statistics.median(r["wall_s"] for r in startup_runs)
+    net_s = median_s - startup_s
+    return {
+        "runs_s": [round(r["wall_s"], 3) for r in corpus_runs],
+        "startup_runs_s": [round(r["wall_s"], 3) for r in startup_runs],
+        "median_s": median_s, "startup_s": startup_s, "net_s": net_s, "mb_s": mb_per_s(nbytes, net_s),
+        "mb_s_including_startup": mb_per_s(nbytes, median_s),
+        "in_process_job_s": [r["reported"].get("job_s") for r in corpus_runs],
+        "peak_rss_bytes": [r["peak_rss_bytes"] for r in corpus_runs],
+        "peak_rss_max_bytes": max(r["peak_rss_bytes"] for r in corpus_runs),
+        "peak_processes": max(r["peak_processes"] for r in corpus_runs),
+        "load_1min": [[round(r["load_1min_before"], 2), round(r["load_1min_after"], 2)] for r in corpus_runs],
+    }
+
+
+def bench_size(size: str, systems: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """All runs of one corpus size: alternate systems, each on the corpus then on one line."""
+    corpus = ensure_corpus(args.data_dir, size)
+    one_line = ensure_one_line(args.data_dir, corpus)
+    nbytes = corpus_bytes(corpus)
+    logs = args.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    corpus_runs: dict[str, list[dict]] = {s: [] for s in systems}
+    startup_runs: dict[str, list[dict]] = {s: [] for s in systems}
+    agreement: list[dict] = []
+    for repetition in range(args.repeat):
+        outputs: dict[str, Path] = {}
+        for system in systems:
+            out = args.data_dir / "out" / f"{system}-{size}"
+            shutil.rmtree(out, ignore_errors=True)
+            run = timed_process([system, str(corpus), str(out)], logs / f"{system}-{size}-{repetition}.log", args.timeout)
+            corpus_runs[system].append(run)
+            outputs[system] = out
+            print(f"  {size:>8} #{repetition} {system:8s} {run['wall_s']:8.2f}s  peak RSS {run['peak_rss_bytes'] / 2**20:7.0f} MiB"
+                  f"  load {run['load_1min_before']:.1f}", file=sys.stderr)
+        for system in systems:
+            out = args.data_dir / "out" / f"{system}-one-line"
+            shutil.rmtree(out, ignore_errors=True)
+            run = timed_process([system, str(one_line), str(out)], logs / f"{system}-one-line-{repetition}.log", args.timeout)
+            startup_runs[system].append(run)
+            print(f"  one line #{repetition} {system:8s} {run['wall_s']:8.2f}s", file=sys.stderr)
+        agreement.append(compare_outputs(outputs))
+    results = {s: summarize_system(nbytes, corpus_runs[s], startup_runs[s]) for s in systems}
+    ratios = {}
+    if "engine" in results:
+        for peer in systems:
+            if peer != "engine" and results["engine"]["mb_s"] and results[peer]["mb_s"]:
+                ratios[f"engine_vs_{peer}"] = results["engine"]["mb_s"] / results[peer]["mb_s"]
+    return {"bytes": nbytes, "files": len(list(corpus.glob("*.txt"))), "corpus": str(corpus), "systems": results,
+            "ratios": ratios, "agreement": agreement[-1],
+            "all_repetitions_agree": all(a["all_agree"] for a in agreement)}
+
+
+def bench_latency(sizes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The engine's 1 MiB job latency with the cluster up, plus the exact oracle checks."""
+    small = ensure_corpus(args.data_dir, "1MiB")
+    largest = ensure_corpus(args.data_dir, sizes[-1])
+    out = args.data_dir / "out" / "engine-latency"
+    run = timed_process(["engine-latency", str(small), str(largest / "part-00000.txt"), str(out),
+                         str(args.latency_repeat)], args.data_dir / "logs" / "engine-latency.log", args.timeout)
+    return {**run["reported"], "peak_rss_bytes": run["peak_rss_bytes"], "process_wall_s": run["wall_s"]}
+
+
+def check_targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, each with the measured figure and whether it is met (None: not measured)."""
+    sizes = report["sizes"]
+
+    def engine(size: str, key: str) -> Any:
+        return sizes.get(size, {}).get("systems", {}).get("engine", {}).get(key)
+
+    ratio = sizes.get("256MiB", {}).get("ratios", {}).get("engine_vs_raydata")
+    at_1g, at_256m = engine("1GiB", "mb_s"), engine("256MiB", "mb_s")
+    peak_1g = engine("1GiB", "peak_rss_max_bytes")
+    latency = report.get("engine_small_job", {}).get("median_latency_s")
+    return {
+        "256MiB_engine_vs_raydata_at_least_10x": {"measured": ratio, "met": None if ratio is None else ratio >= 10},
+        "1GiB_engine_at_least_200MB_s": {"measured": at_1g, "met": None if at_1g is None else at_1g >= 200},
+        "1GiB_within_15pct_of_256MiB": {
+            "measured": None if not (at_1g and at_256m) else at_1g / at_256m,
+            "met": None if not (at_1g and at_256m) else at_1g >= 0.85 * at_256m},
+        "1MiB_job_well_under_1s_with_cluster_up": {"measured": latency, "met": None if latency is None else latency < 0.5},
+        "1GiB_peak_cluster_rss_under_4GiB": {"measured": peak_1g, "met": None if peak_1g is None else peak_1g < 4 * 2**30},
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """A grouped bar chart of MB/s (start-up excluded) per system per corpus size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(report["sizes"])
+    systems = report["options"]["systems"]
+    width = 0.8 / max(1, len(systems))
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for index, system in enumerate(systems):
+        values = [report["sizes"][s]["systems"][system]["mb_s"] or 0.0 for s in sizes]
+        positions = [i + (index - (len(systems) - 1) / 2) * width for i in range(len(sizes))]
+        bars = axes.bar(positions, values, width, label=system)
+        for bar, value in zip(bars, values):
+            axes.annotate(f"{value:,.0f}" if value >= 10 else f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, max(value, 0.1)),
+                          ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(range(len(sizes)), sizes)
+    axes.set_yscale("log")
+    axes.set_ylabel("MB/s (bytes / (time - start-up time)), log scale")
+    axes.set_title(f"Word count, {report['machine']['cores']} cores, median of {report['options']['repeat']}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """A plain-text table of the figures."""
+    print(f"{'size':>8} {'system':8} {'median s':>9} {'start-up s':>10} {'net s':>8} {'MB/s':>9} {'peak RSS MiB':>12}")
+    for size, entry in report["sizes"].items():
+        for system, figures in entry["systems"].items():
+            rate = "n/a" if figures["mb_s"] is None else f"{figures['mb_s']:,.1f}"
+            print(f"{size:>8} {system:8} {figures['median_s']:9.2f} {figures['startup_s']:10.2f} {figures['net_s']:8.2f}"
+                  f" {rate:>9} {figures['peak_rss_max_bytes'] / 2**20:12,.0f}")
+        for name, ratio in entry["ratios"].items():
+            print(f"{size:>8} {name}: {ratio:.2f}x")
+        print(f"{size:>8} outputs agree: {entry['all_repetitions_agree']}")
+    small = report.get("engine_small_job")
+    if small:
+        print(f"engine 1 MiB job with the cluster up: median {small['median_latency_s'] * 1000:.0f} ms "
+              f"(first job {small['first_job_s']:.2f}s); oracle: "
+              + ", ".join(f"{k} identical={v['identical']}" for k, v in small["oracle"].items()))
+    for name, target in report["targets"].items():
+        print(f"target {name}: measured {target['measured']}, met {target['met']}")
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; print a table; write JSON and PNG.  Returns the exit status."""
+    if argv and argv[0] == "--run-one":
+        return run_one(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        sizes = parse_sizes(args.size)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or not systems or args.repeat < 1 or args.latency_repeat < 0:
+        print(f"error: --systems must name some of {','.join(SYSTEMS)} (got {args.systems!r}); "
+              "--repeat must be >= 1 and --latency-repeat >= 0", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {
+        "suite": "wordcount", "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "versions": versions(),
+        "options": {"sizes": sizes, "repeat": args.repeat, "systems": systems, "latency_repeat": args.latency_repeat},
+        "load_average_start": os.getloadavg(), "sizes": {},
+        "method": "each system runs as a whole process; throughput = bytes / (median time on the corpus - median "
+                  "time on a one-line input); systems alternate within each repetition; peak RSS = max over 0.2 s "
+                  "samples of the summed RSS of the process tree (driver, GCS, raylet, workers)",
+    }
+    for size in sizes:
+        print(f"word count on {size}:", file=sys.stderr)
+        report["sizes"][size] = bench_size(size, systems, args)
+    if "engine" in systems and args.latency_repeat:
+        print("engine small-job latency (cluster up) and oracle check ...", file=sys.stderr)
+        report["engine_small_job"] = bench_latency(sizes, args)
+    report["load_average_end"] = os.getloadavg()
+    report["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["targets"] = check_targets(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "wordcount.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, args.out / "wordcount.png")
+    print_table(report)
+    print(f"wrote {args.out / 'wordcount.json'} and {args.out / 'wordcount.png'}")
+    agree = all(e["all_repetitions_agree"] for e in report["sizes"].values())
+    oracle = all(v["identical"] for v in report.get("engine_small_job", {}).get("oracle", {}).values())
+    return 0 if agree and oracle else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
