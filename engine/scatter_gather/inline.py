@@ -23,6 +23,8 @@ class InlineScatterGather:
     def __init__(self, spec: ScatterGather) -> None:
         self.spec = spec
         self.worker_names = spec.worker_names
+        self.aggregator = spec.aggregator
+        self.options = spec.options
         self._requests: RequestTable[GatherResult] = RequestTable(spec.options.result_ttl_s)
 
     def _run(self, request: Request, request_id: str | None) -> GatherResult:

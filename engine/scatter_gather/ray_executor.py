@@ -9,6 +9,7 @@ has arrived.  Ids expire ``result_ttl_s`` after submit.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -23,6 +24,7 @@ from engine.scatter_gather.results import build_result, check_enough, describe_e
 from engine.scatter_gather.shard_actor import start_shard_actors
 from engine.scatter_gather.spec import (Aggregator, GatherResult, Request, ScatterGather,
                                         ScatterGatherOptions, check_min_replies, worker_names)
+
 
 @dataclass
 class _Pending:
@@ -40,17 +42,24 @@ class RayScatterGather:
     """Runs a :class:`ScatterGather` on shard actors (or on actors you supply).
 
     Use as a context manager, or call :meth:`close` to stop the actors it started.
+    ``gather`` may be called from several threads at once; long-running requests are
+    kept in a lock-protected table.
     """
 
     def __init__(self, spec: ScatterGather) -> None:
-        self.spec: ScatterGather | None = spec
-        self.options = spec.options
-        self.aggregator = spec.aggregator
-        self.worker_names = spec.worker_names
-        self.actors = start_shard_actors(spec.shards, spec.handler, self.worker_names,
-                                         spec.options)
-        self._owns_actors = True
-        self._requests: RequestTable[_Pending] = RequestTable(spec.options.result_ttl_s)
+        actors = start_shard_actors(spec.shards, spec.handler, spec.worker_names,
+                                    spec.options)
+        self._attach(actors, spec.worker_names, spec.aggregator, spec.options, owns=True)
+
+    def _attach(self, actors: list[ActorHandle], names: list[str], aggregator: Aggregator,
+                options: ScatterGatherOptions, owns: bool) -> None:
+        self.actors = actors
+        self.worker_names = names
+        self.aggregator = aggregator
+        self.options = options
+        self._owns_actors = owns
+        self._requests: RequestTable[_Pending] = RequestTable(options.result_ttl_s)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_actors(cls, actors: Sequence[ActorHandle], aggregator: Aggregator,
@@ -72,9 +81,7 @@ class RayScatterGather:
         options = options or ScatterGatherOptions()
         check_min_replies(options, len(actors))
         self = cls.__new__(cls)
-        self.spec, self.options, self.aggregator = None, options, aggregator
-        self.worker_names, self.actors, self._owns_actors = names, actors, False
-        self._requests = RequestTable(options.result_ttl_s)
+        self._attach(actors, names, aggregator, options, owns=False)
         return self
 
     # -- one-shot requests with a deadline -------------------------------------------
@@ -133,8 +140,9 @@ class RayScatterGather:
                               if hasattr(actor, "handle_stream")
                               else actor.handle.remote(request))
         request_id = new_request_id()
-        return self._requests.add(_Pending(request_id, time.monotonic(), inflight),
-                                  request_id)
+        with self._lock:
+            return self._requests.add(_Pending(request_id, time.monotonic(), inflight),
+                                      request_id)
 
     def poll(self, request_id: str) -> GatherResult:
         """The aggregate of every reply received so far under ``request_id``.
@@ -142,23 +150,26 @@ class RayScatterGather:
         ``done`` says whether more can arrive.  Raises ``RequestExpiredError`` /
         ``UnknownRequestError`` (both ``KeyError``) for an expired or unknown id.
         """
-        pending = self._requests.get(request_id)
-        self._drain(pending)
-        return self._result(pending)
+        with self._lock:
+            pending = self._requests.get(request_id)
+            self._drain(pending)
+            return self._result(pending)
 
     def wait(self, request_id: str, timeout: float | None = None) -> GatherResult:
         """Block until every worker finished or ``timeout`` seconds passed; then poll."""
-        pending = self._requests.get(request_id)
+        with self._lock:
+            pending = self._requests.get(request_id)
         until = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._drain(pending)
-            if not pending.inflight:
-                break
+            with self._lock:
+                self._drain(pending)
+                waitables = list(pending.inflight.values())
             remaining = None if until is None else until - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if not waitables or (remaining is not None and remaining <= 0):
                 break
-            ray.wait(list(pending.inflight.values()), num_returns=1, timeout=remaining)
-        return self._result(pending)
+            ray.wait(waitables, num_returns=1, timeout=remaining)
+        with self._lock:
+            return self._result(pending)
 
     def _result(self, pending: _Pending) -> GatherResult:
         return build_result(self.aggregator, self.worker_names, pending.pieces,
