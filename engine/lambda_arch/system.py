@@ -165,6 +165,27 @@ class LambdaArchitecture:
             self._stop_speed_layer()
             self._start_speed_layer()
 
+    def speed_layer_healthy(self, timeout_s: float = 5.0) -> bool:
+        """True when every view shard answers and the speed pipeline is running."""
+        if self.options.executor == "local":
+            return True
+        import ray
+
+        if self.speed.handle.done():
+            return False
+        try:
+            ray.get([shard.status.remote() for shard in self._shards], timeout=timeout_s)
+        except Exception:
+            return False
+        return True
+
+    def heal(self) -> bool:
+        """Rebuild the speed layer from the log if a shard or the pipeline died; True if rebuilt."""
+        if self.speed_layer_healthy():
+            return False
+        self.rebuild_speed_layer()
+        return True
+
     def _stop_speed_layer(self) -> None:
         try:
             self.speed.close()
