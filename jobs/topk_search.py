@@ -44,18 +44,24 @@ def load_word_counts(input_dir: str | Path) -> pa.Table:
     tables = []
     for part in parts:
         try:
-            table = pq.read_table(part, columns=["word", "count"])
-        except (pa.ArrowInvalid, KeyError, OSError) as error:
-            raise InputError(f"{part}: not a word-count part ({error})") from None
-        if not pa.types.is_string(table.schema.field("word").type) and \
-                not pa.types.is_large_string(table.schema.field("word").type):
-            raise InputError(f"{part}: column 'word' is {table.schema.field('word').type}, "
-                             "not a string")
-        if not pa.types.is_integer(table.schema.field("count").type):
-            raise InputError(f"{part}: column 'count' is {table.schema.field('count').type}, "
-                             "not an integer")
+            schema = pq.read_schema(part)
+        except (pa.ArrowInvalid, OSError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise InputError(f"{part}: not a Parquet file ({first_line})") from None
+        for column, is_type, wanted in (("word", _is_text, "a string"),
+                                        ("count", pa.types.is_integer, "an integer")):
+            if column not in schema.names:
+                raise InputError(f"{part}: no column {column!r} (has {schema.names})")
+            if not is_type(schema.field(column).type):
+                raise InputError(f"{part}: column {column!r} is "
+                                 f"{schema.field(column).type}, not {wanted}")
+        table = pq.read_table(part, columns=["word", "count"])
         tables.append(table.cast(pa.schema([("word", pa.string()), ("count", pa.int64())])))
     return pa.concat_tables(tables)
+
+
+def _is_text(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
 
 
 def split_shards(table: pa.Table, shards: int) -> list[pa.Table]:
