@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -241,6 +242,7 @@ def main(argv: list[str]) -> int:
     from engine.cluster import connect, shutdown
 
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     table = make_word_counts(args.rows, args.seed)
     requests = make_requests(args.requests + args.warmup, args.k, args.seed + 1)
     shards = split_shards(table, args.shards)
@@ -273,7 +275,10 @@ def main(argv: list[str]) -> int:
                    "k": args.k, "deadline_ms": args.deadline_ms, "stall_ms": args.stall_ms,
                    "cluster_cpus": cluster.cpus, "machine": platform.machine(),
                    "python": platform.python_version(), "ray": ray.__version__,
-                   "pyarrow": pa.__version__},
+                   "pyarrow": pa.__version__,
+                   # Other processes on the machine skew latency: report the load.
+                   "load_avg_1min_at_start": load_at_start,
+                   "load_avg_1min_at_end": os.getloadavg()[0]},
         "healthy": {"engine": engine, "naive": naive,
                     "answers_differing_from_naive": mismatches,
                     "ratio_naive_over_engine_p50": naive["p50_ms"] / engine["p50_ms"],
