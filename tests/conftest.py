@@ -46,3 +46,18 @@ def isolated_ray() -> Iterator[None]:
     yield
     if ray.is_initialized():
         ray.shutdown()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ship functions defined in test modules to Ray workers by value.
+
+    Worker processes cannot import test modules by the names pytest gives them, so jobs
+    whose map/reduce functions live in a test file would fail to deserialize there.
+    """
+    try:
+        import ray.cloudpickle as cloudpickle
+    except ImportError:
+        return
+    for module in {item.module for item in session.items if getattr(item, "module", None) is not None}:
+        if module.__name__ in sys.modules:
+            cloudpickle.register_pickle_by_value(module)

@@ -47,7 +47,8 @@ def default_reducers(workers: int) -> int:
 class JobHandle:
     """A running job: ``status()``, ``progress()``, ``counters()``, ``result()``, ``cancel()``."""
 
-    def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any]) -> None:
+    def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any], starts: list[Any]) -> None:
+        self._starts = starts  # refs of the calls that started the masters: they surface start-up errors
         self.job = job
         self.config = config
         self.job_id = config.job_id
@@ -144,6 +145,7 @@ class JobHandle:
                 except ray.exceptions.RayError:
                     continue
             if primary is None:
+                self._raise_start_error()
                 time.sleep(0.1)
                 continue
             try:
@@ -168,6 +170,17 @@ class JobHandle:
                     bar.n = 100
                     bar.refresh()
                 return summary
+
+    def _raise_start_error(self) -> None:
+        ready, _ = ray.wait(self._starts, num_returns=len(self._starts), timeout=0)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                self._cleanup()
+                cause = getattr(error, "cause", None) or error
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+                raise JobFailedError(f"job {self.job_id} could not start: {first}") from None
 
     def cancel(self) -> None:
         """Stop the job: kill its masters and workers.  Parts already written stay."""
@@ -214,7 +227,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
                           snapshot_dir=snapshot_dir, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
     masters = ray.get(get_pool().take_masters.remote(2 if job.options.backup_master else 1))
     job_ref = ray.put(job)
-    masters[0].start_primary.remote(job_ref, config, 0, table, [])
+    starts = [masters[0].start_primary.remote(job_ref, config, 0, table, [])]
     if len(masters) > 1:
-        masters[1].standby.remote(job_ref, config, 1, [masters[0]])
-    return JobHandle(job, config, masters)
+        starts.append(masters[1].standby.remote(job_ref, config, 1, [masters[0]]))
+    return JobHandle(job, config, masters, starts)

@@ -319,6 +319,8 @@ class MapReduceMaster:
             self.busy[worker] = max(0, self.busy[worker] - 1)
         try:
             report = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:  # a backup attempt that lost the race
+            return
         except ray.exceptions.RayActorError:
             self._worker_failed(worker, "died")
             return
