@@ -23,20 +23,61 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-
-from engine.arrow import hash_column
 
 _NO_WATERMARK = np.iinfo(np.int64).min
 
 
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+_MULTIPLY = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def _finalize(values: np.ndarray) -> np.ndarray:
+    values ^= values >> np.uint64(31)
+    values *= np.uint64(0xD6E8FEB86659FD93)
+    values ^= values >> np.uint64(32)
+    return values
+
+
 def hash_ids(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Two independent uint64 hashes per id (forward and byte-reversed polynomial hashes)."""
+    """Two independent uint64 hashes per id, over its UTF-8 bytes and length.
+
+    The ids are laid out as rows of a zero-padded byte matrix read as 8-byte words, then
+    each lane folds the words with its own multiply-xor mix: a handful of numpy
+    operations per batch, whatever the number of ids.  Nulls hash like empty strings.
+    """
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-    forward = hash_column(ids)
-    backward = hash_column(pc.binary_reverse(ids.cast(pa.binary())))
-    return forward, backward
+    ids = ids.cast(pa.string()) if not pa.types.is_string(ids.type) else ids
+    count = len(ids)
+    if count == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset: ids.offset + count + 1].astype(np.int64)
+    lengths = np.diff(offsets)
+    if ids.null_count:
+        lengths = np.where(np.asarray(ids.is_valid()), lengths, 0)
+    data_buffer = ids.buffers()[2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    width = max(8, int(-(-int(lengths.max()) // 8) * 8))
+    first_length = int(lengths[0])
+    if not ids.null_count and np.all(lengths == first_length) and offsets[-1] - offsets[0] == count * first_length:
+        fixed = data[offsets[0]: offsets[-1]].reshape(count, first_length)  # fixed-width ids: no scatter
+        matrix = np.zeros((count, width), dtype=np.uint8)
+        matrix[:, :first_length] = fixed
+    else:
+        matrix = np.zeros((count, width), dtype=np.uint8)
+        rows = np.repeat(np.arange(count), lengths)
+        starts = np.repeat(offsets[:-1], lengths)
+        within = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        matrix[rows, within] = data[starts + within]
+    words = np.ascontiguousarray(matrix).view(np.uint64)
+    lanes = []
+    with np.errstate(over="ignore"):
+        for lane in range(2):
+            value = lengths.astype(np.uint64) * _MULTIPLY[lane] + _MIX[lane]
+            for column in range(words.shape[1]):
+                value = _finalize((value ^ words[:, column]) * _MULTIPLY[lane] + _MIX[1 - lane])
+            lanes.append(value)
+    return lanes[0], lanes[1]
 
 
 @dataclass
@@ -101,10 +142,16 @@ class DedupIndex:
             return is_duplicate
         # Within the batch: a later row repeats an earlier row that is within the horizon.
         index = np.arange(count, dtype=np.int64)
-        order = np.lexsort((index, second, first))
+        order = np.argsort(first)
         sorted_first, sorted_second = first[order], second[order]
+        same_first = sorted_first[1:] == sorted_first[:-1]
+        if np.any(same_first & (sorted_second[1:] != sorted_second[:-1])):
+            # A 64-bit collision of the first lane inside the batch: sort by both lanes.
+            order = np.lexsort((index, second, first))
+            sorted_first, sorted_second = first[order], second[order]
+            same_first = (sorted_first[1:] == sorted_first[:-1]) & (sorted_second[1:] == sorted_second[:-1])
         starts = np.ones(count, dtype=bool)
-        starts[1:] = (sorted_first[1:] != sorted_first[:-1]) | (sorted_second[1:] != sorted_second[:-1])
+        starts[1:] = ~same_first
         start_positions = np.flatnonzero(starts)
         eligible_index = np.where(time[order] >= cutoff, order, count)
         first_eligible = np.minimum.reduceat(eligible_index, start_positions)

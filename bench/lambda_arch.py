@@ -1,0 +1,263 @@
+"""``python -m bench lambda``: Lambda architecture ingest, freshness, queries and batch recomputation.
+
+Phases (events are generated before any timing starts):
+
+1. **ingest** -- ``--events`` events in ``--batch-rows`` batches into the durable log plus
+   the speed layer (pipeline on Ray), as fast as the producer can, first alone and then
+   while the batch layer recomputes back to back; reports events/s acknowledged and
+   visible, freshness (ack -> visible in ``ads_shown``) p50/p99 and ``ads_shown`` query
+   latency p50/p99 measured by a querying thread during the load.
+2. **batch** -- a fresh log of ``--batch-events`` events; one batch recomputation with the
+   engine's MapReduce on Ray and inline, against the same views computed by Polars
+   (the peer) from the same segment files; reports seconds and ratios.
+
+Writes ``bench/results/lambda.json`` and ``bench/results/lambda.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench lambda", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=3_000_000, help="events for the ingest phase (default 3M)")
+    parser.add_argument("--batch-rows", type=int, default=100_000, help="events per ingest call (default 100k)")
+    parser.add_argument("--batch-events", type=int, default=10_000_000,
+                        help="events for the batch-recomputation phase (default 10M; 0 skips it)")
+    parser.add_argument("--shards", type=int, default=2, help="view shards (default 2)")
+    parser.add_argument("--skip-local", action="store_true", help="skip the inline batch run of phase 2")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for lambda.json / lambda.png")
+    return parser.parse_args(argv)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "count": 0}
+    return {"p50_ms": float(np.percentile(values, 50) * 1000), "p99_ms": float(np.percentile(values, 99) * 1000),
+            "count": len(values)}
+
+
+def _ingest_run(lam: Any, events: Any, batch_rows: int, query_latencies: list[float]) -> dict[str, Any]:
+    """Ingest all ``events``; a thread queries ads_shown meanwhile.  Returns rates."""
+    stop = threading.Event()
+
+    def query_loop() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            lam.ads_shown(hours=24)
+            query_latencies.append(time.perf_counter() - started)
+            time.sleep(0.01)
+
+    querier = threading.Thread(target=query_loop, daemon=True)
+    visible_before = lam.freshness.visible_events
+    started = time.perf_counter()
+    querier.start()
+    for start in range(0, events.num_rows, batch_rows):
+        lam.ingest(events.slice(start, batch_rows))
+    acked = time.perf_counter()
+    lam.wait_visible(timeout_s=600)
+    visible = time.perf_counter()
+    stop.set()
+    querier.join()
+    stored = lam.freshness.visible_events - visible_before
+    return {"events": events.num_rows, "stored": stored, "ingest_s": acked - started, "visible_s": visible - started,
+            "ingest_events_per_s": events.num_rows / (acked - started),
+            "visible_events_per_s": events.num_rows / (visible - started)}
+
+
+def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """Ingest + speed layer alone, then while the batch layer recomputes continuously."""
+    from datasets.adevents import AdEventSpec, generate_events
+    from engine.lambda_arch import LambdaArchitecture, LambdaOptions
+
+    half = args.events // 2
+    span_hours = max(2.0, args.events / 5_000_000 * 24)
+    print(f"generating {args.events:,} events ...", flush=True)
+    events = generate_events(AdEventSpec(events=args.events, span_hours=span_hours, seed=3))
+    directory = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
+    result: dict[str, Any] = {}
+    try:
+        lam = LambdaArchitecture(directory, LambdaOptions(executor="ray", shards=args.shards))
+        lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
+        lam.wait_visible()
+        lam.freshness.latencies_s.clear()
+        idle_queries: list[float] = []
+        alone = _ingest_run(lam, events.slice(1_000, half - 1_000), args.batch_rows, idle_queries)
+        alone["freshness"] = {"p50_ms": (lam.freshness.percentile(50) or 0) * 1000,
+                              "p99_ms": (lam.freshness.percentile(99) or 0) * 1000}
+        alone["ads_shown_query"] = _percentiles(idle_queries)
+        print(f"ingest alone: {alone['ingest_events_per_s']:,.0f} ev/s acked, "
+              f"{alone['visible_events_per_s']:,.0f} ev/s visible, freshness {alone['freshness']}, "
+              f"queries {alone['ads_shown_query']}", flush=True)
+        lam.freshness.latencies_s.clear()
+        stop_batches = threading.Event()
+        batch_times: list[dict[str, float]] = []
+
+        def batch_loop() -> None:
+            while not stop_batches.is_set():
+                started = time.perf_counter()
+                version = lam.recompute_batch()
+                batch_times.append({"version": version, "elapsed_s": time.perf_counter() - started})
+
+        batcher = threading.Thread(target=batch_loop, daemon=True)
+        batcher.start()
+        loaded_queries: list[float] = []
+        loaded = _ingest_run(lam, events.slice(half), args.batch_rows, loaded_queries)
+        stop_batches.set()
+        batcher.join()
+        loaded["freshness"] = {"p50_ms": (lam.freshness.percentile(50) or 0) * 1000,
+                               "p99_ms": (lam.freshness.percentile(99) or 0) * 1000}
+        loaded["ads_shown_query"] = _percentiles(loaded_queries)
+        loaded["batch_recomputations"] = batch_times
+        print(f"ingest while batch recomputes: {loaded['ingest_events_per_s']:,.0f} ev/s acked, "
+              f"{loaded['visible_events_per_s']:,.0f} ev/s visible, freshness {loaded['freshness']}, "
+              f"queries {loaded['ads_shown_query']}, batch runs {len(batch_times)}", flush=True)
+        quiet: list[float] = []
+        for _ in range(300):
+            started = time.perf_counter()
+            lam.ads_shown(hours=24)
+            quiet.append(time.perf_counter() - started)
+        result = {"alone": alone, "during_batch": loaded, "ads_shown_query_quiet": _percentiles(quiet)}
+        print(f"ads_shown query, no load: {result['ads_shown_query_quiet']}", flush=True)
+        lam.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def _polars_views(log_dir: Path, version: int) -> dict[str, Any]:
+    """The peer: the same batch views with Polars over the same segment files."""
+    import polars as pl
+
+    started = time.perf_counter()
+    files = sorted(str(path) for path in (log_dir / "log").glob("seg-*.arrow"))
+    frame = pl.concat([pl.read_ipc(file, columns=["offset", "event_time", "event_type", "user_id",
+                                                  "advertiser_id", "cost", "revenue"])
+                       for file in files]).filter(pl.col("offset") < version)
+    frame = frame.with_columns((pl.col("event_time").dt.epoch("ms") // 60_000).alias("minute"),
+                               pl.col("event_time").dt.epoch("ms").alias("time_ms"))
+    counts = frame.group_by(["advertiser_id", "minute"]).agg(
+        (pl.col("event_type") == "view").sum().alias("views"), pl.col("cost").sum().alias("spend"))
+    viewers = frame.filter(pl.col("event_type") == "view").select(["minute", "user_id"]).unique()
+    clicks = frame.filter(pl.col("event_type") == "click").select(
+        ["user_id", "advertiser_id", pl.col("time_ms").alias("click_ms")]).sort("click_ms")
+    purchases = frame.filter(pl.col("event_type") == "purchase").select(
+        ["user_id", "advertiser_id", "time_ms", "revenue"]).sort("time_ms")
+    joined = purchases.join_asof(clicks, left_on="time_ms", right_on="click_ms", by=["user_id", "advertiser_id"],
+                                 strategy="backward", tolerance=24 * 3_600_000)
+    attributed = joined.filter(pl.col("click_ms").is_not_null()).group_by(["user_id", "advertiser_id"]).agg(
+        pl.col("revenue").sum().alias("attributed_revenue"))
+    elapsed = time.perf_counter() - started
+    return {"elapsed_s": elapsed, "views": int(counts["views"].sum()), "viewer_pairs": viewers.height,
+            "attributed_revenue": float(attributed["attributed_revenue"].sum())}
+
+
+def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
+    """One batch recomputation of ``--batch-events`` events: engine on Ray, inline, and Polars."""
+    import pyarrow.compute as pc
+
+    from datasets.adevents import AdEventSpec, generate_events
+    from engine.lambda_arch.batch_layer import compute_batch_views
+    from engine.lambda_arch.log import MasterLog
+
+    print(f"generating {args.batch_events:,} events for the batch phase ...", flush=True)
+    events = generate_events(AdEventSpec(events=args.batch_events, span_hours=48, seed=5))
+    directory = Path(tempfile.mkdtemp(prefix="bench-lambda-batch-"))
+    result: dict[str, Any] = {"events": args.batch_events}
+    try:
+        with MasterLog(directory) as log:
+            started = time.perf_counter()
+            for start in range(0, events.num_rows, 200_000):
+                log.ingest(events.slice(start, 200_000))
+            result["log_ingest_s"] = time.perf_counter() - started
+            version = log.end_offset
+            del events
+            runs = [("ray", "engine_ray")] + ([] if args.skip_local else [("local", "engine_inline")])
+            for executor, name in runs:
+                views = compute_batch_views(log, version, executor, reducers=4)
+                result[name] = {"elapsed_s": views.elapsed_s, "views": int(pc.sum(views.counts.column("views")).as_py()),
+                                "viewer_pairs": views.viewers.num_rows,
+                                "attributed_revenue": float(pc.sum(views.roi.column("attributed_revenue")).as_py())}
+                print(f"batch recomputation of {version:,} events, engine ({executor}): "
+                      f"{views.elapsed_s:.1f} s", flush=True)
+        result["polars"] = _polars_views(directory, version)
+        print(f"same views with Polars: {result['polars']['elapsed_s']:.1f} s", flush=True)
+        engine_ray = result["engine_ray"]
+        result["ray_over_polars"] = engine_ray["elapsed_s"] / result["polars"]["elapsed_s"]
+        result["same_answers_as_polars"] = (
+            engine_ray["views"] == result["polars"]["views"]
+            and engine_ray["viewer_pairs"] == result["polars"]["viewer_pairs"]
+            and abs(engine_ray["attributed_revenue"] - result["polars"]["attributed_revenue"]) < 1e-6 * max(
+                1.0, abs(result["polars"]["attributed_revenue"])))
+        result["stored_events"] = version
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def _chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ingest = results.get("ingest", {})
+    if ingest:
+        labels = ["alone", "during batch"]
+        axes[0].bar(labels, [ingest["alone"]["visible_events_per_s"] / 1e3,
+                             ingest["during_batch"]["visible_events_per_s"] / 1e3], color=["#4c72b0", "#dd8452"])
+        axes[0].axhline(500, color="red", linestyle="--", label="target 500k/s")
+        axes[0].set_ylabel("k events/s (acked and visible)")
+        axes[0].set_title("ingest + speed layer")
+        axes[0].legend()
+        latencies = [ingest["during_batch"]["freshness"]["p50_ms"], ingest["during_batch"]["freshness"]["p99_ms"],
+                     ingest["during_batch"]["ads_shown_query"]["p50_ms"] or 0,
+                     ingest["during_batch"]["ads_shown_query"]["p99_ms"] or 0]
+        axes[1].bar(["fresh p50", "fresh p99", "query p50", "query p99"], latencies, color="#55a868")
+        axes[1].set_yscale("log")
+        axes[1].set_ylabel("ms (under load)")
+        axes[1].set_title("freshness and ads_shown latency")
+    batch = results.get("batch", {})
+    if batch:
+        names = [name for name in ("engine_ray", "engine_inline", "polars") if name in batch]
+        axes[2].bar(names, [batch[name]["elapsed_s"] for name in names], color="#8172b2")
+        axes[2].axhline(30, color="red", linestyle="--", label="target 30 s")
+        axes[2].set_ylabel("seconds")
+        axes[2].set_title(f"batch recomputation, {batch['events'] / 1e6:.0f} M events")
+        axes[2].legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main(argv: list[str]) -> int:
+    """Run the Lambda benchmark; prints figures and writes JSON + PNG."""
+    args = _parse(argv)
+    import engine
+
+    engine.connect(num_cpus=2)
+    results: dict[str, Any] = {"machine_cpus": engine.cluster.available_cpus()}
+    try:
+        if args.events > 0:
+            results["ingest"] = phase_ingest(args)
+        if args.batch_events > 0:
+            results["batch"] = phase_batch(args)
+    finally:
+        engine.shutdown()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "lambda.json").write_text(json.dumps(results, indent=2))
+    _chart(results, args.out / "lambda.png")
+    print(f"wrote {args.out / 'lambda.json'} and {args.out / 'lambda.png'}")
+    return 0
