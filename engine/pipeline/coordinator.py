@@ -326,7 +326,13 @@ class Coordinator:
                 continue  # resent already: its replica died
             try:
                 meta = ray.get(ref)
-            except RayActorError:
+            except RayActorError as exc:
+                if "creation task" in str(exc):
+                    # The replica could not even start (e.g. its filter does not unpickle
+                    # on the workers): restarting it would fail the same way.
+                    raise PipelineFailed(
+                        f"stage {self.stages[call.stage_index].stage.id!r}: a replica failed to start: {exc}"
+                    ) from None
                 self._replace_replica(self.stages[call.stage_index], call.replica)
                 continue
             self._complete(ref, call, meta)
