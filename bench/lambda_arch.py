@@ -37,6 +37,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-events", type=int, default=10_000_000,
                         help="events for the batch-recomputation phase (default 10M; 0 skips it)")
     parser.add_argument("--shards", type=int, default=2, help="view shards (default 2)")
+    parser.add_argument("--batch-workers", type=int, default=1,
+                        help="MapReduce workers of the batch runs during the ingest phase (default 1)")
+    parser.add_argument("--switch-interval", type=float, default=0.001,
+                        help="sys.setswitchinterval for the driver (default 0.001 s; Python's is 0.005)")
     parser.add_argument("--skip-local", action="store_true", help="skip the inline batch run of phase 2")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for lambda.json / lambda.png")
     return parser.parse_args(argv)
@@ -89,7 +93,8 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
     result: dict[str, Any] = {}
     try:
-        lam = LambdaArchitecture(directory, LambdaOptions(executor="ray", shards=args.shards))
+        lam = LambdaArchitecture(directory, LambdaOptions(executor="ray", shards=args.shards,
+                                                          batch_workers=args.batch_workers))
         lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
         lam.wait_visible()
         lam.freshness.latencies_s.clear()
@@ -245,7 +250,11 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str]) -> int:
     """Run the Lambda benchmark; prints figures and writes JSON + PNG."""
     args = _parse(argv)
+    import sys
+
     import engine
+
+    sys.setswitchinterval(args.switch_interval)  # query threads wait less for the GIL
 
     engine.connect(num_cpus=2)
     results: dict[str, Any] = {"machine_cpus": engine.cluster.available_cpus()}

@@ -116,7 +116,8 @@ def _run(job: object, executor: str) -> pa.Table:
     raise ValueError(f"unknown batch executor {executor!r}; choose 'local' or 'ray'")
 
 
-def compute_batch_views(log: MasterLog, version: int, executor: str = "local", reducers: int = 4) -> BatchViews:
+def compute_batch_views(log: MasterLog, version: int, executor: str = "local", reducers: int = 4,
+                        workers: int | None = None) -> BatchViews:
     """Run the batch job over offsets ``[0, version)`` and write the view to disk."""
     import engine
 
@@ -135,7 +136,7 @@ def compute_batch_views(log: MasterLog, version: int, executor: str = "local", r
             name="lambda-batch-views", inputs=engine.TableInput(pa.concat_tables(tables), rows_per_split=1_000_000), map=map_all_views,
             combine=combine_all_views, reduce=reduce_all_views, keys=["view", "k1", "k2"], reducers=reducers,
             output=str(target / "all"),
-            options=engine.JobOptions(overwrite=True, backup_master=False, speculation=False))
+            options=engine.JobOptions(workers=workers, overwrite=True, backup_master=False, speculation=False))
         result = _run(job, executor)
         counts = _from_union(COUNTS_VIEW, result).cast(COUNTS_SCHEMA)
         viewers = _from_union(VIEWERS_VIEW, result).cast(VIEWERS_SCHEMA)

@@ -47,6 +47,8 @@ class LambdaOptions:
     - ``dedup_horizon_hours``: a re-sent ``event_id`` is dropped while its stored copy is
       within this much event time of the newest event stored (see ``dedup.py``).
     - ``batch_reducers``: reduce partitions of the batch jobs.
+    - ``batch_workers``: MapReduce workers of a batch run (``None``: one per CPU); fewer
+      leave CPU to ingest and the speed layer while the batch layer recomputes.
     - ``speed_replicas``: replica actors of the speed-layer stage.
     - ``feed_capacity``: batches the speed layer's live feed holds before ingest blocks.
     - ``query_deadline_s`` / ``query_retries``: per scatter-gather deadline and retries.
@@ -57,6 +59,7 @@ class LambdaOptions:
     shards: int = 2
     dedup_horizon_hours: float = 24.0
     batch_reducers: int = 4
+    batch_workers: int | None = None
     speed_replicas: int = 1
     feed_capacity: int = 8
     query_deadline_s: float = 5.0
@@ -228,7 +231,8 @@ class LambdaArchitecture:
             if version == self._views.version:
                 return version
             executor = self.options.batch_executor or self.options.executor
-            views = compute_batch_views(self.log, version, executor, self.options.batch_reducers)
+            views = compute_batch_views(self.log, version, executor, self.options.batch_reducers,
+                                        self.options.batch_workers)
             self._install(views)
             self.batch_runs.append({"version": version, "elapsed_s": views.elapsed_s, "finished": time.time()})
             return version
