@@ -22,7 +22,7 @@ class ClusterInfo:
     embedded: bool
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
+def connect(address: str | None = None, num_cpus: int | None = None, warm: bool = True) -> ClusterInfo:
     """Connect to Ray and return what was connected to.
 
     ``address=None`` starts (or reuses) an embedded local Ray cluster bound to 127.0.0.1
@@ -30,7 +30,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     ``ray start --head``; ``"ray://host:port"`` or ``"host:port"`` joins a remote one.
     When ``RAY_AUTH_MODE=token`` is set in the environment Ray uses token authentication;
     it is passed through untouched.  Calling ``connect`` again while connected returns the
-    current connection.
+    current connection.  With ``warm`` the MapReduce worker pool starts in the background
+    (one worker per CPU, exiting after a minute unused), so the first job starts at once.
     """
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -46,13 +47,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         else:
             ray.init(address=address, logging_level=logging.WARNING)
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    if warm:
+        from engine.mapreduce.pool import get_pool
+
+        get_pool().prewarm.remote(max(1, cpus))
     return ClusterInfo(address=address, cpus=max(1, cpus), embedded=address is None)
 
 
 def shutdown() -> None:
-    """Disconnect from Ray; stops the embedded cluster if this process started it."""
+    """Stop the engine's pooled actors and disconnect from Ray (stopping the embedded
+    cluster if this process started it)."""
     if ray.is_initialized():
-        ray.shutdown()
+        from engine.mapreduce.pool import shutdown_pool
+
+        try:
+            shutdown_pool()
+        finally:
+            ray.shutdown()
 
 
 def available_cpus() -> int:

@@ -60,7 +60,7 @@ class JobHandle:
         """Known masters, newest first; a primary that took over reports its new standby."""
         for master in reversed(self._masters):
             try:
-                peers = ray.get(master.peers.remote(), timeout=10)
+                peers = ray.get(master.peers.remote(self.job_id), timeout=10)
             except ray.exceptions.RayError:
                 continue
             for peer in peers:
@@ -75,7 +75,7 @@ class JobHandle:
             return {**self._last_status, "state": "succeeded"}
         for master in self._live_masters():
             try:
-                status = ray.get(master.status.remote(tasks), timeout=10)
+                status = ray.get(master.status.remote(self.job_id, tasks), timeout=10)
             except ray.exceptions.RayError:
                 continue
             if status.get("role") == "primary":
@@ -133,54 +133,45 @@ class JobHandle:
         return self._result
 
     def _wait(self, deadline: float | None, bar: Any) -> dict:
+        """Follow the primary's run; on its death follow the standby that takes over."""
+        runs = list(self._starts)
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.job_id} did not finish in time")
-            primary = None
-            for master in self._live_masters():
-                try:
-                    if ray.get(master.ping.remote(), timeout=10).get("role") == "primary":
-                        primary = master
-                        break
-                except ray.exceptions.RayError:
-                    continue
-            if primary is None:
-                self._raise_start_error()
-                time.sleep(0.1)
-                continue
-            try:
-                summary = ray.get(primary.wait_done.remote(0.2 if bar is not None else 1.0))
-            except ray.exceptions.RayActorError:
-                continue
-            except ray.exceptions.RayTaskError as error:
-                self._cleanup()
-                cause = getattr(error, "cause", None)
-                if isinstance(cause, JobFailedError):
-                    raise JobFailedError(str(cause)) from None
-                raise
+            if not runs:  # both original masters are gone: ask whoever is primary now
+                runs = [m.wait_done.remote(self.job_id, None) for m in self._live_masters()[:1]]
+                if not runs:
+                    raise JobFailedError(f"job {self.job_id} lost its masters")
+            current = runs[0]
+            ready, _ = ray.wait([current], timeout=0.25 if bar is not None else 1.0)
             if bar is not None:
-                bar.n = round(100 * self.progress())
-                status = self._last_status
-                if status:
-                    bar.set_postfix_str(f"maps {status['maps']['completed']}/{sum(status['maps'].values())} "
-                                        f"reduces {status['reduces']['completed']}/{sum(status['reduces'].values())}")
-                bar.refresh()
-            if summary is not None:
-                if bar is not None:
-                    bar.n = 100
-                    bar.refresh()
-                return summary
-
-    def _raise_start_error(self) -> None:
-        ready, _ = ray.wait(self._starts, num_returns=len(self._starts), timeout=0)
-        for ref in ready:
+                self._update_bar(bar)
+            if not ready:
+                continue
             try:
-                ray.get(ref)
+                summary = ray.get(current)
+            except ray.exceptions.RayActorError:
+                runs.pop(0)
+                continue
             except ray.exceptions.RayTaskError as error:
                 self._cleanup()
                 cause = getattr(error, "cause", None) or error
-                first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-                raise JobFailedError(f"job {self.job_id} could not start: {first}") from None
+                raise JobFailedError(str(cause)) from None
+            if summary is None:  # a standby that saw the primary finish
+                runs.pop(0)
+                continue
+            if bar is not None:
+                bar.n = 100
+                bar.refresh()
+            return summary
+
+    def _update_bar(self, bar: Any) -> None:
+        bar.n = round(100 * self.progress())
+        status = self._last_status
+        if status.get("maps"):
+            bar.set_postfix_str(f"maps {status['maps']['completed']}/{sum(status['maps'].values())} "
+                                f"reduces {status['reduces']['completed']}/{sum(status['reduces'].values())}")
+        bar.refresh()
 
     def cancel(self) -> None:
         """Stop the job: kill its masters and workers.  Parts already written stay."""
@@ -189,7 +180,7 @@ class JobHandle:
     def _cleanup(self) -> None:
         for master in self._masters:
             try:
-                ray.kill(master, no_restart=True)
+                master.forget.remote(self.job_id)
             except Exception:
                 pass
         try:

@@ -50,12 +50,15 @@ class JobFailedError(RuntimeError):
     """The job cannot complete; the message says which task failed and why."""
 
 
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=0)
-class MapReduceMaster:
-    """See the module docstring.  Created as a spare by the worker pool, then assigned
-    one job with ``assign``; ``number`` orders a job's masters (0 = the first primary)."""
+class JobCoordinator:
+    """One job's master logic (task table, scheduling, failure handling, snapshots).
 
-    def __init__(self) -> None:
+    It lives inside a ``MapReduceMaster`` actor, which may host coordinators of several
+    jobs; ``number`` orders a job's coordinators (0 = the first primary).
+    """
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
         self.role = "spare"
         self.name = "spare"
         self.table: TaskTable | None = None
@@ -75,6 +78,7 @@ class MapReduceMaster:
         self.last_snapshot = time.monotonic()
         self.started = time.time()
         self.takeover_at: float | None = None
+        self.timeline: dict[str, float] = {}
         self.events: list[str] = []
 
     # ----- roles ---------------------------------------------------------------------------
@@ -92,29 +96,34 @@ class MapReduceMaster:
         return self.name
 
     def start_primary(self, job: MapReduceJob, config: MasterConfig, number: int, table: list[dict] | None,
-                      worker_names: list[str]) -> None:
-        """Become the primary of ``job``: adopt a task table (or a fresh one) and run."""
+                      worker_names: list[str]) -> dict | None:
+        """Become the primary of ``job``: adopt a task table (or a fresh one), run the job
+        and return its summary (raises ``JobFailedError`` if it failed)."""
         self.assign(job, config, number)
         self.started = time.time()
         with self.lock:
             if table is not None:
                 self.table = TaskTable.from_json(table)
             self.role = "primary"
-        threading.Thread(target=self._run, args=(worker_names,), daemon=True).start()
+        self._run(worker_names)
+        return self.wait_done()
 
-    def standby(self, job: MapReduceJob, config: MasterConfig, number: int, primaries: list) -> None:
+    def standby(self, job: MapReduceJob, config: MasterConfig, number: int, primaries: list) -> dict | None:
         """Be the standby of ``job``: watch the primary (``primaries[0]``, a handle in a list
-        so Ray passes it as is); when it dies, take over from the newest snapshot."""
+        so Ray passes it as is); when it dies, take over from the newest snapshot and return
+        the job's summary.  Returns None when the primary finished the job itself."""
         self.assign(job, config, number)
-        threading.Thread(target=self._watch, args=(primaries[0],), daemon=True).start()
+        self._watch(primaries[0])
+        return self.wait_done(0) if self.role == "primary" else None
 
     def _watch(self, handle: Any) -> None:
         misses = 0
         while not self.done.is_set():
             try:
-                state = ray.get(handle.ping.remote(), timeout=self.options.heartbeat_timeout_s)
+                state = ray.get(handle.ping.remote(self.config.job_id), timeout=self.options.heartbeat_timeout_s)
                 misses = 0
                 if state.get("done"):
+                    self.done.set()
                     return
             except ray.exceptions.GetTimeoutError:
                 misses += 1
@@ -154,8 +163,8 @@ class MapReduceMaster:
         from engine.mapreduce.pool import get_pool
 
         try:
-            standby = ray.get(get_pool().take_masters.remote(1))[0]
-            standby.standby.remote(self.job, self.config, self.number + 1, [ray.get_runtime_context().current_actor])
+            standby = ray.get(get_pool().take_masters.remote(1, [self.host]))[0]
+            standby.standby.remote(self.job, self.config, self.number + 1, [self.host])
             self.standbys = [standby]
         except ray.exceptions.RayError as error:
             self.events.append(f"could not start a new standby: {error}")
@@ -192,9 +201,13 @@ class MapReduceMaster:
                 self._adopt_workers(worker_names)
                 self._verify_outputs()
                 self._spawn_workers()
-            while True:
+            self._mark("workers ready")
+            while not getattr(self, "cancelled", False):
                 with self.lock:
+                    if self.table.phase_done("map") and "maps done" not in self.timeline:
+                        self._mark("maps done")
                     if self.table.phase_done("map") and self.table.phase_done("reduce"):
+                        self._mark("reduces done")
                         break
                     self._schedule()
                 refs = list(self.inflight)
@@ -210,13 +223,20 @@ class MapReduceMaster:
                         self._on_reply(ref)
                     self._heartbeat()
                     self._maybe_snapshot()
+            if getattr(self, "cancelled", False):
+                raise JobFailedError(f"job {self.config.job_id} was cancelled")
             self._finish()
+            self._mark("finished")
         except JobFailedError as error:
             self.error = str(error)
         except Exception as error:  # the master must report, not vanish
             self.error = f"master failed: {type(error).__name__}: {error}\n{traceback.format_exc()}"
         finally:
             self.done.set()
+
+    def _mark(self, event: str) -> None:
+        """Record when a milestone of the job was reached (seconds since the master started)."""
+        self.timeline[event] = round(time.time() - self.started, 4)
 
     def _adopt_workers(self, names: list[str]) -> None:
         """Reuse live workers (after a takeover); forget the dead ones."""
@@ -475,7 +495,8 @@ class MapReduceMaster:
             "executions": {t.task_id: t.executions for t in self.table.tasks.values()},
             "failed_workers": self.failed_workers, "snapshot_seq": self.snapshot_seq,
             "speculative_attempts": sum(t.speculative_attempts for t in self.table.tasks.values()),
-            "takeover": self.takeover_at is not None, "events": self.events[-200:],
+            "takeover": self.takeover_at is not None, "events": self.events[-200:], "timeline": self.timeline,
+            "started_at": self.started,
         }
         write_success(self.config.output, {k: v for k, v in self.summary.items() if k != "events"})
         self.store.clear()
@@ -511,3 +532,60 @@ class MapReduceMaster:
                                     "running": dict(t.running), "executions": t.executions,
                                     "location": t.location} for t in self.table.tasks.values()]
             return status
+
+
+@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)
+class MapReduceMaster:
+    """A long-lived master process hosting the coordinators of one or more jobs.
+
+    The worker pool keeps two of them, so submitting a job starts no process: one hosts
+    the job's primary coordinator and the other its standby.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobCoordinator] = {}
+        self.lock = threading.Lock()
+
+    def _coordinator(self, job_id: str) -> JobCoordinator:
+        with self.lock:
+            if job_id not in self.jobs:
+                self.jobs[job_id] = JobCoordinator(ray.get_runtime_context().current_actor)
+            return self.jobs[job_id]
+
+    def start_primary(self, job: MapReduceJob, config: MasterConfig, number: int, table: list[dict] | None,
+                      worker_names: list[str]) -> dict | None:
+        """Run ``job`` as its primary; returns the summary (see ``JobCoordinator``)."""
+        return self._coordinator(config.job_id).start_primary(job, config, number, table, worker_names)
+
+    def standby(self, job: MapReduceJob, config: MasterConfig, number: int, primaries: list) -> dict | None:
+        """Stand by for ``job``; returns its summary if this master took over, else None."""
+        return self._coordinator(config.job_id).standby(job, config, number, primaries)
+
+    def ping(self, job_id: str | None = None) -> dict:
+        """Liveness of this master, and of one job's coordinator here."""
+        coordinator = self.jobs.get(job_id) if job_id else None
+        if coordinator is None:
+            return {"master": "idle", "role": "none", "done": False}
+        return coordinator.ping()
+
+    def status(self, job_id: str, tasks: bool = False) -> dict:
+        """The job's status as seen by its coordinator here."""
+        coordinator = self.jobs.get(job_id)
+        return coordinator.status(tasks) if coordinator else {"role": "none", "state": "unknown"}
+
+    def wait_done(self, job_id: str, timeout_s: float | None = None) -> dict | None:
+        """Block until the job ends here (see ``JobCoordinator.wait_done``)."""
+        return self._coordinator(job_id).wait_done(timeout_s)
+
+    def peers(self, job_id: str) -> list:
+        """Masters the job's coordinator here started (a new standby after a takeover)."""
+        coordinator = self.jobs.get(job_id)
+        return coordinator.peers() if coordinator else []
+
+    def forget(self, job_id: str) -> None:
+        """Drop a finished (or cancelled) job's coordinator."""
+        with self.lock:
+            coordinator = self.jobs.pop(job_id, None)
+        if coordinator is not None:
+            coordinator.done.set()
+            coordinator.cancelled = True

@@ -1,8 +1,9 @@
-"""A warm pool of MapReduce workers and spare masters, shared by the jobs of a cluster.
+"""A warm pool of MapReduce workers and master processes, shared by the jobs of a cluster.
 
 Starting an actor costs a process and its imports (about a second on a small machine),
 which would dominate a small job.  The pool keeps workers (and two spare masters) alive
-between jobs, so a small job pays milliseconds.  A worker is leased to one job at a time;
+between jobs, so a small job pays milliseconds.  Master processes host many jobs'
+coordinators; two are kept so that a job's primary and standby live in different ones.  A worker is leased to one job at a time;
 workers unused for ``idle_timeout_s`` exit by themselves and give their CPU back to the
 cluster, so an idle engine does not hold resources other Ray work needs.
 """
@@ -25,14 +26,14 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 @ray.remote(num_cpus=0, max_concurrency=32, max_restarts=0)
 class WorkerPool:
-    """Leases warm workers to jobs, replaces dead ones, and keeps spare masters ready."""
+    """Leases warm workers to jobs, replaces dead ones, and keeps master processes ready."""
 
     def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, spare_masters: int = 2) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
-        self.spares: list[Any] = []
-        self.spare_target = spare_masters
+        self.masters: list[Any] = []
+        self.master_target = spare_masters
         self.lock = threading.Lock()
         self._refill_masters()
 
@@ -47,8 +48,8 @@ class WorkerPool:
     def _refill_masters(self) -> None:
         from engine.mapreduce.master import MapReduceMaster
 
-        while len(self.spares) < self.spare_target:
-            self.spares.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
+        while len(self.masters) < self.master_target:
+            self.masters.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
         """Lease ``count`` workers to ``job_id`` (reusing warm ones); returns name -> handle."""
@@ -85,6 +86,14 @@ class WorkerPool:
                 chosen[new_name] = handle
         return chosen
 
+    def prewarm(self, count: int) -> int:
+        """Start workers until ``count`` are free (so the first job does not wait for them)."""
+        with self.lock:
+            while len(self.free) < count:
+                name, handle = self._new_worker()
+                self.free[name] = (handle, time.monotonic())
+            return len(self.free)
+
     def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
         """Forget a dead worker of ``job_id`` and lease a fresh one in its place."""
         with self.lock:
@@ -108,29 +117,30 @@ class WorkerPool:
                     released += 1
         return released
 
-    def take_masters(self, count: int) -> list[Any]:
-        """``count`` fresh master actors (spares are replenished in the background)."""
+    def take_masters(self, count: int, exclude: list[Any] | None = None) -> list[Any]:
+        """``count`` live master processes, not those in ``exclude`` (dead ones are replaced)."""
+        exclude = exclude or []
         with self.lock:
-            taken = self.spares[:count]
-            self.spares = self.spares[count:]
-        from engine.mapreduce.master import MapReduceMaster
-
-        while len(taken) < count:
-            taken.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
-        threading.Thread(target=self._refill_locked, daemon=True).start()
-        return taken
-
-    def _refill_locked(self) -> None:
-        with self.lock:
+            alive = []
+            for master in self.masters:
+                try:
+                    ray.get(master.ping.remote(), timeout=30)
+                    alive.append(master)
+                except ray.exceptions.RayError:
+                    pass
+            self.masters = alive
+            self.master_target = max(self.master_target, count + len(exclude))
             self._refill_masters()
+            chosen = [m for m in self.masters if all(m != e for e in exclude)]
+        return chosen[:count]
 
     def shutdown(self) -> None:
         """Kill every pooled worker and spare master."""
         with self.lock:
-            handles = [h for h, _ in self.free.values()] + [h for h, _ in self.leased.values()] + self.spares
+            handles = [h for h, _ in self.free.values()] + [h for h, _ in self.leased.values()] + self.masters
             self.free.clear()
             self.leased.clear()
-            self.spares.clear()
+            self.masters.clear()
         for handle in handles:
             try:
                 ray.kill(handle, no_restart=True)

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from engine.pipeline.autoscale import Autoscaler
 from engine.pipeline.batches import split_by_key
 from engine.pipeline.dead_letters import DeadLetterRecorder
 from engine.pipeline.local import batch_name
 from engine.pipeline.ordering import SequenceTracker
-from engine.pipeline.replica import StageReplica
+from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.pipeline.sources import LiveFeed
 from engine.pipeline.spec import Pipeline, Stage
@@ -39,11 +39,13 @@ from engine.pipeline.spec import Pipeline, Stage
 
 @dataclass
 class Piece:
-    """A batch in flight: its stable name (sequence number + split path), reference, rows
-    and key route (the replica index of a keyed stage)."""
+    """A batch in flight: its stable name (sequence number + split path), its data (an
+    object reference, or a source table held by the driver: Ray passes small tables inline
+    and puts large ones in the object store itself), rows and key route (the replica index
+    of a keyed stage)."""
 
     name: tuple[int, ...]
-    ref: ray.ObjectRef
+    ref: ray.ObjectRef | pa.Table
     rows: int
     route: int = 0
 
@@ -53,6 +55,7 @@ class Replica:
     """A replica actor and its calls in flight, keyed by their meta reference (in order)."""
 
     actor: object
+    configured: ray.ObjectRef
     calls: dict[ray.ObjectRef, "Call"] = field(default_factory=dict)
 
 
@@ -90,10 +93,7 @@ class StageRuntime:
 
     def new_replica(self) -> Replica:
         """Start one replica actor of this stage."""
-        actor = StageReplica.options(num_cpus=self.stage.num_cpus).remote(
-            self.stage.id, self.stage.fn, self.stage.retry
-        )
-        return Replica(actor)
+        return Replica(*REPLICA_POOL.acquire(self.stage))
 
 
 class PipelineFailed(RuntimeError):
@@ -224,7 +224,7 @@ class Coordinator:
             parts = len(first.active) if first.stage.key else 1
             tables = split_by_key(batch, first.stage.key, parts) if first.stage.key else [batch]
             named = [((seq, i) if parts > 1 else (seq,), i, table) for i, table in enumerate(tables) if table.num_rows]
-            pieces = [Piece(name, ray.put(table), table.num_rows, route) for name, route, table in named]
+            pieces = [Piece(name, table, table.num_rows, route) for name, route, table in named]
             self.tracker.open(seq, len(pieces))
             first.ready.extend(pieces)
             first.metrics.note_depth(first.depth())
@@ -316,16 +316,20 @@ class Coordinator:
             time.sleep(0.0005 if not self.source_queue.empty() else self.options.poll_interval_s / 5)
             return
         refs = list(self.inflight)
-        done, _ = ray.wait(refs, num_returns=1, timeout=self.options.poll_interval_s)
+        done, _ = ray.wait(refs, num_returns=1, timeout=self.options.poll_interval_s, fetch_local=False)
         if not done:
             return
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if len(refs) > 1:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         for ref in done:
             call = self.inflight.get(ref)
             if call is None:
                 continue  # resent already: its replica died
             try:
                 meta = ray.get(ref)
+            except RayTaskError as exc:
+                self._raise_configure_error(call)
+                raise PipelineFailed(f"stage {self.stages[call.stage_index].stage.id!r} failed: {exc}") from None
             except RayActorError as exc:
                 if "creation task" in str(exc):
                     # The replica could not even start (e.g. its filter does not unpickle
@@ -336,6 +340,17 @@ class Coordinator:
                 self._replace_replica(self.stages[call.stage_index], call.replica)
                 continue
             self._complete(ref, call, meta)
+
+    def _raise_configure_error(self, call: Call) -> None:
+        """If the replica never got its filter (e.g. it does not unpickle on the workers), say so."""
+        try:
+            ray.get(call.replica.configured, timeout=0)
+        except RayTaskError as exc:
+            raise PipelineFailed(
+                f"stage {self.stages[call.stage_index].stage.id!r}: its filter could not be loaded on a replica: {exc}"
+            ) from None
+        except Exception:  # not done or fine: the call's own error is the story
+            return
 
     def _complete(self, ref: ray.ObjectRef, call: Call, meta: dict[str, object]) -> None:
         del self.inflight[ref]
@@ -400,7 +415,7 @@ class Coordinator:
                     runtime.retiring.append(runtime.active.pop())
             for replica in [r for r in runtime.retiring if not r.calls]:
                 runtime.retiring.remove(replica)
-                ray.kill(replica.actor)  # type: ignore[arg-type]
+                REPLICA_POOL.release(replica.actor, runtime.stage.num_cpus)
             runtime.metrics.replicas = len(runtime.active)
 
     def _all_done(self) -> bool:
@@ -415,10 +430,15 @@ class Coordinator:
     # -- ending ----------------------------------------------------------------------
 
     def _kill_replicas(self) -> None:
+        """Give idle replicas of a clean run back to the pool; kill the others."""
+        clean = self.error is None and not self.cancelled.is_set()
         for runtime in self.stages:
             for replica in runtime.active + runtime.retiring:
                 try:
-                    ray.kill(replica.actor)  # type: ignore[arg-type]
+                    if clean and not replica.calls:
+                        REPLICA_POOL.release(replica.actor, runtime.stage.num_cpus)
+                    else:
+                        ray.kill(replica.actor)  # type: ignore[arg-type]
                 except Exception:  # already gone
                     pass
             runtime.active, runtime.retiring = [], []

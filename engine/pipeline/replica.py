@@ -1,13 +1,18 @@
-"""The replica actor of a stage: applies the stage's filter to batches passed by reference.
+"""The replica actor of a stage, and the pool that reuses idle replicas across runs.
 
 One call per batch.  The call returns ``1 + parts`` objects: a small ``meta`` dict
 (counters, dead rows) that the coordinator reads, then the output split into ``parts``
 tables by the next stage's key (``None`` for an empty part).  The outputs stay in the
 object store; only their references travel through the coordinator.
+
+Starting an actor starts a worker process (about a second on a busy 2-core machine),
+so replicas are generic: a run ``configure``s an idle one with its stage's filter, and
+hands it back to the pool when the run ends (replicas that died are never reused).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pyarrow as pa
@@ -15,7 +20,7 @@ import ray
 
 from engine.pipeline.batches import split_by_key
 from engine.pipeline.filtering import apply_filter
-from engine.pipeline.spec import FilterFn
+from engine.pipeline.spec import FilterFn, Stage
 from engine.reliability import RetryPolicy
 
 
@@ -45,18 +50,69 @@ def process_batch(
 
 @ray.remote(max_restarts=0, max_concurrency=1)
 class StageReplica:
-    """One replica of a stage; calls run one at a time, in the order they were submitted."""
+    """One replica; calls run one at a time, in the order they were submitted."""
 
-    def __init__(self, stage_id: str, fn: FilterFn, retry: RetryPolicy) -> None:
-        self.stage_id = stage_id
-        self.fn = fn
-        self.retry = retry
+    def __init__(self) -> None:
+        self.stage_id = ""
+        self.fn: FilterFn | None = None
+        self.retry = RetryPolicy()
 
-    def ready(self) -> bool:
-        """True once the actor is up (used to wait for start-up)."""
-        return True
+    def configure(self, stage_id: str, fn: FilterFn, retry: RetryPolicy) -> None:
+        """Become a replica of this stage (calls submitted after this one use it)."""
+        self.stage_id, self.fn, self.retry = stage_id, fn, retry
 
     def process(self, batch: pa.Table, next_key: str | None, parts: int) -> tuple[object, ...]:
         """Filter ``batch``; returns ``(meta, part_0, ..., part_{parts-1})``."""
+        if self.fn is None:
+            raise RuntimeError("replica has no filter: its configure() call failed (see the configure error)")
         meta, pieces = process_batch(self.stage_id, self.fn, self.retry, batch, next_key, parts)
         return (meta, *pieces)
+
+
+class ReplicaPool:
+    """Idle replica actors of this Ray session, by CPU request, reused by later runs."""
+
+    def __init__(self, max_idle: int = 16) -> None:
+        self.max_idle = max_idle
+        self._idle: dict[float, list[object]] = {}
+        self._session: str | None = None
+        self._lock = threading.Lock()
+
+    def _current_session(self) -> str:
+        context = ray.get_runtime_context()
+        return f"{context.get_node_id()}/{context.get_job_id()}"
+
+    def acquire(self, stage: Stage) -> tuple[object, ray.ObjectRef]:
+        """A replica actor configured for ``stage`` (an idle one if any, else a new one),
+        and the reference of its ``configure`` call (it fails if the filter cannot load)."""
+        with self._lock:
+            session = self._current_session()
+            if session != self._session:  # Ray was restarted: old handles are dead
+                self._idle, self._session = {}, session
+            idle = self._idle.get(stage.num_cpus, [])
+            actor = idle.pop() if idle else StageReplica.options(num_cpus=stage.num_cpus).remote()
+        return actor, actor.configure.remote(stage.id, stage.fn, stage.retry)  # type: ignore[attr-defined]
+
+    def release(self, actor: object, num_cpus: float) -> None:
+        """Give back a healthy, idle replica (killed when the pool is full)."""
+        with self._lock:
+            if self._session == self._current_session():
+                idle = self._idle.setdefault(num_cpus, [])
+                if sum(len(v) for v in self._idle.values()) < self.max_idle:
+                    idle.append(actor)
+                    return
+        ray.kill(actor)  # type: ignore[arg-type]
+
+    def clear(self) -> None:
+        """Kill every idle replica."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for actors in idle.values():
+            for actor in actors:
+                try:
+                    ray.kill(actor)  # type: ignore[arg-type]
+                except Exception:  # already gone
+                    pass
+
+
+REPLICA_POOL = ReplicaPool()
