@@ -3,8 +3,9 @@
 Phases (events are generated before any timing starts):
 
 1. **ingest** -- ``--events`` events in ``--batch-rows`` batches into the durable log plus
-   the speed layer (pipeline on Ray), as fast as the producer can, first alone and then
-   while the batch layer recomputes back to back; reports events/s acknowledged and
+   the speed layer (pipeline on Ray): the first half as fast as the producer can with no
+   batch run, the second half paced at ``--rate`` while the batch layer recomputes back
+   to back; reports events/s acknowledged and
    visible, freshness (ack -> visible in ``ads_shown``) p50/p99 and ``ads_shown`` query
    latency p50/p99 measured by a querying thread during the load.
 2. **batch** -- a fresh log of ``--batch-events`` events; one batch recomputation with the
@@ -37,6 +38,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-events", type=int, default=10_000_000,
                         help="events for the batch-recomputation phase (default 10M; 0 skips it)")
     parser.add_argument("--shards", type=int, default=2, help="view shards (default 2)")
+    parser.add_argument("--rate", type=float, default=500_000,
+                        help="producer rate (events/s) while the batch layer recomputes (default 500000; 0: max)")
+    parser.add_argument("--feed-capacity", type=int, default=4, help="speed-layer feed capacity in batches")
     parser.add_argument("--batch-workers", type=int, default=1,
                         help="MapReduce workers of the batch runs during the ingest phase (default 1)")
     parser.add_argument("--switch-interval", type=float, default=0.001,
@@ -53,8 +57,10 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
             "count": len(values)}
 
 
-def _ingest_run(lam: Any, events: Any, batch_rows: int, query_latencies: list[float]) -> dict[str, Any]:
-    """Ingest all ``events``; a thread queries ads_shown meanwhile.  Returns rates."""
+def _ingest_run(lam: Any, events: Any, batch_rows: int, query_latencies: list[float],
+                rate: float | None = None) -> dict[str, Any]:
+    """Ingest all ``events`` (paced at ``rate`` events/s, or as fast as possible); a thread
+    queries ads_shown meanwhile.  Returns rates."""
     stop = threading.Event()
 
     def query_loop() -> None:
@@ -69,6 +75,10 @@ def _ingest_run(lam: Any, events: Any, batch_rows: int, query_latencies: list[fl
     started = time.perf_counter()
     querier.start()
     for start in range(0, events.num_rows, batch_rows):
+        if rate:
+            pause = started + start / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
         lam.ingest(events.slice(start, batch_rows))
     acked = time.perf_counter()
     lam.wait_visible(timeout_s=600)
@@ -94,7 +104,8 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         lam = LambdaArchitecture(directory, LambdaOptions(executor="ray", shards=args.shards,
-                                                          batch_workers=args.batch_workers))
+                                                          batch_workers=args.batch_workers,
+                                                          feed_capacity=args.feed_capacity))
         lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
         lam.wait_visible()
         lam.freshness.latencies_s.clear()
@@ -119,14 +130,16 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
         batcher = threading.Thread(target=batch_loop, daemon=True)
         batcher.start()
         loaded_queries: list[float] = []
-        loaded = _ingest_run(lam, events.slice(half), args.batch_rows, loaded_queries)
+        loaded = _ingest_run(lam, events.slice(half), args.batch_rows, loaded_queries, args.rate)
+        loaded["target_rate"] = args.rate
         stop_batches.set()
         batcher.join()
         loaded["freshness"] = {"p50_ms": (lam.freshness.percentile(50) or 0) * 1000,
                                "p99_ms": (lam.freshness.percentile(99) or 0) * 1000}
         loaded["ads_shown_query"] = _percentiles(loaded_queries)
         loaded["batch_recomputations"] = batch_times
-        print(f"ingest while batch recomputes: {loaded['ingest_events_per_s']:,.0f} ev/s acked, "
+        print(f"ingest at {args.rate:,.0f} ev/s target while batch recomputes: "
+              f"{loaded['ingest_events_per_s']:,.0f} ev/s acked, "
               f"{loaded['visible_events_per_s']:,.0f} ev/s visible, freshness {loaded['freshness']}, "
               f"queries {loaded['ads_shown_query']}, batch runs {len(batch_times)}", flush=True)
         quiet: list[float] = []

@@ -105,15 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from engine.lambda_arch import LambdaArchitecture, LambdaOptions
 
+    started_ray = False
     if args.executor == "ray":
+        import ray
+
         import engine
 
+        started_ray = not ray.is_initialized()
         engine.connect()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="adtech-"))
     try:
         lam = LambdaArchitecture(directory, LambdaOptions(executor=args.executor, shards=args.shards))
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        if started_ray:
+            import engine
+
+            engine.shutdown()
         return 2
     try:
         print(f"master dataset {directory}: {lam.log.end_offset:,} events stored, batch view W="
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         lam.close()
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)
-        if args.executor == "ray":
+        if started_ray:
             import engine
 
             engine.shutdown()
