@@ -194,7 +194,7 @@ class Coordinator:
                     break
                 assert isinstance(piece, Piece)
                 if piece.name not in delivered:  # the exactly-once commit
-                    table = ray.get(piece.ref)
+                    table = piece.ref if isinstance(piece.ref, pa.Table) else ray.get(piece.ref)
                     writer.write(batch_name(piece.name), table)
                     delivered.add(piece.name)
                     with self.lock:

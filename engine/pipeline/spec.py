@@ -112,7 +112,7 @@ class PipelineOptions:
       fail are counted and dropped, which the metrics show as ``dead_letters``).
     - ``sink_capacity``: bound of the pipe into the sink, in batches.
     - ``source_capacity``: batches read ahead of stage 0 (a live feed has its own bound).
-    - ``inflight_per_replica``: calls queued on one replica at once (2 hides call latency).
+    - ``inflight_per_replica``: calls queued on one replica at once (a few hide call latency).
     - ``poll_interval_s``: how long the Ray coordinator waits for a completion per loop.
     - ``max_replica_restarts``: replicas of one stage that may die (and be replaced)
       before the run fails.
@@ -122,7 +122,7 @@ class PipelineOptions:
     dead_letter_dir: str | None = None
     sink_capacity: int = 8
     source_capacity: int = 4
-    inflight_per_replica: int = 2
+    inflight_per_replica: int = 4
     poll_interval_s: float = 0.01
     max_replica_restarts: int = 20
 
