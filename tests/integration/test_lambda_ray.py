@@ -57,7 +57,7 @@ def test_ray_answers_equal_the_oracle_and_the_inline_executor(
 
 def test_queries_stay_exact_during_background_batch_recomputations_on_mapreduce(
         ray_runtime: object, tmp_path: object) -> None:
-    events = generate_events(AdEventSpec(events=12_000, users=400, advertisers=10, span_hours=5, seed=21,
+    events = generate_events(AdEventSpec(events=8_000, users=400, advertisers=10, span_hours=5, seed=21,
                                          duplicate_rate=0.03, late_rate=0.03, malformed_rate=0.005))
     oracle = AdEventOracle()
     options = LambdaOptions(executor="ray", batch_executor="ray", shards=3, batch_reducers=2)
@@ -78,7 +78,7 @@ def test_queries_stay_exact_during_background_batch_recomputations_on_mapreduce(
                 start += 500
             check_answers(lam, oracle)  # before, during and after the switch
             checked += 1
-            if not worker.is_alive() and len(versions) == 1 and start >= 8_000:
+            if not worker.is_alive() and len(versions) == 1 and start >= 6_000:
                 break
         worker.join()
         assert len(versions) == 1 and versions[0] >= first_end
