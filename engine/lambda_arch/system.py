@@ -15,6 +15,7 @@ shards as actors queried with ``engine.scatter_gather``.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from engine.arrow import partition_ids
@@ -114,6 +116,8 @@ class LambdaArchitecture:
         self._schedule_thread: threading.Thread | None = None
         self.batch_runs: list[dict[str, Any]] = []
         self._views = load_current(self.directory)
+        # (end offset, newest event time stored) after each ingest: the default ``as_of``.
+        self._watermarks: list[tuple[int, int]] = [(self.log.end_offset, self.latest_event_ms)]
         self.serving = ServingLayer(lambda request: [], self._views.version, self._views.version,
                                     self.options.query_retries)
         self._start_speed_layer()
@@ -208,6 +212,8 @@ class LambdaArchitecture:
             ack, stored = self.log.ingest(batch)
             self.freshness.acked(ack.end_offset)
             if stored.num_rows:
+                self._watermarks.append((ack.end_offset, self.latest_event_ms))
+            if stored.num_rows:
                 self.speed.push(stored)
         return ack
 
@@ -285,15 +291,23 @@ class LambdaArchitecture:
         watermark = self.log.max_event_time_ms
         return watermark if watermark is not None else 0
 
+    def visible_event_ms(self) -> int:
+        """The newest event time among the offsets queries currently cover (default ``as_of``)."""
+        covered = self.serving.snapshot[1]
+        position = bisect.bisect_right(self._watermarks, (covered, np.iinfo(np.int64).max)) - 1
+        return self._watermarks[max(0, position)][1]
+
     def active_viewers(self, as_of: datetime | int | None = None, minutes: int = 5) -> Answer:
-        """Distinct users with a view in the last ``minutes`` minutes as of ``as_of``."""
-        first, last = window_minutes(_as_ms(as_of, self.latest_event_ms), minutes)
+        """Distinct users with a view in the last ``minutes`` minutes as of ``as_of``
+        (default: the newest event time visible to queries)."""
+        first, last = window_minutes(_as_ms(as_of, self.visible_event_ms()), minutes)
         return self.serving.active_viewers(first, last)
 
     def ads_shown(self, as_of: datetime | int | None = None, hours: float = 24, advertiser_id: int | None = None,
                   top_k: int = 0) -> Answer:
-        """View events in the last ``hours`` as of ``as_of``; ``extra['top']`` holds the top-k."""
-        first, last = window_minutes(_as_ms(as_of, self.latest_event_ms), int(round(hours * 60)))
+        """View events in the last ``hours`` as of ``as_of`` (default: the newest event time
+        visible to queries); ``extra['top']`` holds the top-k advertisers."""
+        first, last = window_minutes(_as_ms(as_of, self.visible_event_ms()), int(round(hours * 60)))
         return self.serving.ads_shown(first, last, advertiser_id, top_k)
 
     def roi(self, advertiser_id: int | None = None) -> Answer:
