@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                     daemon=True)
         producer.start()
         while not done.wait(1.0):
+            if lam.heal():
+                print("the speed layer had crashed: rebuilt from the master log", flush=True)
             print(_status_line(lam, started, acked), flush=True)
         producer.join()
         lam.stop_batch_schedule()

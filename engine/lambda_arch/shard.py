@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.lambda_arch.views import COUNTS_SCHEMA, VIEWERS_SCHEMA, in_window
+from engine.lambda_arch.views import COUNTS_SCHEMA, DISTINCT_USERS, VIEWERS_SCHEMA, VIEWS_BY_ADVERTISER, in_window
 
 _CHUNK_COLUMNS = [("chunk_begin", pa.int64()), ("chunk_end", pa.int64())]
 SPEED_COUNTS_SCHEMA = pa.schema(_CHUNK_COLUMNS + list(COUNTS_SCHEMA))
@@ -174,18 +174,21 @@ class ViewShard:
         reply: dict[str, Any] = {"views": views}
         top_k = int(request.get("top_k") or 0)
         if top_k:
-            grouped = pa.concat_tables(parts).group_by("advertiser_id", use_threads=False).aggregate([("views", "sum")])
-            grouped = grouped.rename_columns(["advertiser_id", "views"]).filter(pc.greater(pc.field("views"), 0))
+            accumulator = VIEWS_BY_ADVERTISER.create()
+            for part in parts:  # batch part, then real-time part: one combine contract
+                accumulator = VIEWS_BY_ADVERTISER.add(accumulator, part)
+            grouped = VIEWS_BY_ADVERTISER.finalize(accumulator)
+            grouped = grouped.filter(pc.greater(grouped.column("views"), 0))
             reply["top"] = grouped.sort_by([("views", "descending"), ("advertiser_id", "ascending")]).slice(0, top_k)
         return reply
 
     def _active_viewers(self, request: dict[str, Any]) -> dict[str, Any]:
         partition, speed_viewers = self._snapshot(request, "viewers")
         first, last = int(request["first_minute"]), int(request["last_minute"])
-        users = [table.filter(in_window(table.column("minute"), first, last)).column("user_id")
-                 for table in (partition.viewers, speed_viewers)]
-        combined = pa.chunked_array([chunk for column in users for chunk in column.chunks], pa.int64())
-        return {"users": int(pc.count_distinct(combined).as_py()) if len(combined) else 0}
+        accumulator = DISTINCT_USERS.create()
+        for table in (partition.viewers, speed_viewers):
+            accumulator = DISTINCT_USERS.add(accumulator, table.filter(in_window(table.column("minute"), first, last)))
+        return {"users": DISTINCT_USERS.finalize(accumulator).num_rows}
 
     def _roi(self, request: dict[str, Any]) -> dict[str, Any]:
         partition, _ = self._snapshot({"version": request["version"], "speed_end": 0}, "counts")

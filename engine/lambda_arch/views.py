@@ -96,6 +96,10 @@ class Combiner:
 COUNTS = Combiner(("advertiser_id", "minute"), ("views", "spend"), COUNTS_SCHEMA)
 VIEWERS = Combiner(("minute", "user_id"), (), VIEWERS_SCHEMA)
 ATTRIBUTED = Combiner(("user_id", "advertiser_id"), ("attributed_revenue",), ATTRIBUTION_SCHEMA)
+# Serving-side merges of a batch-view part and a real-time part.
+VIEWS_BY_ADVERTISER = Combiner(("advertiser_id",), ("views",),
+                               pa.schema([("advertiser_id", pa.int64()), ("views", pa.int64())]))
+DISTINCT_USERS = Combiner(("user_id",), (), pa.schema([("user_id", pa.int64())]))
 
 
 # -- map side: events -> partials -------------------------------------------------------

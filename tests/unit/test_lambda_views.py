@@ -89,3 +89,28 @@ def test_roi_is_null_without_spend_and_window_is_minute_aligned() -> None:
     assert window_minutes(10 * 60_000 + 59_999, 5) == (6, 10)
     with pytest.raises(ValueError, match="at least 1 minute"):
         window_minutes(0, 0)
+
+
+def test_a_switched_away_snapshot_is_refused_and_the_serving_layer_retries() -> None:
+    from engine.lambda_arch.serving import ServingLayer, inline_gather
+    from engine.lambda_arch.shard import BatchPartition, StaleSnapshotError, ViewShard, empty_partition
+
+    shard = ViewShard(0)
+    counts = pa.table({"advertiser_id": pa.array([1], pa.int64()), "minute": pa.array([5], pa.int64()),
+                       "views": pa.array([2], pa.int64()), "spend": pa.array([1.0])})
+    viewers = pa.table({"minute": pa.array([5], pa.int64()), "user_id": pa.array([9], pa.int64())})
+    shard.apply(0, 3, counts, viewers)
+    request = {"op": "ads_shown", "version": 0, "speed_end": 3, "first_minute": 0, "last_minute": 10}
+    assert shard.handle(request)["views"] == 2
+    new_view = empty_partition(3)
+    shard.load_batch(BatchPartition(3, counts, viewers, new_view.roi))  # green view: offsets [0, 3)
+    shard.drop_below(3)
+    with pytest.raises(StaleSnapshotError):
+        shard.handle(request)  # the blue snapshot is gone
+    serving = ServingLayer(inline_gather([shard]), 0, 3)
+    serving.switch_batch(3)
+    answer = serving.ads_shown(0, 10, None, top_k=1)
+    assert (answer.value, answer.batch_offset, answer.speed_offset) == (2, 3, 3)
+    assert answer.extra["top"].to_pylist() == [{"advertiser_id": 1, "views": 2}]
+    with pytest.raises(StaleSnapshotError):
+        shard.handle({**request, "version": 3, "speed_end": 4})  # not applied yet
