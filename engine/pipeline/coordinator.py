@@ -119,6 +119,7 @@ class Coordinator:
         self.stop_reading = threading.Event()
         self.cancelled = threading.Event()
         self.finished = threading.Event()
+        self.wakeup = threading.Event()  # set by the source and sink threads on progress
         self.sink_queue: queue.Queue[object] = queue.Queue()
         self.sink_pending = 0
         self.inflight: dict[ray.ObjectRef, Call] = {}
@@ -142,6 +143,7 @@ class Coordinator:
             source_thread.start()
             sink_thread.start()
             while not self.cancelled.is_set() and self.error is None:
+                self.wakeup.clear()  # before looking at the state: a later set() is seen
                 self._apply_scaling()
                 self._admit_from_source()
                 self._move_held()
@@ -155,31 +157,38 @@ class Coordinator:
             self.error = self.error or exc
         finally:
             self.sink_queue.put(_STOP)
-            sink_thread.join() if sink_thread.is_alive() else None
+            if sink_thread.is_alive():
+                sink_thread.join()
             self.stop_reading.set()
             self._kill_replicas()
             self._finish()
 
     def _read_source(self) -> None:
+        """The source thread: read batches into the bounded source pipe until the source
+        ends or the run stops reading; a batch once read is always offered (unless cancelled)."""
         try:
-            for batch in self.pipeline.source.batches():
-                if self.stop_reading.is_set() or self.cancelled.is_set():
+            batches = iter(self.pipeline.source.batches())
+            while not (self.stop_reading.is_set() or self.cancelled.is_set()):
+                batch = next(batches, None)
+                if batch is None:
+                    self.read_everything = True
                     return
                 if batch.num_rows == 0:
                     continue
                 while not self.source_queue_put(batch):
-                    if self.stop_reading.is_set() or self.cancelled.is_set():
+                    if self.cancelled.is_set() or self.error is not None:
                         return
-            self.read_everything = True
         except BaseException as exc:
             self.error = self.error or PipelineFailed(f"source {type(self.pipeline.source).__name__} failed: {exc!r}")
         finally:
             self.source_finished.set()
+            self.wakeup.set()
 
     def source_queue_put(self, batch: pa.Table) -> bool:
         """Offer a batch to the source pipe for a moment; False when it stayed full."""
         try:
             self.source_queue.put(batch, timeout=0.05)
+            self.wakeup.set()
             return True
         except queue.Full:
             return False
@@ -204,6 +213,7 @@ class Coordinator:
                         self.sink_metrics.rows_out += table.num_rows
                 with self.lock:
                     self.sink_pending -= 1
+                self.wakeup.set()
             if not self.cancelled.is_set() and self.error is None:
                 self._sink_table = writer.close()
         except BaseException as exc:
@@ -313,7 +323,7 @@ class Coordinator:
 
     def _wait_for_completions(self) -> None:
         if not self.inflight:
-            time.sleep(0.0005 if not self.source_queue.empty() else self.options.poll_interval_s / 5)
+            self.wakeup.wait(self.options.poll_interval_s)
             return
         refs = list(self.inflight)
         done, _ = ray.wait(refs, num_returns=1, timeout=self.options.poll_interval_s, fetch_local=False)

@@ -82,6 +82,7 @@ class PipelineHandle:
             source.close()
         else:
             self._coordinator.stop_reading.set()
+        self._coordinator.wakeup.set()
         return self.result(timeout_s)
 
     drain = close
@@ -89,6 +90,7 @@ class PipelineHandle:
     def cancel(self) -> PipelineResult:
         """Stop promptly: no new calls, replicas killed, batches in flight dropped."""
         self._coordinator.cancelled.set()
+        self._coordinator.wakeup.set()
         return self.result()
 
 

@@ -207,3 +207,22 @@ def test_a_failing_sink_fails_the_run_with_its_name(ray_runtime: object) -> None
     handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), [Stage("id", lambda b: b)], CallbackSink(broken)).start()
     with pytest.raises(PipelineFailed, match="sink CallbackSink failed.*disk full"):
         handle.result(timeout_s=60)
+
+
+def test_close_drains_every_batch_read_and_stops_reading(ray_runtime: object) -> None:
+    produced: list[int] = []
+
+    def endless() -> Iterator[pa.Table]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield pa.table({"x": pa.array([i], pa.int64())})
+            i += 1
+
+    handle = Pipeline(IteratorSource(endless()), [Stage("slow", slow_identity), Stage("double", add_double)], CollectSink()).start()
+    deadline = time.monotonic() + 60
+    while handle.metrics()["sink"].rows_in < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result = handle.close(timeout_s=60)
+    assert result.status == "drained"
+    assert rows(result.table, ["x", "y"]) == [(i, 2 * i) for i in produced]  # nothing read was lost
