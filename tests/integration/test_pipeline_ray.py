@@ -226,3 +226,22 @@ def test_close_drains_every_batch_read_and_stops_reading(ray_runtime: object) ->
     result = handle.close(timeout_s=60)
     assert result.status == "drained"
     assert rows(result.table, ["x", "y"]) == [(i, 2 * i) for i in produced]  # nothing read was lost
+
+
+def tag_with_process(batch: pa.Table) -> pa.Table:
+    import os
+
+    return batch.append_column("pid", pa.array([os.getpid()] * batch.num_rows, pa.int64()))
+
+
+def test_key_affinity_sends_each_key_to_one_replica(ray_runtime: object) -> None:
+    table = pa.table({"k": pa.array([i % 11 for i in range(2200)], pa.int64()), "x": pa.array(range(2200), pa.int64())})
+    stages = [Stage("double", add_double, replicas=2), Stage("tag", tag_with_process, replicas=2, key="k")]
+    result = Pipeline(TableSource(table, 100), stages, CollectSink(), PipelineOptions(ordered=True)).start().result(timeout_s=120)
+    assert result.table is not None and result.table.num_rows == 2200
+    pids_per_key = result.table.group_by("k").aggregate([("pid", "count_distinct")])
+    assert pids_per_key["pid_count_distinct"].to_pylist() == [1] * 11
+    assert len(set(result.table["pid"].to_pylist())) == 2  # and both replicas got work
+    for key in range(11):
+        xs = result.table.filter(pc.equal(result.table["k"], key))["x"].to_pylist()
+        assert xs == list(range(key, 2200, 11))  # source order per key

@@ -27,7 +27,7 @@ from engine.pipeline import (
     replay_dead_letters,
 )
 from engine.pipeline.filtering import apply_filter
-from engine.reliability import DeadLetterStore, RetryPolicy, TransientError
+from engine.reliability import DeadLetterStore, RateLimitedError, RateLimiter, RetryPolicy, TransientError
 
 pytestmark = pytest.mark.unit
 
@@ -163,3 +163,17 @@ def test_iterator_and_live_feed_sources() -> None:
     assert result.table is not None and result.table["x"].to_pylist() == list(range(5))
     with pytest.raises(RuntimeError, match="after close"):
         feed.push(pa.table({"x": [9]}))
+
+
+def test_live_feed_admits_pushes_through_a_rate_limiter() -> None:
+    now = {"t": 0.0}
+    limiter = RateLimiter(None, per_client_rate_per_s=10.0, per_client_burst=10.0, mode="drop", clock=lambda: now["t"])
+    feed = LiveFeed(capacity=8, rate_limiter=limiter)
+    feed.push(pa.table({"x": list(range(10))}), client_id="alice")
+    with pytest.raises(RateLimitedError):
+        feed.push(pa.table({"x": [1]}), client_id="alice")  # alice's 10 rows/s are spent
+    feed.push(pa.table({"x": [2]}), client_id="bob")
+    now["t"] = 1.0
+    feed.push(pa.table({"x": [3]}), client_id="alice")
+    feed.close()
+    assert [t.num_rows for t in feed.batches()] == [10, 1, 1]
