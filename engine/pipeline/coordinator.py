@@ -33,6 +33,7 @@ from engine.pipeline.local import batch_name
 from engine.pipeline.ordering import SequenceTracker
 from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.result import PipelineResult, StageMetrics
+from engine.pipeline.sinks import commit
 from engine.pipeline.sources import LiveFeed
 from engine.pipeline.spec import Pipeline, Stage
 
@@ -204,7 +205,7 @@ class Coordinator:
                 assert isinstance(piece, Piece)
                 if piece.name not in delivered:  # the exactly-once commit
                     table = piece.ref if isinstance(piece.ref, pa.Table) else ray.get(piece.ref)
-                    writer.write(batch_name(piece.name), table)
+                    commit(writer, batch_name(piece.name), table, self.options.sink_retry)
                     delivered.add(piece.name)
                     with self.lock:
                         self.sink_metrics.batches_in += 1

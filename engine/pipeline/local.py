@@ -11,6 +11,7 @@ import time
 from engine.pipeline.dead_letters import DeadLetterRecorder, outcome_dead
 from engine.pipeline.filtering import apply_filter
 from engine.pipeline.result import PipelineResult, StageMetrics
+from engine.pipeline.sinks import commit
 from engine.pipeline.spec import Pipeline
 
 
@@ -51,7 +52,7 @@ class LocalPipelineExecutor:
                 current = outcome.table
             else:
                 sink = metrics["sink"]
-                writer.write(batch_name((seq,)), current)
+                commit(writer, batch_name((seq,)), current, pipeline.options.sink_retry)
                 sink.batches_in += 1
                 sink.rows_in += current.num_rows
                 sink.batches_out += 1

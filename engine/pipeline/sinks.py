@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.pipeline.batches import concat
+from engine.reliability import RetryPolicy
 
 
 class SinkWriter:
@@ -30,6 +31,14 @@ class SinkWriter:
     def close(self) -> pa.Table | None:
         """Finish the run; a collecting sink returns what it collected."""
         return None
+
+
+def commit(writer: SinkWriter, batch_name: str, table: pa.Table, retry: RetryPolicy | None) -> None:
+    """Write one batch, retrying transient failures per ``retry`` (if any)."""
+    if retry is None:
+        writer.write(batch_name, table)
+    else:
+        retry.call(writer.write, batch_name, table)
 
 
 class Sink:

@@ -116,6 +116,8 @@ class PipelineOptions:
     - ``poll_interval_s``: how long the Ray coordinator waits for a completion per loop.
     - ``max_replica_restarts``: replicas of one stage that may die (and be replaced)
       before the run fails.
+    - ``sink_retry``: retry policy for sink writes (transient errors of e.g. a callback
+      into another service); a write that still fails fails the run.
     """
 
     ordered: bool = False
@@ -125,12 +127,15 @@ class PipelineOptions:
     inflight_per_replica: int = 4
     poll_interval_s: float = 0.01
     max_replica_restarts: int = 20
+    sink_retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         for name in ("sink_capacity", "source_capacity", "inflight_per_replica", "max_replica_restarts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineOptions.{name} must be an int >= 1, got {value!r}")
+        if self.sink_retry is not None and not isinstance(self.sink_retry, RetryPolicy):
+            raise TypeError(f"PipelineOptions.sink_retry must be a RetryPolicy or None, got {type(self.sink_retry).__name__}")
         if not self.poll_interval_s > 0:
             raise ValueError(f"PipelineOptions.poll_interval_s must be > 0, got {self.poll_interval_s}")
 

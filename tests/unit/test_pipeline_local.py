@@ -177,3 +177,18 @@ def test_live_feed_admits_pushes_through_a_rate_limiter() -> None:
     feed.push(pa.table({"x": [3]}), client_id="alice")
     feed.close()
     assert [t.num_rows for t in feed.batches()] == [10, 1, 1]
+
+
+def test_transient_sink_failures_are_retried() -> None:
+    failures = {"left": 2}
+    delivered: list[int] = []
+
+    def flaky_sink(table: pa.Table) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise TransientError("service busy")
+        delivered.extend(table["x"].to_pylist())
+
+    options = PipelineOptions(sink_retry=NO_WAIT)
+    Pipeline(TableSource(pa.table({"x": [1, 2, 3]}), 1), [Stage("id", lambda b: b)], CallbackSink(flaky_sink), options).run_local()
+    assert delivered == [1, 2, 3]
