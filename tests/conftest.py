@@ -25,15 +25,21 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
 @pytest.fixture(scope="session")
-def ray_runtime() -> Iterator[object]:
-    """One embedded 2-CPU Ray cluster for all integration tests of the session."""
+def _shared_ray() -> Iterator[None]:
     import ray
 
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_runtime(_shared_ray: None) -> object:
+    """One embedded 2-CPU Ray cluster shared by the integration tests of the session
+    (started on first use; started again only if a fault test had to stop it)."""
     from engine.cluster import connect
 
-    info = connect(num_cpus=2)
-    yield info
-    ray.shutdown()
+    return connect(num_cpus=2)
 
 
 @pytest.fixture
@@ -46,6 +52,18 @@ def isolated_ray() -> Iterator[None]:
     yield
     if ray.is_initialized():
         ray.shutdown()
+
+
+_TIER_ORDER = {"unit": 0, "integration": 1, "system": 2, "fault": 3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run tiers in order (unit, integration, system, fault): fault tests stop the shared
+    runtime, so they go last and the shared cluster starts once."""
+    def tier(item: pytest.Item) -> int:
+        return min((_TIER_ORDER[m.name] for m in item.iter_markers() if m.name in _TIER_ORDER), default=1)
+
+    items.sort(key=tier)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,0 +1,118 @@
+"""The word-count command line and the README, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.oracles import table_to_dict, wordcount_oracle
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.wordcount", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/definitely/not/here.txt", "--local"], "error: input path does not exist: /definitely/not/here.txt"),
+    (["--reducers", "0"], "error: --reducers must be at least 1, got 0"),
+    (["--workers", "0"], "error: --workers must be at least 1, got 0"),
+    (["--split-size", "lots"], "error: --split-size: not a size: 'lots'"),
+])
+def test_cli_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [message + done.stderr.strip()[len(message):]]
+    assert done.stderr.startswith(message)
+    assert "Traceback" not in done.stderr
+
+
+def test_existing_output_is_refused_then_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("b a b\n")
+    first = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--local")
+    assert first.returncode == 0, first.stderr
+    again = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--local")
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"error: output directory already holds a result: {tmp_path / 'out'} " \
+                                   "(use --overwrite to replace it)"
+    forced = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--local", "--overwrite", "--top", "1")
+    assert forced.returncode == 0
+    assert re.search(r"^\s+b\s+2$", forced.stdout, re.M)
+
+
+def test_cli_on_embedded_cluster_prints_top_words_counters_and_throughput(tmp_path: Path) -> None:
+    files = [tmp_path / "in" / "a.txt", tmp_path / "in" / "b.txt"]
+    files[0].parent.mkdir()
+    files[0].write_bytes(("apple banana apple\n" * 300 + "cherry\n").encode())
+    files[1].write_bytes(b"banana \xc3\xa9clair\n\xff broken\napple")
+    done = run_cli(str(tmp_path / "in" / "*.txt"), "--output", str(tmp_path / "out"), "--reducers", "3",
+                   "--workers", "2", "--top", "2", "--split-size", "1KiB")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"top 2 words:\n\s+apple\s+601\n\s+banana\s+301\n", done.stdout)
+    assert re.search(r"invalid_input_records\s+1\n", done.stdout)
+    assert re.search(r"throughput: [\d.,]+ MB/s\s+\(embedded Ray cluster, \d+ CPUs\)", done.stdout)
+    import pyarrow.dataset as ds
+
+    assert table_to_dict(ds.dataset(str(tmp_path / "out"), format="parquet").to_table()) == wordcount_oracle(files)
+
+
+def test_readme_python_example_runs_as_written() -> None:
+    text = (ROOT / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert "{'word': 'the', 'count': 2}" in lines[1]
+    assert lines[-1] == "True"
+
+
+def test_readme_quickstart_commands_are_the_ones_documented() -> None:
+    text = (ROOT / "README.md").read_text()
+    quickstart = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", quickstart, re.S)
+    assert commands == ["pip install . && python -m jobs.wordcount", "pip install '.[test]' && python -m pytest"]
+    assert "python -m pip install --quiet --disable-pip-version-check '.[test]'" in (ROOT / ".ci" / "run").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -> None:
+    port = _free_port()
+    head = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--node-ip-address", "127.0.0.1", "--include-dashboard", "false"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in head.stdout:  # wait until the head says it is up
+            seen.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail("ray start --head did not come up:\n" + "".join(seen[-20:]))
+        (tmp_path / "in.txt").write_text("to be or not to be\n")
+        done = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--address", "auto",
+                       "--no-progress")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "existing Ray cluster, 2 CPUs" in done.stdout
+        assert re.search(r"^\s+be\s+2$", done.stdout, re.M) and re.search(r"^\s+to\s+2$", done.stdout, re.M)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
