@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench lambda", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=3_000_000, help="events for the ingest phase (default 3M)")
+    parser.add_argument("--events", type=int, default=6_000_000, help="events for the ingest phase (default 6M)")
     parser.add_argument("--batch-rows", type=int, default=100_000, help="events per ingest call (default 100k)")
     parser.add_argument("--batch-events", type=int, default=10_000_000,
                         help="events for the batch-recomputation phase (default 10M; 0 skips it)")

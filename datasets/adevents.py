@@ -164,13 +164,14 @@ def _base_events(rng: np.random.Generator, count: int, spec: AdEventSpec) -> dic
     }
 
 
-def _arrival_order(rng: np.random.Generator, base: dict[str, np.ndarray], spec: AdEventSpec) -> np.ndarray:
-    """Row indices (into base, with re-sent copies) in arrival order."""
+def _arrival_order(rng: np.random.Generator, base: dict[str, np.ndarray], spec: AdEventSpec,
+                   resends: int) -> np.ndarray:
+    """Row indices (into base, with ``resends`` re-sent copies) in arrival order."""
     count = len(base["event_time"])
     arrival = base["event_time"] + rng.integers(0, 2_000, count)
     late = rng.random(count) < spec.late_rate
     arrival[late] += rng.integers(5 * _MS_PER_MINUTE, 6 * _MS_PER_HOUR, int(late.sum()))
-    resent = np.flatnonzero(rng.random(count) < spec.duplicate_rate)
+    resent = np.sort(rng.choice(count, size=min(resends, count), replace=False)) if count else np.zeros(0, np.int64)
     resend_delay = rng.integers(1_000, 20 * _MS_PER_MINUTE, len(resent))
     much_later = rng.random(len(resent)) < 0.05
     resend_delay[much_later] = rng.integers(25 * _MS_PER_HOUR, 30 * _MS_PER_HOUR, int(much_later.sum()))
@@ -207,7 +208,7 @@ def generate_events(spec: AdEventSpec) -> pa.Table:
     rng = np.random.default_rng(spec.seed)
     unique = max(0, int(round(spec.events / (1.0 + spec.duplicate_rate))))
     base = _base_events(rng, unique, spec)
-    order = _arrival_order(rng, base, spec)[: spec.events]
+    order = _arrival_order(rng, base, spec, spec.events - unique)[: spec.events]
     table = pa.table(
         {
             "event_id": _event_ids(base["number"][order], spec.seed),
