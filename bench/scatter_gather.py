@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from engine.scatter_gather import GatherResult, RayScatterGather, ScatterGatherOptions
+from engine.scatter_gather import (NotEnoughRepliesError, RayScatterGather,
+                                   ScatterGatherOptions)
 from engine.scatter_gather.shard_actor import RemoteShardActor
 from jobs.topk_search import WARMUP_REQUEST, build_search, prefix_top_k, split_shards
 
@@ -144,20 +145,31 @@ def run_healthy(service: RayScatterGather, naive_actors: list, requests: list[di
 def run_stalled(service: RayScatterGather, stalled: Any, naive_actors: list,
                 requests: list[dict], options: ScatterGatherOptions,
                 naive_requests: int) -> tuple[dict, dict]:
-    """One shard replaced by a stalled one: engine latency vs deadline; naive for a few."""
+    """One shard replaced by a stalled one: engine latency vs deadline; naive for a few.
+
+    ``fraction_naming_stalled_shard`` counts answers whose only missing worker is the
+    stalled one (others missing too means the machine was slower than the deadline).
+    """
     actors = list(service.actors[:-1]) + [stalled]
     names = service.worker_names
     degraded = RayScatterGather.from_actors(actors, service.aggregator, options, names)
-    latencies, partial, named = [], 0, 0
+    latencies, partial, named, no_replies = [], 0, 0, 0
     for request in requests:
-        elapsed, result = timed(lambda: degraded.gather(request))
-        latencies.append(elapsed)
+        start = time.perf_counter()
+        try:
+            result = degraded.gather(request)
+        except NotEnoughRepliesError:  # nobody beat the deadline: an empty answer
+            latencies.append(time.perf_counter() - start)
+            partial, no_replies = partial + 1, no_replies + 1
+            continue
+        latencies.append(time.perf_counter() - start)
         partial += result.partial
         named += result.missing == [names[-1]]
     engine = percentiles_ms(latencies) | {
         "deadline_ms": options.deadline_s * 1000.0,
         "fraction_partial": partial / len(requests),
         "fraction_naming_stalled_shard": named / len(requests),
+        "requests_with_no_reply_in_time": no_replies,
         "p99_minus_deadline_ms": percentiles_ms(latencies)["p99_ms"] - options.deadline_s * 1e3}
     naive = [timed(lambda: naive_fan_out(naive_actors, service.aggregator, r))[0]
              for r in requests[:naive_requests]]
