@@ -135,6 +135,7 @@ def measure_overhead(batches: int, stages: int) -> dict[str, float]:
             time.sleep(0.0001)
         latencies.append(time.perf_counter() - started)
     handle.close()
+    baseline = _raw_actor_call_ms()
     busy = sum(result.metrics[f"noop{i}"].busy_s for i in range(stages))
     return {
         "batches": batches,
@@ -144,7 +145,28 @@ def measure_overhead(batches: int, stages: int) -> dict[str, float]:
         "amortized_ms_per_batch_through_pipeline": elapsed / batches * 1000,
         "filter_busy_ms_per_batch_per_stage": busy / (batches * stages) * 1000,
         "latency_ms_per_batch_per_stage_median": statistics.median(latencies[5:]) / stages * 1000,
+        "baseline_raw_ray_actor_call_ms_median": baseline,
     }
+
+
+def _raw_actor_call_ms(calls: int = 200) -> float:
+    """Median round trip of a sequential no-op Ray actor call, measured now (context for the latency)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def echo(self, value: int) -> int:
+            return value
+
+    echo = Echo.remote()
+    ray.get(echo.echo.remote(0))
+    times = []
+    for i in range(calls):
+        started = time.perf_counter()
+        ray.get(echo.echo.remote(i))
+        times.append(time.perf_counter() - started)
+    ray.kill(echo)
+    return statistics.median(times) * 1000
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:
@@ -229,5 +251,6 @@ def main(argv: list[str]) -> int:
           f"Ray Data {report['ray_data']['rows_per_s_median'] / 1e6:.2f} M rows/s, "
           f"ratio {report['throughput_ratio_engine_over_ray_data']:.2f}; overhead "
           f"{overhead['amortized_ms_per_batch_per_stage']:.3f} ms/batch/stage amortized, "
-          f"{overhead['latency_ms_per_batch_per_stage_median']:.3f} ms/batch/stage latency")
+          f"{overhead['latency_ms_per_batch_per_stage_median']:.3f} ms/batch/stage latency "
+          f"(raw Ray actor call {overhead['baseline_raw_ray_actor_call_ms_median']:.3f} ms)")
     return 0 if same else 1
