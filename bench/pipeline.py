@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -114,7 +115,7 @@ def _timed(fn: Callable[[], pa.Table]) -> tuple[float, pa.Table]:
 
 def measure_overhead(batches: int, stages: int) -> dict[str, float]:
     """No-op stages: amortized seconds per batch per stage, and one batch's latency per stage."""
-    from engine.pipeline import CollectSink, LiveFeed, Pipeline, Stage, TableSource
+    from engine.pipeline import CallbackSink, CollectSink, LiveFeed, Pipeline, Stage, TableSource
 
     table = pa.table({"x": pa.array(np.arange(batches * 100, dtype=np.int64))})
     chain = [Stage(f"noop{i}", noop) for i in range(stages)]
@@ -124,15 +125,15 @@ def measure_overhead(batches: int, stages: int) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     assert result.table is not None and result.table.num_rows == table.num_rows
 
+    arrived = threading.Event()
     feed = LiveFeed(capacity=1)
-    handle = Pipeline(feed, chain, CollectSink()).start()
+    handle = Pipeline(feed, chain, CallbackSink(lambda table: arrived.set())).start()
     latencies = []
-    for i in range(50):
-        before = handle.metrics()["sink"].batches_in
+    for i in range(60):
+        arrived.clear()
         started = time.perf_counter()
         handle.push(pa.table({"x": [i]}))
-        while handle.metrics()["sink"].batches_in == before:
-            time.sleep(0.0001)
+        arrived.wait()
         latencies.append(time.perf_counter() - started)
     handle.close()
     baseline = _raw_actor_call_ms()

@@ -136,6 +136,7 @@ class LiveFeed(Source):
         self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
         self._rate_limiter = rate_limiter
         self._closed = threading.Event()
+        self._count_lock = threading.Lock()
         self.pushed_batches = 0
 
     def push(self, batch: pa.Table | pa.RecordBatch, client_id: str = "default", timeout_s: float | None = None) -> None:
@@ -146,7 +147,8 @@ class LiveFeed(Source):
         if self._rate_limiter is not None:
             self._rate_limiter.admit(client_id, table.num_rows)  # type: ignore[attr-defined]
         self._queue.put(table, timeout=timeout_s)
-        self.pushed_batches += 1
+        with self._count_lock:
+            self.pushed_batches += 1
 
     def close(self) -> None:
         """End the feed: batches already pushed are still delivered, then the run's source ends.
