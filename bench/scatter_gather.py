@@ -4,8 +4,9 @@
 sends 1,000 sequential top-k prefix queries (``jobs.topk_search``):
 
 1. healthy shards: the engine's ``gather`` (deadline, partial results) and the naive
-   peer ``ray.get([a.handle.remote(q) for a in actors])`` + the same merge, on the same
-   actors, requests alternating between the two so machine noise hits both alike;
+   peer ``ray.get([a.query.remote(q) for a in actors])`` (plain actors returning Arrow
+   tables) + the same merge, requests interleaved so machine noise hits both alike;
+   plus the floor: the same fan-out to actors that do nothing (Ray's own cost);
 2. the same queries as long-running requests: ``submit`` (returns an id at once) and
    ``wait`` for the aggregate by id;
 3. one shard stalled (its handler sleeps well past the deadline): the engine's latency
@@ -99,9 +100,10 @@ class NaiveShard:
 RemoteNaiveShard = ray.remote(num_cpus=0)(NaiveShard)
 
 
-def start_naive_shards(shards: Sequence[pa.Table], stalled: float | None = None) -> list:
+def start_naive_shards(shards: Sequence[pa.Table], stalled: float | None = None,
+                       handler: Callable[[pa.Table, dict], Any] = prefix_top_k) -> list:
     """One plain actor per shard (the last one sleeping ``stalled`` s per request if set)."""
-    handlers = [prefix_top_k] * len(shards)
+    handlers = [handler] * len(shards)
     if stalled is not None:
         handlers[-1] = StalledHandler(stalled)
     actors = [RemoteNaiveShard.remote(ray.put(shard), handler)
@@ -124,22 +126,30 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
-def run_healthy(service: RayScatterGather, naive_actors: list, requests: list[dict],
-                warmup: int) -> tuple[dict, dict, int]:
-    """Engine vs naive on healthy shards, alternating; returns both figures and mismatches."""
-    engine_s, naive_s, mismatches, partial = [], [], 0, 0
+def no_reply(shard: pa.Table, request: dict) -> None:
+    """A handler that does nothing: measures Ray's own fan-out cost (the floor)."""
+    return None
+
+
+def run_healthy(service: RayScatterGather, naive_actors: list, floor_actors: list,
+                requests: list[dict], warmup: int) -> tuple[dict, dict, dict, int]:
+    """Engine, naive peer and no-op floor on healthy shards, interleaved request by
+    request; returns the three figures and how many answers differ engine vs naive."""
+    engine_s, naive_s, floor_s, mismatches, partial = [], [], [], 0, 0
     for index, request in enumerate(requests[:warmup] + requests):
         engine_time, result = timed(lambda: service.gather(request))
         naive_time, naive_value = timed(
             lambda: naive_fan_out(naive_actors, service.aggregator, request))
+        floor_time, _ = timed(lambda: ray.get([a.query.remote(request) for a in floor_actors]))
         if index < warmup:
             continue
         engine_s.append(engine_time)
         naive_s.append(naive_time)
+        floor_s.append(floor_time)
         partial += result.partial
         mismatches += result.value.to_pylist() != naive_value.to_pylist()
     engine = percentiles_ms(engine_s) | {"partial_answers": partial}
-    return engine, percentiles_ms(naive_s), mismatches
+    return engine, percentiles_ms(naive_s), percentiles_ms(floor_s), mismatches
 
 
 def run_stalled(service: RayScatterGather, stalled: Any, naive_actors: list,
@@ -264,8 +274,11 @@ def main(argv: list[str]) -> int:
     try:
         with RayScatterGather(build_search(shards, args.k, healthy_options)) as service:
             naive_actors = start_naive_shards(shards)
-            engine, naive, mismatches = run_healthy(service, naive_actors,
-                                                    requests[args.warmup:], args.warmup)
+            floor_actors = start_naive_shards(shards, handler=no_reply)
+            engine, naive, floor, mismatches = run_healthy(
+                service, naive_actors, floor_actors, requests[args.warmup:], args.warmup)
+            for actor in floor_actors:
+                ray.kill(actor)
             long_running = run_long_running(service, requests[:args.long_running_requests])
             ray.kill(naive_actors[-1])
             naive_actors[-1] = start_naive_shards(shards[-1:], args.stall_ms / 1000.0)[0]
@@ -291,7 +304,7 @@ def main(argv: list[str]) -> int:
                    # Other processes on the machine skew latency: report the load.
                    "load_avg_1min_at_start": load_at_start,
                    "load_avg_1min_at_end": os.getloadavg()[0]},
-        "healthy": {"engine": engine, "naive": naive,
+        "healthy": {"engine": engine, "naive": naive, "ray_no_op_fan_out_floor": floor,
                     "answers_differing_from_naive": mismatches,
                     "ratio_naive_over_engine_p50": naive["p50_ms"] / engine["p50_ms"],
                     "ratio_naive_over_engine_p99": naive["p99_ms"] / engine["p99_ms"]},
