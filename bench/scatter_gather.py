@@ -208,13 +208,14 @@ def draw_chart(path: Path, figures: dict) -> None:
 
     series = [("engine, healthy", figures["healthy"]["engine"]),
               ("naive ray.get, healthy", figures["healthy"]["naive"]),
+              ("no-op fan-out (Ray floor)", figures["healthy"]["ray_no_op_fan_out_floor"]),
               ("engine, 1 shard stalled", figures["stalled"]["engine"]),
               ("naive ray.get, 1 stalled", figures["stalled"]["naive"])]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.2
+    width = 0.16
     for offset, (label, stats) in enumerate(series):
         values = [stats["p50_ms"], stats["p95_ms"], stats["p99_ms"]]
-        ax.bar(np.arange(3) + (offset - 1.5) * width, values, width, label=label)
+        ax.bar(np.arange(3) + (offset - 2) * width, values, width, label=label)
     ax.set_xticks(np.arange(3), ["p50", "p95", "p99"])
     ax.set_yscale("log")
     ax.set_ylabel("latency per request (ms, log scale)")
