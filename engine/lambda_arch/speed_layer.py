@@ -15,6 +15,7 @@ Ray (the oracle executor); ``PipelineSpeedLayer`` runs them as a pipeline on Ray
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -92,6 +93,10 @@ def split_delta(delta: pa.Table, shards: int) -> tuple[int, int, list[tuple[pa.T
     return begin, end, parts
 
 
+class SpeedLayerDown(RuntimeError):
+    """The speed layer cannot take batches any more; rebuild it from the log."""
+
+
 class Freshness:
     """Ack-to-visible latencies: ``acked(end)`` at ingest, ``published(H)`` when visible."""
 
@@ -157,7 +162,7 @@ class InlineSpeedLayer:
     def drain(self, timeout_s: float = 0.0) -> None:
         """Nothing is ever in flight inline."""
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         """Nothing to stop."""
 
 
@@ -181,16 +186,31 @@ class PipelineSpeedLayer:
         self._pushed_end = 0
 
     def push(self, stored: pa.Table) -> None:
-        """Hand one acknowledged batch to the pipeline (blocks while the feed is full)."""
-        self.feed.push(stored)
+        """Hand one acknowledged batch to the pipeline (blocks while the feed is full).
+
+        Raises :class:`SpeedLayerDown` when the pipeline has stopped (a crashed sink or
+        shard), instead of blocking forever on a feed nobody reads.
+        """
+        while True:
+            if self.handle.done():
+                raise SpeedLayerDown("the speed-layer pipeline has stopped")
+            try:
+                self.feed.push(stored, timeout_s=0.5)
+                return
+            except queue.Full:
+                continue
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Not used: callers wait on the published offset instead."""
 
-    def close(self) -> None:
-        """End the feed and wait for the pipeline to deliver what it holds."""
+    def close(self, abandon: bool = False) -> None:
+        """End the feed and wait for the pipeline to deliver what it holds; ``abandon``
+        (a broken layer being replaced) cancels it instead."""
         self.feed.close()
         try:
-            self.handle.result()
+            if abandon:
+                self.handle.cancel()
+            else:
+                self.handle.result()
         except Exception:  # a crashed pipeline has nothing left to deliver
             pass

@@ -32,7 +32,7 @@ from engine.lambda_arch.log import IngestAck, MasterLog
 from engine.lambda_arch.serving import Answer, ServingLayer, inline_gather, ray_gather
 from engine.lambda_arch.shard import SHARD_ROI_SCHEMA, BatchPartition, ViewShard
 from engine.lambda_arch.speed_layer import (DeltaApplier, Freshness, InlineSpeedLayer, PipelineSpeedLayer,
-                                            SpeedDelta)
+                                            SpeedDelta, SpeedLayerDown)
 from engine.lambda_arch.views import window_minutes
 
 EXECUTORS = ("local", "ray")
@@ -111,6 +111,7 @@ class LambdaArchitecture:
         self.log = MasterLog(self.directory, int(self.options.dedup_horizon_hours * 3_600_000))
         self.freshness = Freshness()
         self._ingest_lock = threading.RLock()
+        self._speed_broken = threading.Event()
         self._batch_lock = threading.Lock()
         self._schedule_stop = threading.Event()
         self._schedule_thread: threading.Thread | None = None
@@ -128,6 +129,7 @@ class LambdaArchitecture:
         """(Re)create the view shards and the speed pipeline, then replay the log from W."""
         shards = self.options.shards
         version = self._views.version
+        self._speed_broken.clear()
         partitions = partition_views(self._views, shards)
         if self.options.executor == "local":
             self._shards: list[Any] = [ViewShard(index, version) for index in range(shards)]
@@ -161,7 +163,13 @@ class LambdaArchitecture:
     def _apply_ray(self, begin: int, end: int, parts: Any) -> None:
         import ray
 
-        ray.get([shard.apply.remote(begin, end, counts, viewers) for shard, (counts, viewers) in zip(self._shards, parts)])
+        shards = self._shards
+        try:
+            ray.get([shard.apply.remote(begin, end, counts, viewers) for shard, (counts, viewers) in zip(shards, parts)])
+        except Exception:
+            if shards is self._shards:
+                self._speed_broken.set()  # a shard died: ingest and wait_visible rebuild from the log
+            raise
 
     def rebuild_speed_layer(self) -> None:
         """Throw the real-time state away and rebuild it from the log (after a crash).
@@ -195,7 +203,7 @@ class LambdaArchitecture:
 
     def _stop_speed_layer(self) -> None:
         try:
-            self.speed.close()
+            self.speed.close(abandon=self._speed_broken.is_set() or not self.speed_layer_healthy(1.0))
         except Exception:
             pass
         if self.options.executor == "ray":
@@ -207,14 +215,23 @@ class LambdaArchitecture:
     # -- ingest ------------------------------------------------------------------------
 
     def ingest(self, batch: pa.Table | pa.RecordBatch) -> IngestAck:
-        """Durably append ``batch`` to the master log and feed it to the speed layer."""
+        """Durably append ``batch`` to the master log and feed it to the speed layer.
+
+        If the speed layer has crashed, it is rebuilt from the log first (ingest waits).
+        """
         with self._ingest_lock:
             ack, stored = self.log.ingest(batch)
             self.freshness.acked(ack.end_offset)
             if stored.num_rows:
                 self._watermarks.append((ack.end_offset, self.latest_event_ms))
             if stored.num_rows:
-                self.speed.push(stored)
+                try:
+                    if self._speed_broken.is_set():
+                        raise SpeedLayerDown("a view shard died")
+                    self.speed.push(stored)
+                except SpeedLayerDown:
+                    # The batch is durable in the log: the rebuild replays it with the rest.
+                    self.rebuild_speed_layer()
         return ack
 
     def wait_visible(self, offset: int | None = None, timeout_s: float = 60.0) -> int:
@@ -222,6 +239,8 @@ class LambdaArchitecture:
         target = self.log.end_offset if offset is None else offset
         deadline = time.monotonic() + timeout_s
         while self.serving.snapshot[1] < target:
+            if self._speed_broken.is_set():
+                self.rebuild_speed_layer()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"speed layer reached offset {self.serving.snapshot[1]}, not {target}, "
                                    f"within {timeout_s} s")

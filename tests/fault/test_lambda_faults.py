@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def _connect() -> None:
     connect(num_cpus=2)
 
 
+def _wait_dead(actor: object) -> None:
+    """ray.kill is asynchronous: wait until the actor no longer answers."""
+    for _ in range(100):
+        try:
+            ray.get(actor.status.remote(), timeout=1)  # type: ignore[attr-defined]
+        except Exception:
+            return
+        time.sleep(0.05)
+    raise AssertionError("killed actor still answers")
+
+
 def test_a_dead_view_shard_is_rebuilt_from_the_log(isolated_ray: None, tmp_path: Path) -> None:
     _connect()
     events = generate_events(_SPEC)
@@ -45,10 +57,18 @@ def test_a_dead_view_shard_is_rebuilt_from_the_log(isolated_ray: None, tmp_path:
         oracle.ingest(events.slice(4_000, 1_000))
         lam.wait_visible()
         ray.kill(lam._shards[1])  # crash: the real-time state of shard 1 is gone
+        _wait_dead(lam._shards[1])
         assert not lam.speed_layer_healthy()
         assert lam.heal()
-        lam.ingest(events.slice(5_000, 1_000))
-        oracle.ingest(events.slice(5_000, 1_000))
+        lam.ingest(events.slice(5_000, 500))
+        oracle.ingest(events.slice(5_000, 500))
+        lam.wait_visible()
+        check_answers(lam, oracle)
+        ray.kill(lam._shards[0])  # crash again: this time ingest notices and rebuilds by itself
+        _wait_dead(lam._shards[0])
+        for start in range(5_500, 6_000, 100):
+            lam.ingest(events.slice(start, 100))
+            oracle.ingest(events.slice(start, 100))
         lam.wait_visible()
         answers = check_answers(lam, oracle)
         assert answers["ads_shown_1440"].speed_offset == len(oracle.rows)
