@@ -56,7 +56,16 @@ def sorted_x(table: pa.Table) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def service(ray_runtime: object) -> Iterator[RayScatterGather]:
+def module_ray(_shared_ray: None) -> object:
+    """The shared runtime, for module-scoped fixtures (``ray_runtime`` is per-function;
+    both connect to the same session cluster, ``connect`` being idempotent)."""
+    from engine.cluster import connect
+
+    return connect(num_cpus=2)
+
+
+@pytest.fixture(scope="module")
+def service(module_ray: object) -> Iterator[RayScatterGather]:
     spec = ScatterGather(SHARDS, rows_above, concat_replies(),
                          ScatterGatherOptions(deadline_s=2.0, warmup_request={"above": 0}))
     with RayScatterGather(spec) as running:
@@ -168,7 +177,7 @@ WORDS = pa.table({
 
 
 @pytest.fixture(scope="module")
-def search(ray_runtime: object) -> Iterator[RayScatterGather]:
+def search(module_ray: object) -> Iterator[RayScatterGather]:
     spec = build_search(split_shards(WORDS, 3), 5, ScatterGatherOptions(deadline_s=5.0))
     with RayScatterGather(spec) as running:
         yield running
