@@ -37,6 +37,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         if address is None:
             ray.init(
+                address="local",  # always a new embedded cluster, never a `ray start` one by accident
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",

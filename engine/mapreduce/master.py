@@ -72,6 +72,7 @@ class JobCoordinator:
         self.failed_workers: list[str] = []
         self.inflight: dict[Any, tuple[str, int, str, str]] = {}
         self.pings: dict[str, tuple[Any, float]] = {}
+        self.starting: set[str] = set()
         self.snapshot_seq = 0
         self.completions = 0
         self.completions_at_snapshot = 0
@@ -280,16 +281,19 @@ class JobCoordinator:
             leased = {}
             for _ in range(missing):
                 chaos = self.config.worker_chaos.get(self.next_worker)
-                name, handle = ray.get(self.pool.replace.remote(self.config.job_id, "", chaos))
+                dead = self.failed_workers[-1] if self.failed_workers else ""
+                name, handle = ray.get(self.pool.replace.remote(self.config.job_id, dead, chaos))
                 self.next_worker += 1
                 leased[name] = handle
                 self.events.append(f"started replacement worker {name}")
         for name, handle in leased.items():
             self.workers[name] = handle
             self.busy[name] = 0
+            if self.next_worker > self.config.workers:
+                self.starting.add(name)  # a fresh process: no tasks until it answers a ping
 
     def _free_workers(self) -> list[str]:
-        return sorted((n for n, b in self.busy.items() if b == 0 and n in self.workers), key=lambda n: self.busy[n])
+        return sorted(n for n, b in self.busy.items() if b == 0 and n in self.workers and n not in self.starting)
 
     def _schedule(self) -> None:
         kind = "map" if not self.table.phase_done("map") else "reduce"
@@ -428,9 +432,10 @@ class JobCoordinator:
                 try:
                     ray.get(ref)
                     self.pings.pop(name)
+                    self.starting.discard(name)
                 except ray.exceptions.RayError:
                     self._worker_failed(name, "died")
-            elif now - sent > self.options.heartbeat_timeout_s:
+            elif now - sent > self.options.heartbeat_timeout_s * (6 if name in self.starting else 1):
                 self._worker_failed(name, f"missed its heartbeat deadline ({self.options.heartbeat_timeout_s}s)")
 
     # ----- snapshots, dead letters, the end ---------------------------------------------------
@@ -493,6 +498,8 @@ class JobCoordinator:
             "map_tasks": len(self.table.of_kind("map")), "reduce_tasks": len(self.table.of_kind("reduce")),
             "attempts": {t.task_id: t.attempt for t in self.table.tasks.values()},
             "executions": {t.task_id: t.executions for t in self.table.tasks.values()},
+            "task_workers": {t.task_id: t.details.get("worker") for t in self.table.tasks.values()},
+            "workers": sorted(self.workers),
             "failed_workers": self.failed_workers, "snapshot_seq": self.snapshot_seq,
             "speculative_attempts": sum(t.speculative_attempts for t in self.table.tasks.values()),
             "takeover": self.takeover_at is not None, "events": self.events[-200:], "timeline": self.timeline,

@@ -1,0 +1,152 @@
+"""MapReduce under failures: every test asserts the exact output against local mode.
+
+These run on a Ray cluster of their own (the shared runtime is stopped first), because
+they kill actors, processes and nodes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pytest
+import ray
+
+import engine
+from engine import ChaosPlan, JobOptions, MasterChaos, WorkerChaos
+from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines, wordcount_job
+from tests.oracles import table_to_dict, wordcount_oracle
+
+pytestmark = pytest.mark.fault
+
+FAST_FAILOVER = dict(heartbeat_interval_s=0.2, heartbeat_timeout_s=5.0, snapshot_every_tasks=1, snapshot_every_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def fault_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fresh embedded 2-CPU cluster for this module's fault tests."""
+    if ray.is_initialized():
+        ray.shutdown()
+    engine.connect(num_cpus=2)
+    yield
+    engine.shutdown()
+
+
+def make_corpus(directory: Path, files: int = 3, lines: int = 400, seed: int = 0) -> list[Path]:
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(60)] + ["\u00e9t\u00e9", "Zz"]
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(files):
+        text = "\n".join(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 9))) for _ in range(lines))
+        path = directory / f"part-{index}.txt"
+        path.write_text(text + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def run_with_chaos(tmp_path: Path, chaos: ChaosPlan, split_size: int = 1500, reducers: int = 4,
+                   **options: object) -> tuple[engine.JobResult, dict]:
+    files = make_corpus(tmp_path / "in")
+    job = wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=reducers, split_size=split_size,
+                        options=JobOptions(**{**FAST_FAILOVER, **options}))
+    result = engine.submit(job, chaos=chaos).result(timeout_s=240)
+    local = engine.run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "local"), reducers=reducers,
+                                           split_size=split_size))
+    assert result.table().equals(local.table())
+    assert table_to_dict(result.table()) == wordcount_oracle(files)
+    assert result.counters["map_input_records"] == local.counters["map_input_records"]
+    return result, result.details
+
+
+def test_worker_killed_in_map_phase(fault_cluster: None, tmp_path: Path) -> None:
+    result, summary = run_with_chaos(tmp_path, ChaosPlan(workers={0: WorkerChaos(die_after_tasks=2, die_in_phase="map")}))
+    assert len(summary["failed_workers"]) == 1
+    assert max(a for t, a in summary["attempts"].items() if t.startswith("map")) >= 2
+    assert any("replacement worker" in e for e in summary["events"])
+
+
+def test_worker_killed_in_reduce_phase(fault_cluster: None, tmp_path: Path) -> None:
+    result, summary = run_with_chaos(tmp_path, ChaosPlan(workers={1: WorkerChaos(die_after_tasks=1, die_in_phase="reduce")}))
+    assert len(summary["failed_workers"]) == 1
+    # the dead worker's completed maps were re-executed, and its reduce ran again
+    assert max(a for t, a in summary["attempts"].items() if t.startswith("map")) >= 2
+    assert max(a for t, a in summary["attempts"].items() if t.startswith("reduce")) >= 2
+
+
+def test_primary_master_killed_backup_takes_over(fault_cluster: None, tmp_path: Path) -> None:
+    result, summary = run_with_chaos(tmp_path, ChaosPlan(master=MasterChaos(die_after_completions=5)),
+                                     speculation=False)
+    assert summary["takeover"] is True
+    assert summary["master"].endswith("-master-1")
+    # every task completed before the snapshot (written at each completion) ran exactly once
+    assert all(count == 1 for count in summary["executions"].values())
+    assert sum(1 for a in summary["attempts"].values() if a == 1) >= 5
+
+
+def test_slow_worker_with_and_without_speculation(fault_cluster: None, tmp_path: Path) -> None:
+    slow = ChaosPlan(workers={0: WorkerChaos(slowdown=5.0)})
+    with_backups, summary_on = run_with_chaos(tmp_path / "on", slow, speculation=True, speculation_after=0.5)
+    without, summary_off = run_with_chaos(tmp_path / "off", slow, speculation=False)
+    assert with_backups.table().equals(without.table())
+    assert summary_on["speculative_attempts"] >= 1
+    assert summary_off["speculative_attempts"] == 0
+
+
+POISON = "w13"
+
+
+def poisoned_map(batch: pa.Table) -> pa.Table:
+    if any(POISON in line.split() for line in batch.column("line").to_pylist()):
+        raise ValueError(f"cannot handle {POISON}")
+    return count_words_in_lines(batch)
+
+
+def poison_job(tmp_path: Path, name: str, fraction: float) -> engine.MapReduceJob:
+    return engine.MapReduceJob(name="poison", inputs=engine.TextInput(str(tmp_path / "in"), split_size=4000),
+                               map=poisoned_map, combine=SUM_COUNTS, reduce=SUM_COUNTS, keys="word", reducers=3,
+                               output=str(tmp_path / name), options=JobOptions(max_bad_record_fraction=fraction))
+
+
+def test_poison_records_are_skipped_into_dead_letters(fault_cluster: None, tmp_path: Path) -> None:
+    files = make_corpus(tmp_path / "in")
+    lines = [line for f in files for line in f.read_text().split("\n")[:-1]]
+    poisoned = [line for line in lines if POISON in line.split()]
+    result = engine.submit(poison_job(tmp_path, "out", 0.5)).result(timeout_s=240)
+    local = engine.run_local(poison_job(tmp_path, "local", 0.5))
+    assert result.table().equals(local.table())
+    clean = wordcount_oracle([])
+    from collections import Counter
+
+    clean = dict(Counter(w for line in lines if POISON not in line.split() for w in line.split()))
+    assert table_to_dict(result.table()) == clean
+    dead = result.dead_letters()
+    assert result.counters["bad_records_skipped"] == len(poisoned) == dead.num_rows
+    assert sorted(r.decode().rstrip("\n") for r in dead.column("record").to_pylist()) == sorted(poisoned)
+    assert set(dead.column("stage").to_pylist()) == {"map"}
+    assert all("cannot handle w13" in reason for reason in dead.column("reason").to_pylist())
+
+
+def test_too_many_poison_records_fail_the_job_clearly(fault_cluster: None, tmp_path: Path) -> None:
+    make_corpus(tmp_path / "in")
+    with pytest.raises(engine.JobFailedError, match=r"records were bad .* above the allowed 0.1%"):
+        engine.submit(poison_job(tmp_path, "out", 0.001)).result(timeout_s=240)
+    with pytest.raises(engine.TooManyBadRecordsError):
+        engine.run_local(poison_job(tmp_path, "local", 0.001))
+
+
+def test_randomized_chaos_always_gives_the_exact_output(fault_cluster: None, tmp_path: Path) -> None:
+    rng = random.Random(20261124)
+    started = time.monotonic()
+    for round_number in range(4):
+        if time.monotonic() - started > 150:
+            break
+        plan = ChaosPlan(
+            workers={rng.randrange(2): WorkerChaos(die_after_tasks=rng.randint(1, 4),
+                                                   die_in_phase=rng.choice(["map", "reduce", None]))},
+            master=MasterChaos(die_after_completions=rng.choice([None, rng.randint(1, 8)])))
+        run_with_chaos(tmp_path / f"round-{round_number}", plan, split_size=rng.choice([700, 1500, 4000]),
+                       reducers=rng.randint(1, 5))
