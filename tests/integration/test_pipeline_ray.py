@@ -245,3 +245,10 @@ def test_key_affinity_sends_each_key_to_one_replica(ray_runtime: object) -> None
     for key in range(11):
         xs = result.table.filter(pc.equal(result.table["k"], key))["x"].to_pylist()
         assert xs == list(range(key, 2200, 11))  # source order per key
+
+
+def test_a_missing_key_column_fails_the_run_naming_it(ray_runtime: object) -> None:
+    stages = [Stage("double", add_double), Stage("keyed", lambda b: b, replicas=2, key="user")]
+    handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), stages, CollectSink()).start()
+    with pytest.raises(PipelineFailed, match="key column 'user' is not in the batch"):
+        handle.result(timeout_s=60)
