@@ -10,6 +10,7 @@ from engine.pipeline.coordinator import PipelineFailed
 from engine.pipeline.dead_letters import ReplayResult, replay_dead_letters
 from engine.pipeline.local import LocalPipelineExecutor
 from engine.pipeline.ray_executor import PipelineHandle, RayPipelineExecutor
+from engine.pipeline.replica import release_idle_replicas
 from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.pipeline.sinks import CallbackSink, CollectSink, ParquetSink, Sink
 from engine.pipeline.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
@@ -37,5 +38,6 @@ __all__ = [
     "StageMetrics",
     "TableSource",
     "TextSource",
+    "release_idle_replicas",
     "replay_dead_letters",
 ]

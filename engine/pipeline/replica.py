@@ -72,7 +72,7 @@ class StageReplica:
 class ReplicaPool:
     """Idle replica actors of this Ray session, by CPU request, reused by later runs."""
 
-    def __init__(self, max_idle: int = 16) -> None:
+    def __init__(self, max_idle: int = 8) -> None:
         self.max_idle = max_idle
         self._idle: dict[float, list[object]] = {}
         self._session: str | None = None
@@ -116,3 +116,8 @@ class ReplicaPool:
 
 
 REPLICA_POOL = ReplicaPool()
+
+
+def release_idle_replicas() -> None:
+    """Kill the idle replica actors kept for reuse (at most 8 worker processes, 0 CPUs)."""
+    REPLICA_POOL.clear()

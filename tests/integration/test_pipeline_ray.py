@@ -11,6 +11,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import ray
 import ray.cloudpickle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from engine.pipeline import (
     PipelineOptions,
     Stage,
     TableSource,
+    release_idle_replicas,
     replay_dead_letters,
 )
 from engine.reliability import DeadLetterStore, RetryPolicy
@@ -35,6 +37,14 @@ pytestmark = pytest.mark.integration
 # Replica actors run in worker processes that cannot import this test module by name:
 # ship its filter functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_idle_replicas_left_behind() -> Iterator[None]:
+    """Other modules share the Ray runtime: kill this module's pooled replicas at the end."""
+    yield
+    if ray.is_initialized():
+        release_idle_replicas()
 
 NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, jitter=0.0)
 
