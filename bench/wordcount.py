@@ -185,6 +185,7 @@ class TreeMemorySampler:
         self.pid = pid
         self.interval_s = interval_s
         self.peak_rss = 0
+        self.peak_private = 0  # summed RSS minus each process's shared pages (object store, libraries)
         self.peak_processes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -209,21 +210,34 @@ class TreeMemorySampler:
                 processes = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
                 return
-            total = 0
+            total = private = 0
             for process in processes:
                 try:
-                    total += process.memory_info().rss
+                    info = process.memory_info()
                 except psutil.Error:
-                    pass
+                    continue
+                total += info.rss
+                private += info.rss - getattr(info, "shared", 0)
             if total > self.peak_rss:
                 self.peak_rss, self.peak_processes = total, len(processes)
+            self.peak_private = max(self.peak_private, private)
             self._stop.wait(self.interval_s)
+
+
+def subprocess_environment() -> dict[str, str]:
+    """The environment of every timed process.
+
+    ``RAY_ADDRESS=local`` makes ``ray.init()`` start a fresh local cluster: without it,
+    Ray joins whatever cluster ``ray start`` last left in ``/tmp/ray/ray_current_cluster``
+    on this shared machine (and hangs if that one is gone).
+    """
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "RAY_ADDRESS": "local", "RAY_DEDUP_LOGS": "1", "TQDM_DISABLE": "1"}
 
 
 def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str, Any]:
     """Run ``python -m bench.wordcount --run-one ARGS`` as a whole process; time it and its memory."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "RAY_DEDUP_LOGS": "1", "TQDM_DISABLE": "1"}
+    env = subprocess_environment()
     load_before = os.getloadavg()[0]
     with open(log_path, "w") as log:
         started = time.perf_counter()
@@ -243,7 +257,8 @@ def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str
     if process.returncode != 0 or not reported:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(args[:2])} failed (exit {process.returncode}); log {log_path}:\n{tail}")
-    return {"wall_s": elapsed, "peak_rss_bytes": sampler.peak_rss, "peak_processes": sampler.peak_processes,
+    return {"wall_s": elapsed, "peak_rss_bytes": sampler.peak_rss, "peak_private_bytes": sampler.peak_private,
+            "peak_processes": sampler.peak_processes,
             "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0], "reported": reported}
 
 
@@ -352,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed small-job submits with the cluster up (default 5; 0 skips the latency measurement)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one engine run on the largest size with py-spy (wordcount-profile.txt)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one process may take (default 3600)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one process may take before it is killed (default 900)")
     return parser
 
 
@@ -405,6 +420,7 @@ def summarize_system(nbytes: int, corpus_runs: list[dict], startup_runs: list[di
         "in_process_job_s": [r["reported"].get("job_s") for r in corpus_runs],
         "peak_rss_bytes": [r["peak_rss_bytes"] for r in corpus_runs],
         "peak_rss_max_bytes": max(r["peak_rss_bytes"] for r in corpus_runs),
+        "peak_private_max_bytes": max(r["peak_private_bytes"] for r in corpus_runs),
         "peak_processes": max(r["peak_processes"] for r in corpus_runs),
         "load_1min": [[round(r["load_1min_before"], 2), round(r["load_1min_after"], 2)] for r in corpus_runs],
     }
@@ -473,7 +489,7 @@ def profile_engine(size: str, args: argparse.Namespace, path: Path) -> dict[str,
     corpus = ensure_corpus(args.data_dir, size)
     raw = args.data_dir / f"profile-{size}.txt"
     out = args.data_dir / "out" / f"engine-profile-{size}"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = subprocess_environment()
     command = ["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw", "--rate", "50",
                "-o", str(raw), "--", sys.executable, "-m", "bench.wordcount", "--run-one", "engine", str(corpus), str(out)]
     started = time.perf_counter()
@@ -563,7 +579,7 @@ def check_targets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """A grouped bar chart of MB/s (start-up excluded) per system per corpus size."""
+    """MB/s (start-up excluded) per system per corpus size, and each system's start-up time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -572,19 +588,25 @@ def plot(report: dict[str, Any], path: Path) -> None:
     sizes = list(report["sizes"])
     systems = report["options"]["systems"]
     width = 0.8 / max(1, len(systems))
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, (rates, startups) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 1]})
     for index, system in enumerate(systems):
         values = [report["sizes"][s]["systems"][system]["mb_s"] or 0.0 for s in sizes]
         positions = [i + (index - (len(systems) - 1) / 2) * width for i in range(len(sizes))]
-        bars = axes.bar(positions, values, width, label=system)
+        bars = rates.bar(positions, values, width, label=system)
         for bar, value in zip(bars, values):
-            axes.annotate(f"{value:,.0f}" if value >= 10 else f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, max(value, 0.1)),
-                          ha="center", va="bottom", fontsize=8)
-    axes.set_xticks(range(len(sizes)), sizes)
-    axes.set_yscale("log")
-    axes.set_ylabel("MB/s (bytes / (time - start-up time)), log scale")
-    axes.set_title(f"Word count, {report['machine']['cores']} cores, median of {report['options']['repeat']}")
-    axes.legend()
+            if value > 0:
+                rates.annotate(f"{value:,.0f}" if value >= 10 else f"{value:.1f}",
+                               (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
+    rates.set_xticks(range(len(sizes)), sizes)
+    if any(report["sizes"][s]["systems"][m]["mb_s"] for s in sizes for m in systems):
+        rates.set_yscale("log")
+    rates.set_ylabel("MB/s = bytes / (time - start-up), log scale")
+    rates.set_title(f"Word count, {report['machine']['cores']} cores, median of {report['options']['repeat']}")
+    rates.legend()
+    first = report["sizes"][sizes[0]]["systems"]
+    startups.bar(systems, [first[m]["startup_s"] for m in systems], color=[f"C{i}" for i in range(len(systems))])
+    startups.set_ylabel("seconds")
+    startups.set_title("start-up (one-line input)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
