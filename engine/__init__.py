@@ -3,6 +3,9 @@
 - ``connect`` / ``shutdown``: an embedded local Ray cluster, or an existing one.
 - MapReduce: ``MapReduceJob`` (+ ``TextInput``, ``ParquetInput``, ``TableInput``,
   ``JobOptions``, ``GroupByAggregate``), run with ``submit`` (Ray) or ``run_local``.
+- Pipes and filters: ``Pipeline`` of ``Stage``s from a source to a sink.
+- Scatter-gather: ``ScatterGather`` served by ``serve`` (Ray shard actors or inline).
+- Lambda architecture: ``LambdaArchitecture`` (master log, batch, speed, serving layers).
 - Reliability toolkit: ``RetryPolicy``, ``CircuitBreaker``, ``DeadLetterStore``, ...
 """
 
@@ -19,11 +22,25 @@ from engine.mapreduce.master import JobFailedError
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import JobOptions, JobSpecError, MapReduceJob, ParquetInput, TableInput, TextInput
 from engine.mapreduce.tasks import TooManyBadRecordsError
+from engine.lambda_arch import (AdEventOracle, Answer, IngestAck, LambdaArchitecture, LambdaOptions, MasterLog,
+                                QueryFailedError)
+from engine.pipeline import (AutoscalePolicy, CallbackSink, CollectSink, IteratorSource, LiveFeed,
+                             LocalPipelineExecutor, ParquetSink, ParquetSource, Pipeline, PipelineFailed,
+                             PipelineHandle, PipelineOptions, PipelineResult, RayPipelineExecutor, Stage,
+                             StageMetrics, TableSource, TextSource, replay_dead_letters)
+from engine.scatter_gather import (GatherResult, NotEnoughRepliesError, RequestExpiredError, ScatterGather,
+                                   ScatterGatherError, ScatterGatherOptions, ShardActor, serve)
 from engine.reliability import (CircuitBreaker, CircuitBreakerRegistry, CircuitOpenError, DeadLetterStore,
                                 RateLimitedError, RateLimiter, ReplayReport, RetryPolicy, TokenBucket,
                                 TransientError, is_transient)
 
 __all__ = [
+    "AdEventOracle", "Answer", "IngestAck", "LambdaArchitecture", "LambdaOptions", "MasterLog", "QueryFailedError",
+    "AutoscalePolicy", "CallbackSink", "CollectSink", "IteratorSource", "LiveFeed", "LocalPipelineExecutor",
+    "ParquetSink", "ParquetSource", "Pipeline", "PipelineFailed", "PipelineHandle", "PipelineOptions",
+    "PipelineResult", "RayPipelineExecutor", "Stage", "StageMetrics", "TableSource", "TextSource",
+    "replay_dead_letters", "GatherResult", "NotEnoughRepliesError", "RequestExpiredError", "ScatterGather",
+    "ScatterGatherError", "ScatterGatherOptions", "ShardActor", "serve",
     "ChaosPlan", "CircuitBreaker", "CircuitBreakerRegistry", "CircuitOpenError", "ClusterInfo", "DeadLetterStore",
     "GroupByAggregate", "InputNotFoundError", "JobFailedError", "JobHandle", "JobOptions", "JobResult",
     "JobSpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "ParquetInput", "RateLimitedError",

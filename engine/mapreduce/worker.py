@@ -49,7 +49,18 @@ class MapReduceWorker:
         self._chaos = WorkerChaos()
         self._job: str | None = None
         self._running: set[str] = set()
+        self._warm_up()
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Pay the one-time costs (imports, lookup tables) before the first task arrives."""
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
+        from engine.kernels.text import count_words
+
+        count_words(pa.array(["warm up\n"]))
 
     def _watch_idle(self, timeout_s: float) -> None:
         """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""

@@ -22,7 +22,9 @@ from tests.oracles import table_to_dict, wordcount_oracle
 
 pytestmark = pytest.mark.fault
 
-FAST_FAILOVER = dict(heartbeat_interval_s=0.2, heartbeat_timeout_s=5.0, snapshot_every_tasks=1, snapshot_every_s=0.5)
+# Speculation is off unless a test is about it, so a doomed worker is sure to get its task.
+FAST_FAILOVER = dict(heartbeat_interval_s=0.2, heartbeat_timeout_s=5.0, snapshot_every_tasks=1, snapshot_every_s=0.5,
+                     speculation=False)
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +143,8 @@ def test_too_many_poison_records_fail_the_job_clearly(fault_cluster: None, tmp_p
 def test_randomized_chaos_always_gives_the_exact_output(fault_cluster: None, tmp_path: Path) -> None:
     rng = random.Random(20261124)
     started = time.monotonic()
-    for round_number in range(4):
-        if time.monotonic() - started > 150:
+    for round_number in range(3):
+        if time.monotonic() - started > 60:  # bounded in time: at least one round always runs
             break
         plan = ChaosPlan(
             workers={rng.randrange(2): WorkerChaos(die_after_tasks=rng.randint(1, 4),
