@@ -156,7 +156,7 @@ class JobCoordinator:
                 self.failed_workers = list(snapshot.state.get("failed_workers", []))
                 names = list(snapshot.state.get("workers", []))
                 self.events.append(f"took over from snapshot {snapshot.seq}")
-        self._start_standby()
+        threading.Thread(target=self._start_standby, daemon=True).start()
         self._run(names)
 
     def _start_standby(self) -> None:

@@ -33,17 +33,26 @@ class WorkerPool:
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
         self.masters: list[Any] = []
+        self.spare_workers: list[tuple[str, Any]] = []
         self.master_target = spare_masters
         self.lock = threading.Lock()
         self._refill_masters()
 
-    def _new_worker(self) -> tuple[str, Any]:
+    def _new_worker(self, cpus: float = 1.0) -> tuple[str, Any]:
         from engine.mapreduce.worker import MapReduceWorker
 
         name = f"engine-worker-{uuid.uuid4().hex[:10]}"
-        handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=1,
-                                         scheduling_strategy="SPREAD").remote(name, self.idle_timeout_s)
+        idle_timeout = self.idle_timeout_s if cpus > 0 else float("inf")  # a spare holds no CPU: it may wait
+        handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
+                                         scheduling_strategy="SPREAD").remote(name, idle_timeout)
         return name, handle
+
+    def _refill_spare(self) -> None:
+        """Keep one warm worker that reserves no CPU, ready to replace a dead one at once
+        (the dead worker's CPU is free by then, so the cluster is not oversubscribed)."""
+        with self.lock:
+            if not self.spare_workers:
+                self.spare_workers.append(self._new_worker(cpus=0))
 
     def _refill_masters(self) -> None:
         from engine.mapreduce.master import MapReduceMaster
@@ -87,21 +96,24 @@ class WorkerPool:
         return chosen
 
     def prewarm(self, count: int) -> int:
-        """Start workers until ``count`` are free (so the first job does not wait for them)."""
+        """Start workers until ``count`` are free (so the first job does not wait for them),
+        and the warm spare that replaces a failed worker."""
         with self.lock:
             while len(self.free) < count:
                 name, handle = self._new_worker()
                 self.free[name] = (handle, time.monotonic())
-            return len(self.free)
+        self._refill_spare()
+        return len(self.free)
 
     def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
         """Forget a dead worker of ``job_id`` and lease a fresh one in its place."""
         with self.lock:
             self.leased.pop(dead, None)
             self.free.pop(dead, None)
-            name, handle = self._new_worker()
+            name, handle = self.spare_workers.pop() if self.spare_workers else self._new_worker()
             self.leased[name] = (handle, job_id)
         handle.lease.remote(job_id, chaos)
+        threading.Thread(target=self._refill_spare, daemon=True).start()
         return name, handle
 
     def release(self, job_id: str) -> int:
@@ -138,6 +150,8 @@ class WorkerPool:
         """Kill every pooled worker and spare master."""
         with self.lock:
             handles = [h for h, _ in self.free.values()] + [h for h, _ in self.leased.values()] + self.masters
+            handles += [h for _, h in self.spare_workers]
+            self.spare_workers.clear()
             self.free.clear()
             self.leased.clear()
             self.masters.clear()

@@ -64,7 +64,7 @@ class MapReduceWorker:
 
     def _watch_idle(self, timeout_s: float) -> None:
         """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""
-        while True:
+        while timeout_s != float("inf"):
             time.sleep(min(5.0, timeout_s / 4))
             if time.monotonic() - self._last_contact > timeout_s and not self._running:
                 os._exit(0)
