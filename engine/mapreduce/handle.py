@@ -204,8 +204,9 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     output = resolve_output(job)
     snapshot_dir = job.options.snapshot_dir or os.path.join(output, "_snapshots")
     table = None
+    fingerprint = job.fingerprint()
     if resume:
-        snapshot = SnapshotStore(snapshot_dir, job.name, job.fingerprint()).latest()
+        snapshot = SnapshotStore(snapshot_dir, job.name, fingerprint).latest()
         if snapshot is None:
             raise FileNotFoundError(f"no usable snapshot of job {job.name!r} in {snapshot_dir}")
         table = snapshot.state["tasks"]
@@ -215,7 +216,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
     chaos = chaos or ChaosPlan()
     config = MasterConfig(job_id=job_id, namespace=NAMESPACE, output=output, reducers=reducers, workers=workers,
-                          snapshot_dir=snapshot_dir, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
+                          snapshot_dir=snapshot_dir, fingerprint=fingerprint, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
     masters = ray.get(get_pool().take_masters.remote(2 if job.options.backup_master else 1))
     job_ref = ray.put(job)
     starts = [masters[0].start_primary.remote(job_ref, config, 0, table, [])]

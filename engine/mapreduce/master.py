@@ -42,6 +42,7 @@ class MasterConfig:
     reducers: int
     workers: int
     snapshot_dir: str
+    fingerprint: str  # computed once, in the driver, so every master agrees on it
     worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
     master_chaos: MasterChaos = field(default_factory=MasterChaos)
 
@@ -92,7 +93,7 @@ class JobCoordinator:
         self.name = f"{config.job_id}-master-{number}"
         self.role = "standby"
         self.options = job.options
-        self.store = SnapshotStore(config.snapshot_dir, job.name, job.fingerprint())
+        self.store = SnapshotStore(config.snapshot_dir, job.name, config.fingerprint)
         self.pool = None
         return self.name
 
@@ -493,7 +494,7 @@ class JobCoordinator:
         counters = dict(total)
         elapsed = time.time() - self.started
         self.summary = {
-            "job": self.job.name, "job_id": self.config.job_id, "fingerprint": self.job.fingerprint(),
+            "job": self.job.name, "job_id": self.config.job_id, "fingerprint": self.config.fingerprint,
             "executor": "ray", "master": self.name, "counters": counters, "elapsed_s": elapsed,
             "map_tasks": len(self.table.of_kind("map")), "reduce_tasks": len(self.table.of_kind("reduce")),
             "attempts": {t.task_id: t.attempt for t in self.table.tasks.values()},

@@ -152,3 +152,33 @@ def test_randomized_chaos_always_gives_the_exact_output(fault_cluster: None, tmp
             master=MasterChaos(die_after_completions=rng.choice([None, rng.randint(1, 8)])))
         run_with_chaos(tmp_path / f"round-{round_number}", plan, split_size=rng.choice([700, 1500, 4000]),
                        reducers=rng.randint(1, 5))
+
+
+def test_job_resumes_from_its_snapshot_store_after_the_driver_is_gone(fault_cluster: None, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from engine.mapreduce.snapshot import SnapshotStore
+    from tests.fault.resume_job import resumable_job
+
+    files = make_corpus(tmp_path / "in", files=2, lines=500)
+    root = Path(__file__).resolve().parents[2]
+    gone = subprocess.run([sys.executable, "-m", "tests.fault.resume_job", str(tmp_path / "in"), str(tmp_path / "out")],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert gone.returncode == 3, gone.stderr[-2000:]
+    job = resumable_job(str(tmp_path / "in"), str(tmp_path / "out"))
+    snapshot = SnapshotStore(str(tmp_path / "out" / "_snapshots"), job.name, job.fingerprint()).latest()
+    assert snapshot is not None
+    done = {t["task_id"]: t["attempt"] for t in snapshot.state["tasks"]
+            if t["kind"] == "reduce" and t["state"] == "completed"}
+    assert len(done) >= 3
+    parts = {t: os.stat(tmp_path / "out" / f"part-{int(t.split('-')[1]):05d}.parquet").st_mtime_ns for t in done}
+    result = engine.submit(job, resume=True).result(timeout_s=240)
+    for task_id, attempt in done.items():
+        assert result.attempts[task_id] == attempt  # not run again
+        assert os.stat(tmp_path / "out" / f"part-{int(task_id.split('-')[1]):05d}.parquet").st_mtime_ns == parts[task_id]
+    assert table_to_dict(result.table()) == wordcount_oracle(files)
+    local = engine.run_local(resumable_job(str(tmp_path / "in"), str(tmp_path / "local")))
+    assert result.table().equals(local.table())
+    assert (tmp_path / "out" / "_SUCCESS").exists()
