@@ -136,7 +136,7 @@ class WorkerPool:
             alive = []
             for master in self.masters:
                 try:
-                    ray.get(master.ping.remote(), timeout=30)
+                    ray.get(master.ping.remote(), timeout=5)
                     alive.append(master)
                 except ray.exceptions.RayError:
                     pass
