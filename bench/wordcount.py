@@ -235,6 +235,28 @@ def subprocess_environment() -> dict[str, str]:
             "RAY_ADDRESS": "local", "RAY_DEDUP_LOGS": "1", "TQDM_DISABLE": "1"}
 
 
+def kill_tree(pid: int) -> None:
+    """Kill a timed-out run: the process, its descendants (its Ray cluster) and its session."""
+    import signal
+
+    import psutil
+
+    try:
+        processes = [psutil.Process(pid)]
+        processes += processes[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        processes = []
+    for process in reversed(processes):
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the run has its own session, so this is only its processes
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str, Any]:
     """Run ``python -m bench.wordcount --run-one ARGS`` as a whole process; time it and its memory."""
     env = subprocess_environment()
@@ -242,12 +264,12 @@ def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str
     with open(log_path, "w") as log:
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "bench.wordcount", "--run-one", *args], cwd=REPO,
-                                   env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+                                   env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         with TreeMemorySampler(process.pid) as sampler:
             try:
                 stdout, _ = process.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                process.kill()
+                kill_tree(process.pid)
                 stdout, _ = process.communicate()
         elapsed = time.perf_counter() - started
     reported = {}
@@ -359,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", action="append", default=None,
                         help="corpus size(s): repeatable or comma-separated, e.g. 1MiB,256MiB,1GiB (default 256MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per system and size; medians are reported (default 3)")
+    parser.add_argument("--startup-repeat", type=int, default=2,
+                        help="one-line (start-up) runs per system per repetition (default 2: start-up is the "
+                             "noisiest part of a whole-process time)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for wordcount.json/.png (default bench/results)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -408,13 +433,19 @@ def mb_per_s(nbytes: int, seconds: float | None) -> float | None:
 
 
 def summarize_system(nbytes: int, corpus_runs: list[dict], startup_runs: list[dict]) -> dict[str, Any]:
-    """Medians, start-up, net time and throughput of one system on one corpus."""
+    """Medians, start-up, net time and throughput of one system on one corpus (None if it never ran)."""
+    if not corpus_runs or not startup_runs:
+        return {"runs_s": [], "median_s": None, "startup_s": None, "net_s": None, "mb_s": None,
+                "in_process_job_median_s": None, "mb_s_in_process": None, "peak_rss_max_bytes": None}
     median_s = statistics.median(r["wall_s"] for r in corpus_runs)
     startup_s = statistics.median(r["wall_s"] for r in startup_runs)
     net_s = median_s - startup_s
     return {
         "runs_s": [round(r["wall_s"], 3) for r in corpus_runs],
         "startup_runs_s": [round(r["wall_s"], 3) for r in startup_runs],
+        # Where start-up goes, inside the one-line process: connecting (cluster start) and the job.
+        "startup_connect_s": statistics.median(r["reported"].get("connect_s", 0.0) for r in startup_runs),
+        "startup_job_s": statistics.median(r["reported"].get("job_s", 0.0) for r in startup_runs),
         "median_s": median_s, "startup_s": startup_s, "net_s": net_s, "mb_s": mb_per_s(nbytes, net_s),
         "mb_s_including_startup": mb_per_s(nbytes, median_s),
         "in_process_job_s": [r["reported"].get("job_s") for r in corpus_runs],
@@ -443,26 +474,39 @@ def bench_all(sizes: list[str], systems: list[str], args: argparse.Namespace) ->
     corpus_runs = {size: {s: [] for s in systems} for size in sizes}
     startup_runs: dict[str, list[dict]] = {s: [] for s in systems}
     agreement: dict[str, list[dict]] = {size: [] for size in sizes}
+    failures: list[dict] = []
     for repetition in range(args.repeat):
         for size in sizes:
             outputs: dict[str, Path] = {}
             for system in systems:
                 out = args.data_dir / "out" / f"{system}-{size}"
                 shutil.rmtree(out, ignore_errors=True)
-                run = timed_process([system, str(corpora[size]), str(out)],
-                                    logs / f"{system}-{size}-{repetition}.log", args.timeout)
+                try:
+                    run = timed_process([system, str(corpora[size]), str(out)],
+                                        logs / f"{system}-{size}-{repetition}.log", args.timeout)
+                except RuntimeError as error:  # keep the other systems' figures; report the failure
+                    failures.append({"size": size, "system": system, "repetition": repetition, "error": str(error)[:2000]})
+                    print(f"  {size:>8} #{repetition} {system:8s} FAILED: {str(error).splitlines()[0]}", file=sys.stderr)
+                    continue
                 corpus_runs[size][system].append(run)
                 outputs[system] = out
                 print(f"  {size:>8} #{repetition} {system:8s} {run['wall_s']:8.2f}s  peak RSS "
                       f"{run['peak_rss_bytes'] / 2**20:7.0f} MiB  load {run['load_1min_before']:.1f}", file=sys.stderr)
             agreement[size].append(compare_outputs(outputs))
-        for system in systems:
-            out = args.data_dir / "out" / f"{system}-one-line"
-            shutil.rmtree(out, ignore_errors=True)
-            run = timed_process([system, str(one_line), str(out)], logs / f"{system}-one-line-{repetition}.log",
-                                args.timeout)
-            startup_runs[system].append(run)
-            print(f"  one line #{repetition} {system:8s} {run['wall_s']:8.2f}s", file=sys.stderr)
+        for round_ in range(args.startup_repeat):
+            for system in systems:
+                out = args.data_dir / "out" / f"{system}-one-line"
+                shutil.rmtree(out, ignore_errors=True)
+                try:
+                    run = timed_process([system, str(one_line), str(out)],
+                                        logs / f"{system}-one-line-{repetition}-{round_}.log", args.timeout)
+                except RuntimeError as error:
+                    failures.append({"size": "one-line", "system": system, "repetition": repetition,
+                                     "error": str(error)[:2000]})
+                    print(f"  one line #{repetition}.{round_} {system:8s} FAILED", file=sys.stderr)
+                    continue
+                startup_runs[system].append(run)
+                print(f"  one line #{repetition}.{round_} {system:8s} {run['wall_s']:8.2f}s", file=sys.stderr)
     report = {}
     for size in sizes:
         nbytes = corpus_bytes(corpora[size])
@@ -474,7 +518,8 @@ def bench_all(sizes: list[str], systems: list[str], args: argparse.Namespace) ->
                     ratios[f"engine_vs_{peer}"] = results["engine"]["mb_s"] / results[peer]["mb_s"]
         report[size] = {"bytes": nbytes, "files": len(list(corpora[size].glob("*.txt"))), "corpus": str(corpora[size]),
                         "systems": results, "ratios": ratios, "agreement": agreement[size][-1],
-                        "all_repetitions_agree": all(a["all_agree"] for a in agreement[size])}
+                        "all_repetitions_agree": all(a["all_agree"] for a in agreement[size]),
+                        "failures": [f for f in failures if f["size"] in (size, "one-line")]}
     return report
 
 
@@ -608,7 +653,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     rates.set_title(f"Word count, {report['machine']['cores']} cores, median of {report['options']['repeat']}")
     rates.legend()
     first = report["sizes"][sizes[0]]["systems"]
-    startups.bar(systems, [first[m]["startup_s"] for m in systems], color=[f"C{i}" for i in range(len(systems))])
+    startups.bar(systems, [first[m]["startup_s"] or 0.0 for m in systems], color=[f"C{i}" for i in range(len(systems))])
     startups.set_ylabel("seconds")
     startups.set_title("start-up (one-line input)")
     figure.tight_layout()
@@ -622,6 +667,9 @@ def print_table(report: dict[str, Any]) -> None:
           f"{'in-proc MB/s':>12} {'peak RSS MiB':>12}")
     for size, entry in report["sizes"].items():
         for system, figures in entry["systems"].items():
+            if figures["median_s"] is None:
+                print(f"{size:>8} {system:8} no successful run")
+                continue
             rate = "n/a" if figures["mb_s"] is None else f"{figures['mb_s']:,.1f}"
             in_process = figures["mb_s_in_process"]
             print(f"{size:>8} {system:8} {figures['median_s']:9.2f} {figures['startup_s']:10.2f} {figures['net_s']:8.2f}"
@@ -651,21 +699,27 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown or not systems or args.repeat < 1 or args.latency_repeat < 0:
-        print(f"error: --systems must name some of {','.join(SYSTEMS)} (got {args.systems!r}); "
-              "--repeat must be >= 1 and --latency-repeat >= 0", file=sys.stderr)
+    problem = None
+    if not systems or any(s not in SYSTEMS for s in systems):
+        problem = f"--systems must be a comma-separated subset of {','.join(SYSTEMS)}, got {args.systems!r}"
+    elif args.repeat < 1 or args.startup_repeat < 1:
+        problem = f"--repeat and --startup-repeat must be at least 1, got {args.repeat} and {args.startup_repeat}"
+    elif args.latency_repeat < 0:
+        problem = f"--latency-repeat must be 0 or more, got {args.latency_repeat}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "suite": "wordcount", "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "versions": versions(),
-        "options": {"sizes": sizes, "repeat": args.repeat, "systems": systems, "latency_repeat": args.latency_repeat},
+        "options": {"sizes": sizes, "repeat": args.repeat, "startup_repeat": args.startup_repeat, "systems": systems,
+                    "latency_repeat": args.latency_repeat},
         "load_average_start": os.getloadavg(),
         "method": "each system runs as a whole process; throughput = bytes / (median time on the corpus - "
-                  "median time on a one-line input, measured once per repetition for all sizes); systems alternate "
-                  "within each repetition; peak RSS = max over 0.2 s samples of the summed RSS of the process "
-                  "tree (driver, GCS, raylet, workers)",
+                  "median time on a one-line input, measured --startup-repeat times per repetition for all "
+                  "sizes); systems alternate within each repetition; peak RSS = max over 0.2 s samples of the "
+                  "summed RSS of the process tree (driver, GCS, raylet, workers)",
     }
     print(f"word count on {', '.join(sizes)}: {', '.join(systems)} alternating, {args.repeat} repetitions",
           file=sys.stderr)
@@ -685,7 +739,7 @@ def main(argv: list[str]) -> int:
     plot(report, args.out / "wordcount.png")
     print_table(report)
     print(f"wrote {args.out / 'wordcount.json'} and {args.out / 'wordcount.png'}")
-    agree = all(e["all_repetitions_agree"] for e in report["sizes"].values())
+    agree = all(e["all_repetitions_agree"] and not e["failures"] for e in report["sizes"].values())
     oracle = all(v["identical"] for v in report.get("engine_small_job", {}).get("oracle", {}).values())
     return 0 if agree and oracle else 1
 
