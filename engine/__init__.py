@@ -28,8 +28,10 @@ from engine.pipeline import (AutoscalePolicy, CallbackSink, CollectSink, Iterato
                              LocalPipelineExecutor, ParquetSink, ParquetSource, Pipeline, PipelineFailed,
                              PipelineHandle, PipelineOptions, PipelineResult, RayPipelineExecutor, Stage,
                              StageMetrics, TableSource, TextSource, replay_dead_letters)
-from engine.scatter_gather import (GatherResult, NotEnoughRepliesError, RequestExpiredError, ScatterGather,
-                                   ScatterGatherError, ScatterGatherOptions, ShardActor, serve)
+from engine.scatter_gather import (GatherResult, InlineScatterGather, NotEnoughRepliesError, RayScatterGather,
+                                   RequestExpiredError, ScatterGather, ScatterGatherError, ScatterGatherOptions,
+                                   ShardActor, UnknownRequestError, concat_replies, serve, sum_replies,
+                                   top_k_replies)
 from engine.reliability import (CircuitBreaker, CircuitBreakerRegistry, CircuitOpenError, DeadLetterStore,
                                 RateLimitedError, RateLimiter, ReplayReport, RetryPolicy, TokenBucket,
                                 TransientError, is_transient)
@@ -40,7 +42,8 @@ __all__ = [
     "ParquetSink", "ParquetSource", "Pipeline", "PipelineFailed", "PipelineHandle", "PipelineOptions",
     "PipelineResult", "RayPipelineExecutor", "Stage", "StageMetrics", "TableSource", "TextSource",
     "replay_dead_letters", "GatherResult", "NotEnoughRepliesError", "RequestExpiredError", "ScatterGather",
-    "ScatterGatherError", "ScatterGatherOptions", "ShardActor", "serve",
+    "ScatterGatherError", "ScatterGatherOptions", "ShardActor", "serve", "InlineScatterGather", "RayScatterGather",
+    "UnknownRequestError", "concat_replies", "sum_replies", "top_k_replies",
     "ChaosPlan", "CircuitBreaker", "CircuitBreakerRegistry", "CircuitOpenError", "ClusterInfo", "DeadLetterStore",
     "GroupByAggregate", "InputNotFoundError", "JobFailedError", "JobHandle", "JobOptions", "JobResult",
     "JobSpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "ParquetInput", "RateLimitedError",

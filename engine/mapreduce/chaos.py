@@ -20,11 +20,13 @@ class WorkerChaos:
     - ``die_after_tasks``: exit the process abruptly right after finishing this many tasks.
     - ``die_in_phase``: only count tasks of this kind ("map", "reduce" or None for both).
     - ``slowdown``: sleep ``(slowdown - 1) x`` each task's run time after it (1 = off).
+    - ``delay_s``: sleep this long after each task (a straggler even for tiny tasks).
     """
 
     die_after_tasks: int | None = None
     die_in_phase: str | None = None
     slowdown: float = 1.0
+    delay_s: float = 0.0
 
     def before_task(self, kind: str, done: int) -> None:
         """Called before each task with the number of tasks finished so far."""
@@ -33,6 +35,8 @@ class WorkerChaos:
         """Called after each task; may sleep (slow worker) or kill the process."""
         if self.slowdown > 1.0:
             time.sleep(elapsed_s * (self.slowdown - 1.0))
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
         if self.die_after_tasks is not None and done >= self.die_after_tasks \
                 and (self.die_in_phase is None or self.die_in_phase == kind):
             os._exit(1)

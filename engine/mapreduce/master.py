@@ -276,14 +276,14 @@ class JobCoordinator:
         if missing <= 0:
             return
         if self.next_worker == 0:
-            leased = ray.get(self.pool.acquire.remote(self.config.job_id, missing, self.config.worker_chaos))
+            leased = self._pool_call("acquire", self.config.job_id, missing, self.config.worker_chaos)
             self.next_worker = missing
         else:
             leased = {}
             for _ in range(missing):
                 chaos = self.config.worker_chaos.get(self.next_worker)
                 dead = self.failed_workers[-1] if self.failed_workers else ""
-                name, handle = ray.get(self.pool.replace.remote(self.config.job_id, dead, chaos))
+                name, handle = self._pool_call("replace", self.config.job_id, dead, chaos)
                 self.next_worker += 1
                 leased[name] = handle
                 self.events.append(f"started replacement worker {name}")
@@ -292,6 +292,17 @@ class JobCoordinator:
             self.busy[name] = 0
             if self.next_worker > self.config.workers:
                 self.starting.add(name)  # a fresh process: no tasks until it answers a ping
+
+    def _pool_call(self, method: str, *args: Any) -> Any:
+        """Call the worker pool, recreating it once if it died (e.g. with its node)."""
+        from engine.mapreduce.pool import get_pool
+
+        try:
+            return ray.get(getattr(self.pool, method).remote(*args))
+        except ray.exceptions.RayActorError:
+            self.events.append("the worker pool died; starting a new one")
+            self.pool = get_pool()
+            return ray.get(getattr(self.pool, method).remote(*args))
 
     def _free_workers(self) -> list[str]:
         return sorted(n for n, b in self.busy.items() if b == 0 and n in self.workers and n not in self.starting)
@@ -316,8 +327,13 @@ class JobCoordinator:
         done = sum(1 for t in tasks if t.state is TaskState.COMPLETED)
         if not tasks or done / len(tasks) < self.options.speculation_after:
             return None
+        durations = sorted(t.details.get("elapsed_s", 0.0) for t in tasks if t.state is TaskState.COMPLETED)
+        typical = durations[len(durations) // 2] if durations else 0.0
+        threshold = max(self.options.speculation_min_s, 1.5 * typical)
+        now = time.monotonic()
         candidates = [t for t in tasks if t.state is TaskState.IN_PROGRESS and len(t.running) == 1
-                      and worker not in t.running.values() and t.speculative_attempts == 0]
+                      and worker not in t.running.values() and t.speculative_attempts == 0
+                      and now - min(t.started_at[a] for a in t.running) > threshold]
         if not candidates:
             return None
         return min(candidates, key=lambda t: min(t.started_at[a] for a in t.running))
@@ -352,7 +368,7 @@ class JobCoordinator:
         except ray.exceptions.RayTaskError as error:
             self._task_failed(task_id, attempt, worker, error)
             return
-        if worker not in self.workers:  # a reply from a worker already declared dead
+        if worker not in self.workers or report.get("stale"):  # a dead worker's or a finished job's reply
             return
         location = worker if kind == "map" else report["path"]
         details = {"elapsed_s": report["elapsed_s"], "worker": worker}

@@ -32,6 +32,7 @@ class WorkerPool:
         self.idle_timeout_s = idle_timeout_s
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
+        self.placement = control_plane_placement()  # the pool's own node: next to the driver
         self.masters: list[Any] = []
         self.spare_workers: list[tuple[str, Any]] = []
         self.master_target = spare_masters
@@ -58,7 +59,8 @@ class WorkerPool:
         from engine.mapreduce.master import MapReduceMaster
 
         while len(self.masters) < self.master_target:
-            self.masters.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached").remote())
+            self.masters.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached",
+                                                        **self.placement).remote())
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
         """Lease ``count`` workers to ``job_id`` (reusing warm ones); returns name -> handle."""
@@ -162,15 +164,32 @@ class WorkerPool:
                 pass
 
 
+def control_plane_placement() -> dict:
+    """Scheduling options for the pool and masters: next to the driver when possible.
+
+    They use no CPU and would otherwise land on any node; on the driver's node they do
+    not die with a worker node (soft: elsewhere if that node cannot take them).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        node = ray.get_runtime_context().get_node_id()
+    except Exception:
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True)} if node else {}
+
+
 def get_pool() -> Any:
     """The cluster's worker pool, created on first use (a detached named actor)."""
     try:
-        return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
-    except ValueError:
+        pool = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+        ray.get(pool.__ray_ready__.remote(), timeout=30)
+        return pool
+    except (ValueError, ray.exceptions.RayActorError):
         pass
     try:
         return WorkerPool.options(name=POOL_NAME, namespace=NAMESPACE, lifetime="detached",
-                                  get_if_exists=True).remote()
+                                  get_if_exists=True, **control_plane_placement()).remote()
     except ValueError:
         return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
 

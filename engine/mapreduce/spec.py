@@ -89,7 +89,8 @@ class JobOptions:
     - ``heartbeat_interval_s`` / ``heartbeat_timeout_s``: how often the master pings
       workers and how long an unanswered ping may wait before the worker counts as failed.
     - ``speculation``: launch backup attempts of stragglers near the end of a phase, once
-      ``speculation_after`` of the phase's tasks are done.
+      ``speculation_after`` of the phase's tasks are done, for tasks running longer than
+      ``speculation_min_s`` and 1.5x the phase's median task time.
     - ``snapshot_dir``: where the master writes snapshots (default: under the output dir);
       ``snapshot_every_s`` / ``snapshot_every_tasks``: how often.
     - ``backup_master``: run a standby master that takes over if the primary dies.
@@ -105,6 +106,7 @@ class JobOptions:
     heartbeat_timeout_s: float = 10.0
     speculation: bool = True
     speculation_after: float = 0.75
+    speculation_min_s: float = 1.0
     snapshot_dir: str | None = None
     snapshot_every_s: float = 2.0
     snapshot_every_tasks: int = 8

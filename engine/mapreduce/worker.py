@@ -171,6 +171,8 @@ class MapReduceWorker:
                 else:
                     lost.extend(t for t, _ in sources[name][1])
                 dead_workers.append(name)
+        if lost and self._job != job_id:  # the job ended (a losing backup attempt): nothing to report
+            return {"task_id": task_id, "attempt": attempt, "worker": self.name, "stale": True}
         if lost:
             raise MapOutputLostError(f"map outputs lost on {dead_workers}: {sorted(lost)}", sorted(lost), dead_workers)
         fetched = time.perf_counter()
