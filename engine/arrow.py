@@ -88,8 +88,10 @@ def hash_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         values = pc.cast(column, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
         values = np.where(values == 0.0, 0.0, values)  # -0.0 and 0.0 are one key
         hashed = _splitmix64(values.view(np.uint64))
-    else:
+    elif pa.types.is_nested(kind) or pa.types.is_null(kind):
         raise TypeError(f"cannot partition on a key column of type {kind}")
+    else:  # decimals and other scalars: through their canonical string form
+        hashed = _hash_binary(pc.cast(column, pa.string()))
     if column.null_count:
         valid = np.asarray(column.is_valid())
         hashed = np.where(valid, hashed, np.uint64(0x9E3779B97F4A7C15))
