@@ -187,6 +187,7 @@ class TreeMemorySampler:
         self.peak_rss = 0
         self.peak_private = 0  # summed RSS minus each process's shared pages (object store, libraries)
         self.peak_processes = 0
+        self.seen: dict[int, Any] = {}  # pid -> psutil.Process of every process of the tree
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -197,6 +198,15 @@ class TreeMemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def wait_for_tree_exit(self, timeout_s: float = 30.0) -> float:
+        """Wait until every process seen in the tree has exited (Ray's daemons outlive the driver
+        by a moment); returns the seconds waited.  Keeps one run's teardown out of the next."""
+        import psutil
+
+        started = time.perf_counter()
+        psutil.wait_procs(list(self.seen.values()), timeout=timeout_s)
+        return time.perf_counter() - started
 
     def _loop(self) -> None:
         import psutil
@@ -212,6 +222,7 @@ class TreeMemorySampler:
                 return
             total = private = 0
             for process in processes:
+                self.seen.setdefault(process.pid, process)
                 try:
                     info = process.memory_info()
                 except psutil.Error:
@@ -272,6 +283,7 @@ def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str
                 kill_tree(process.pid)
                 stdout, _ = process.communicate()
         elapsed = time.perf_counter() - started
+    teardown_s = sampler.wait_for_tree_exit()
     reported = {}
     for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
@@ -280,7 +292,7 @@ def timed_process(args: list[str], log_path: Path, timeout_s: float) -> dict[str
         tail = log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(args[:2])} failed (exit {process.returncode}); log {log_path}:\n{tail}")
     return {"wall_s": elapsed, "peak_rss_bytes": sampler.peak_rss, "peak_private_bytes": sampler.peak_private,
-            "peak_processes": sampler.peak_processes,
+            "peak_processes": sampler.peak_processes, "teardown_after_exit_s": teardown_s,
             "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0], "reported": reported}
 
 
