@@ -74,6 +74,8 @@ class JobCoordinator:
         self.inflight: dict[Any, tuple[str, int, str, str]] = {}
         self.pings: dict[str, tuple[Any, float]] = {}
         self.starting: set[str] = set()
+        self.orphans: dict[tuple[str, int], str] = {}
+        self.last_orphan_poll = 0.0
         self.snapshot_seq = 0
         self.completions = 0
         self.completions_at_snapshot = 0
@@ -202,6 +204,7 @@ class JobCoordinator:
                     self.table = TaskTable.for_job(plan_splits(self.job.inputs), self.config.reducers)
                 self._adopt_workers(worker_names)
                 self._verify_outputs()
+                self._adopt_attempts()
                 self._spawn_workers()
             self._mark("workers ready")
             while not getattr(self, "cancelled", False):
@@ -223,6 +226,9 @@ class JobCoordinator:
                 with self.lock:
                     for ref in ready:
                         self._on_reply(ref)
+                    if self.orphans and time.monotonic() - self.last_orphan_poll >= self.options.heartbeat_interval_s / 2:
+                        self.last_orphan_poll = time.monotonic()
+                        self._poll_orphans()
                     self._heartbeat()
                     self._maybe_snapshot()
             if getattr(self, "cancelled", False):
@@ -252,6 +258,61 @@ class JobCoordinator:
                 continue
             self.workers[name] = handle
             self.busy[name] = 0
+
+    def _adopt_attempts(self) -> None:
+        """After a takeover: attempts the old primary started stay valid.
+
+        A worker still running one reports it later (polled in ``_heartbeat``); one that
+        finished after the last snapshot is accepted now, so neither runs again.
+        """
+        for name, handle in list(self.workers.items()):
+            try:
+                state = ray.get(handle.attempts.remote(self.config.job_id), timeout=self.options.heartbeat_timeout_s)
+            except ray.exceptions.RayError:
+                continue
+            for report in state["done"]:
+                task = self.table.tasks.get(report["task_id"])
+                if task is not None and task.state is TaskState.IDLE and report["attempt"] == task.attempt:
+                    task.running[task.attempt] = name
+                    task.started_at[task.attempt] = time.monotonic()
+                    self._accept(task.task_id, task.attempt, name, task.kind, report)
+                    self.events.append(f"adopted finished attempt {task.attempt} of {task.task_id} on {name}")
+            for task_id, attempt in state["running"]:
+                task = self.table.tasks.get(task_id)
+                if task is not None and task.state is TaskState.IDLE and attempt == task.attempt:
+                    task.running[attempt] = name
+                    task.started_at[attempt] = time.monotonic()
+                    task.state = TaskState.IN_PROGRESS
+                    self.orphans[(task_id, attempt)] = name
+                    self.busy[name] = self.busy.get(name, 0) + 1
+                    self.events.append(f"adopted running attempt {attempt} of {task_id} on {name}")
+
+    def _poll_orphans(self) -> None:
+        """Collect adopted attempts that have finished on their workers."""
+        by_worker: dict[str, list[tuple[str, int]]] = {}
+        for (task_id, attempt), worker in self.orphans.items():
+            by_worker.setdefault(worker, []).append((task_id, attempt))
+        for worker, keys in by_worker.items():
+            handle = self.workers.get(worker)
+            if handle is None:
+                for key in keys:
+                    self.orphans.pop(key, None)
+                continue
+            try:
+                state = ray.get(handle.attempts.remote(self.config.job_id), timeout=self.options.heartbeat_timeout_s)
+            except ray.exceptions.RayError:
+                continue
+            reports = {(r["task_id"], r["attempt"]): r for r in state["done"]}
+            still_running = set(map(tuple, state["running"]))
+            for key in keys:
+                if key in reports:
+                    self.orphans.pop(key)
+                    self.busy[worker] = max(0, self.busy.get(worker, 1) - 1)
+                    self._accept(key[0], key[1], worker, self.table.tasks[key[0]].kind, reports[key])
+                elif key not in still_running:  # it failed with the old master: run it again
+                    self.orphans.pop(key)
+                    self.busy[worker] = max(0, self.busy.get(worker, 1) - 1)
+                    self.table.fail(key[0], key[1])
 
     def _verify_outputs(self) -> None:
         """After a takeover: completed maps must still be held, completed reduces on disk."""
@@ -370,6 +431,10 @@ class JobCoordinator:
             return
         if worker not in self.workers or report.get("stale"):  # a dead worker's or a finished job's reply
             return
+        self._accept(task_id, attempt, worker, kind, report)
+
+    def _accept(self, task_id: str, attempt: int, worker: str, kind: str, report: dict) -> None:
+        """Record a finished attempt (first to finish wins) and cancel the losers."""
         location = worker if kind == "map" else report["path"]
         details = {"elapsed_s": report["elapsed_s"], "worker": worker}
         if kind == "map":

@@ -49,6 +49,7 @@ class MapReduceWorker:
         self._chaos = WorkerChaos()
         self._job: str | None = None
         self._running: set[str] = set()
+        self._reports: dict[tuple[str, str, int], dict[str, Any]] = {}  # for a master that takes over
         self._warm_up()
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
@@ -83,6 +84,8 @@ class MapReduceWorker:
         with self._lock:
             for key in [k for k in self._outputs if k[0] == job_id]:
                 del self._outputs[key]
+            for key in [k for k in self._reports if k[0] == job_id]:
+                del self._reports[key]
         if self._job == job_id:
             self._job = None
             self._chaos = WorkerChaos()
@@ -108,22 +111,25 @@ class MapReduceWorker:
         self._before_task("map")
         started = time.perf_counter()
         with self._lock:
-            self._running.add(f"{task_id}#{attempt}")
+            self._running.add(f"{job_id}/{task_id}#{attempt}")
         try:
             result = run_map_task(job, InputSplit.from_json(split), reducers)
             with self._lock:
                 self._outputs[(job_id, task_id, attempt)] = result.partitions
         finally:
             with self._lock:
-                self._running.discard(f"{task_id}#{attempt}")
+                self._running.discard(f"{job_id}/{task_id}#{attempt}")
         elapsed = time.perf_counter() - started
-        self._after_task("map", elapsed)
-        return {
+        report = {
             "task_id": task_id, "attempt": attempt, "worker": self.name, "elapsed_s": elapsed,
             "counters": dict(result.counters), "dead_letters": result.dead_letters,
             "partition_rows": [t.num_rows for t in result.partitions],
             "input_bytes": result.input_bytes,
         }
+        with self._lock:
+            self._reports[(job_id, task_id, attempt)] = report
+        self._after_task("map", elapsed)
+        return report
 
     def fetch(self, job_id: str, keys: list[tuple[str, int]], partition: int) -> pa.Table:
         """Partition ``partition`` of the named map outputs, concatenated."""
@@ -177,14 +183,27 @@ class MapReduceWorker:
             raise MapOutputLostError(f"map outputs lost on {dead_workers}: {sorted(lost)}", sorted(lost), dead_workers)
         fetched = time.perf_counter()
         with self._lock:
-            self._running.add(f"{task_id}#{attempt}")
+            self._running.add(f"{job_id}/{task_id}#{attempt}")
         try:
             result = run_reduce_task(job, partition, tables, output_dir)
         finally:
             with self._lock:
-                self._running.discard(f"{task_id}#{attempt}")
+                self._running.discard(f"{job_id}/{task_id}#{attempt}")
         elapsed = time.perf_counter() - started
+        report = {"task_id": task_id, "attempt": attempt, "worker": self.name, "elapsed_s": elapsed,
+                  "fetch_s": fetched - started, "counters": dict(result.counters), "path": result.path,
+                  "rows": result.rows, "dead_letters": result.dead_letters}
+        with self._lock:
+            self._reports[(job_id, task_id, attempt)] = report
         self._after_task("reduce", elapsed)
-        return {"task_id": task_id, "attempt": attempt, "worker": self.name, "elapsed_s": elapsed,
-                "fetch_s": fetched - started, "counters": dict(result.counters), "path": result.path,
-                "rows": result.rows, "dead_letters": result.dead_letters}
+        return report
+
+    def attempts(self, job_id: str) -> dict[str, Any]:
+        """For a master taking over: this job's attempts running here and finished reports."""
+        self._last_contact = time.monotonic()
+        prefix = f"{job_id}/"
+        with self._lock:
+            running = [(r[len(prefix):].split("#")[0], int(r.split("#")[1])) for r in self._running
+                       if r.startswith(prefix)]
+            done = [report for (job, _, _), report in self._reports.items() if job == job_id]
+        return {"running": running, "done": done}
