@@ -90,11 +90,12 @@ def test_primary_master_killed_backup_takes_over(fault_cluster: None, tmp_path: 
 
 
 def test_slow_worker_with_and_without_speculation(fault_cluster: None, tmp_path: Path) -> None:
-    slow = ChaosPlan(workers={0: WorkerChaos(slowdown=5.0)})
-    with_backups, summary_on = run_with_chaos(tmp_path / "on", slow, speculation=True, speculation_after=0.5)
+    slow = ChaosPlan(workers={0: WorkerChaos(slowdown=5.0, delay_s=2.0)})
+    with_backups, summary_on = run_with_chaos(tmp_path / "on", slow, speculation=True, speculation_after=0.25,
+                                              speculation_min_s=0.3)
     without, summary_off = run_with_chaos(tmp_path / "off", slow, speculation=False)
     assert with_backups.table().equals(without.table())
-    assert summary_on["speculative_attempts"] >= 1
+    assert summary_on["speculative_attempts"] >= 1, summary_on["events"]
     assert summary_off["speculative_attempts"] == 0
 
 

@@ -43,7 +43,10 @@ def test_combine_contract_add_merge_finalize_equals_one_reduction(rows: list, cu
     for advertiser, minute, views, spend in rows:
         old = expected.get((advertiser, minute), (0, 0.0))
         expected[(advertiser, minute)] = (old[0] + views, old[1] + spend)
-    assert _as_dict(merged) == pytest.approx(expected) if expected else merged.num_rows == 0
+    got = _as_dict(merged)
+    assert set(got) == set(expected)
+    for key, (views, spend) in expected.items():  # pytest >= 9.2's approx refuses tuple values
+        assert got[key][0] == views and got[key][1] == pytest.approx(spend)
     assert merged.schema == COUNTS.schema
 
 
