@@ -555,10 +555,9 @@ class JobCoordinator:
         return concat(tables)
 
     def _finish(self) -> None:
-        from engine.mapreduce.local import check_bad_records
-
-        counters: dict = {}
         from collections import Counter
+
+        from engine.mapreduce.local import check_bad_records
 
         total: Counter = Counter()
         for task in self.table.tasks.values():

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.arrow import concat, hash_partition, sort_by_keys
@@ -224,8 +225,6 @@ def _group_bounds(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     for key in keys:
         values = table.column(key)
         left, right = values.slice(1), values.slice(0, table.num_rows - 1)
-        import pyarrow.compute as pc
-
         differs = pc.fill_null(pc.not_equal(left, right), True)
         both_null = pc.and_(pc.is_null(left), pc.is_null(right))
         change[1:] |= np.asarray(pc.and_not(differs, both_null))
