@@ -167,7 +167,7 @@ class JobCoordinator:
         from engine.mapreduce.pool import get_pool
 
         try:
-            standby = ray.get(get_pool().take_masters.remote(1, [self.host]))[0]
+            standby = ray.get(get_pool().take_masters.remote(1, [self.host], False))[0]
             standby.standby.remote(self.job, self.config, self.number + 1, [self.host])
             self.standbys = [standby]
         except ray.exceptions.RayError as error:

@@ -28,7 +28,7 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 class WorkerPool:
     """Leases warm workers to jobs, replaces dead ones, and keeps master processes ready."""
 
-    def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, spare_masters: int = 2) -> None:
+    def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, spare_masters: int = 3) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
@@ -131,8 +131,13 @@ class WorkerPool:
                     released += 1
         return released
 
-    def take_masters(self, count: int, exclude: list[Any] | None = None) -> list[Any]:
-        """``count`` live master processes, not those in ``exclude`` (dead ones are replaced)."""
+    def take_masters(self, count: int, exclude: list[Any] | None = None, refill: bool = True) -> list[Any]:
+        """``count`` live master processes, not those in ``exclude``.
+
+        Three are kept, so a master that takes over finds a warm one for its new standby;
+        it passes ``refill=False`` so that no process starts (and competes for the CPUs)
+        while its job runs: the next submission replaces the dead one.
+        """
         exclude = exclude or []
         with self.lock:
             alive = []
@@ -144,8 +149,10 @@ class WorkerPool:
                     pass
             self.masters = alive
             self.master_target = max(self.master_target, count + len(exclude))
-            self._refill_masters()
             chosen = [m for m in self.masters if all(m != e for e in exclude)]
+            if refill or len(chosen) < count:
+                self._refill_masters()
+                chosen = [m for m in self.masters if all(m != e for e in exclude)]
         return chosen[:count]
 
     def shutdown(self) -> None:
