@@ -72,8 +72,10 @@ def test_worker_killed_in_map_phase(fault_cluster: None, tmp_path: Path) -> None
 
 
 def test_worker_killed_in_reduce_phase(fault_cluster: None, tmp_path: Path) -> None:
-    result, summary = run_with_chaos(tmp_path, ChaosPlan(workers={1: WorkerChaos(die_after_tasks=1, die_in_phase="reduce")}))
-    assert len(summary["failed_workers"]) == 1
+    # eight reduce tasks, so the doomed worker is sure to get one of them
+    result, summary = run_with_chaos(tmp_path, ChaosPlan(workers={1: WorkerChaos(die_after_tasks=1, die_in_phase="reduce")}),
+                                     reducers=8)
+    assert len(summary["failed_workers"]) == 1, (summary["events"], summary["task_workers"])
     # the dead worker's completed maps were re-executed, and its reduce ran again
     assert max(a for t, a in summary["attempts"].items() if t.startswith("map")) >= 2
     assert max(a for t, a in summary["attempts"].items() if t.startswith("reduce")) >= 2
