@@ -138,10 +138,8 @@ class JobHandle:
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.job_id} did not finish in time")
-            if not runs:  # both original masters are gone: ask whoever is primary now
-                runs = [m.wait_done.remote(self.job_id, None) for m in self._live_masters()[:1]]
-                if not runs:
-                    raise JobFailedError(f"job {self.job_id} lost its masters")
+            if not runs:  # both original masters are gone: follow a newer one, or start one
+                runs = self._follow_or_restart_master()
             current = runs[0]
             ready, _ = ray.wait([current], timeout=0.25 if bar is not None else 1.0)
             if bar is not None:
@@ -164,6 +162,25 @@ class JobHandle:
                 bar.n = 100
                 bar.refresh()
             return summary
+
+    def _follow_or_restart_master(self) -> list[Any]:
+        """The run to wait on after the first two masters died: a live primary started
+        by a takeover, or else (all masters lost, e.g. with their node) a new master that
+        continues from the snapshot store, supervised from here."""
+        for master in self._live_masters():
+            try:
+                if ray.get(master.ping.remote(self.job_id), timeout=10).get("role") == "primary":
+                    return [master.wait_done.remote(self.job_id, None)]
+            except ray.exceptions.RayError:
+                continue
+        self._restarts = getattr(self, "_restarts", 0) + 1
+        if self._restarts > 3:
+            raise JobFailedError(f"job {self.job_id} lost its masters {self._restarts - 1} times")
+        time.sleep(0.5)
+        master = ray.get(get_pool().take_masters.remote(1, list(self._masters)))[0]
+        self._masters.append(master)
+        job_ref = ray.put(self.job)
+        return [master.take_over.remote(job_ref, self.config, len(self._masters) - 1)]
 
     def _update_bar(self, bar: Any) -> None:
         bar.n = round(100 * self.progress())

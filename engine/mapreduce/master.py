@@ -649,6 +649,13 @@ class MapReduceMaster:
         """Stand by for ``job``; returns its summary if this master took over, else None."""
         return self._coordinator(config.job_id).standby(job, config, number, primaries)
 
+    def take_over(self, job: MapReduceJob, config: MasterConfig, number: int) -> dict | None:
+        """Continue ``job`` from its newest snapshot now (every earlier master is gone)."""
+        coordinator = self._coordinator(config.job_id)
+        coordinator.assign(job, config, number)
+        coordinator._take_over()
+        return coordinator.wait_done(0)
+
     def ping(self, job_id: str | None = None) -> dict:
         """Liveness of this master, and of one job's coordinator here."""
         coordinator = self.jobs.get(job_id) if job_id else None
