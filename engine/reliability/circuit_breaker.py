@@ -19,6 +19,7 @@ import time
 from typing import Callable, Iterator, TypeVar
 
 from engine.reliability.errors import CircuitOpenError
+from engine.reliability.picklable_lock import PicklableWithLock
 
 T = TypeVar("T")
 
@@ -27,12 +28,14 @@ OPEN = "open"
 HALF_OPEN = "half_open"
 
 
-class CircuitBreaker:
+class CircuitBreaker(PicklableWithLock):
     """Stops calling a downstream that keeps failing, and tries it again later.
 
     ``failure_on`` names the exception types that count as downstream failures in
     :meth:`call` (others propagate without touching the breaker's state).
     """
+
+    _lock_factory = staticmethod(threading.RLock)  # calls re-enter while holding it
 
     def __init__(
         self,
@@ -184,15 +187,6 @@ class CircuitBreaker:
             return bool(self.health_probe())  # type: ignore[misc]
         except Exception:
             return False
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._state!r}, failures={self._consecutive_failures})"

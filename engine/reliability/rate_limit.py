@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 
 from engine.reliability.errors import RateLimitedError
+from engine.reliability.picklable_lock import PicklableWithLock
 
 MODES = ("queue", "drop")
 # Per-client buckets beyond this many are pruned when full (a full bucket is the same
@@ -31,7 +32,7 @@ MODES = ("queue", "drop")
 _PRUNE_CLIENTS_AT = 10_000
 
 
-class TokenBucket:
+class TokenBucket(PicklableWithLock):
     """A token bucket of capacity ``burst`` refilling at ``rate_per_s`` tokens per second.
 
     Starts full.  Thread-safe; clock and sleep are injectable for tests.
@@ -133,17 +134,8 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
             self._updated = now
 
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-
-class RateLimiter:
+class RateLimiter(PicklableWithLock):
     """A global token bucket plus one bucket per client id.
 
     A request is admitted only when both its client's bucket and the global bucket
@@ -269,15 +261,6 @@ class RateLimiter:
     def _prune_full_buckets(self) -> None:
         for cid in [cid for cid, bucket in self._clients.items() if bucket.is_full()]:
             del self._clients[cid]
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 def throttle_batches(

@@ -9,20 +9,11 @@ from hypothesis import strategies as st
 
 from engine.reliability import RateLimitedError, RateLimiter, TokenBucket, throttle_batches
 
+from tests.fakes import FakeTime
+
 pytestmark = pytest.mark.unit
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_bucket_starts_full_and_refills_at_rate_up_to_burst() -> None:

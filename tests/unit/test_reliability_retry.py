@@ -10,22 +10,11 @@ from hypothesis import strategies as st
 
 from engine.reliability import RetryPolicy, TransientError, is_transient
 
+from tests.fakes import FakeTime
+
 pytestmark = pytest.mark.unit
 
 
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Flaky:
