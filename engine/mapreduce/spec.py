@@ -32,20 +32,26 @@ class JobSpecError(ValueError):
 class TextInput:
     """UTF-8 text files (paths, directories or globs), split by line-aligned byte ranges.
 
-    Map functions receive tables with one column ``line`` (string): each value is one
-    line *with* its terminator, as ``for line in open(path)`` yields it.  A line that is
-    not valid UTF-8 is a bad record: it is skipped and recorded in the job's dead letters.
+    With ``records="lines"`` (the default) map functions receive tables with one column
+    ``line`` (string): each value is one line *with* its terminator, as ``for line in
+    open(path)`` yields it.  With ``records="blocks"`` they receive tables with one column
+    ``text`` (string): each value is a run of whole lines, about ``batch_size`` bytes, a
+    zero-copy view of the bytes read (no per-line objects).  A line that is not valid
+    UTF-8 is a bad record: it is skipped and recorded in the job's dead letters.
     """
 
     paths: tuple[str, ...]
     split_size: int = 64 * 1024 * 1024
     batch_size: int = 8 * 1024 * 1024
+    records: str = "lines"
 
     def __init__(self, paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
-                 split_size: int = 64 * 1024 * 1024, batch_size: int = 8 * 1024 * 1024) -> None:
+                 split_size: int = 64 * 1024 * 1024, batch_size: int = 8 * 1024 * 1024,
+                 records: str = "lines") -> None:
         object.__setattr__(self, "paths", _as_path_tuple(paths))
         object.__setattr__(self, "split_size", split_size)
         object.__setattr__(self, "batch_size", batch_size)
+        object.__setattr__(self, "records", records)
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ class MapReduceJob:
         if isinstance(self.inputs, TextInput):
             if self.inputs.split_size < 1 or self.inputs.batch_size < 1:
                 raise JobSpecError("split_size and batch_size must be at least 1 byte")
+            if self.inputs.records not in ("lines", "blocks"):
+                raise JobSpecError(f"TextInput records must be 'lines' or 'blocks', got {self.inputs.records!r}")
         if isinstance(self.inputs, TableInput) and self.inputs.rows_per_split < 1:
             raise JobSpecError("rows_per_split must be at least 1")
         self.options.validate()
@@ -227,6 +235,7 @@ def _describe_input(inputs: JobInput) -> dict:
     described = {"kind": type(inputs).__name__, "paths": [str(Path(p).resolve()) for p in inputs.paths]}
     if isinstance(inputs, TextInput):
         described["split_size"] = inputs.split_size
+        described["records"] = inputs.records
     return described
 
 

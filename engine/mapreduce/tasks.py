@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from engine.arrow import concat, hash_partition, sort_by_keys
 from engine.io.output import write_part
 from engine.io.splits import InputSplit
-from engine.io.text import LINE_COLUMN, read_text_split
+from engine.io.text import LINE_COLUMN, TEXT_COLUMN, read_text_split
 from engine.mapreduce.counters import collecting_counters
 from engine.mapreduce.spec import MapReduceJob, ParquetInput, TableInput, TextInput
 
@@ -77,7 +77,7 @@ def _read_split(job: MapReduceJob, split: InputSplit, dead: list[dict]) -> Itera
     """Batches of one split with their per-row source offsets, and the bytes each covered."""
     inputs = job.inputs
     if isinstance(inputs, TextInput):
-        for table, bad_lines, nbytes, line_offsets in read_text_split(split, inputs.batch_size):
+        for table, bad_lines, nbytes, line_offsets in read_text_split(split, inputs.batch_size, inputs.records):
             for bad in bad_lines:
                 dead.append({"stage": "read", "source": bad.path, "offset": bad.offset,
                              "reason": bad.reason, "record": bad.data})
@@ -95,7 +95,8 @@ def empty_input(job: MapReduceJob) -> pa.Table:
     """A zero-row table shaped like the job's input (used to learn output schemas)."""
     inputs = job.inputs
     if isinstance(inputs, TextInput):
-        return pa.table({LINE_COLUMN: pa.array([], pa.large_string())})
+        column = TEXT_COLUMN if inputs.records == "blocks" else LINE_COLUMN
+        return pa.table({column: pa.array([], pa.large_string())})
     if isinstance(inputs, TableInput) and inputs.tables:
         return inputs.tables[0].slice(0, 0)
     if isinstance(inputs, ParquetInput):
