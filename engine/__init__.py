@@ -20,33 +20,35 @@ from engine.mapreduce.handle import ChaosPlan, JobHandle, submit
 from engine.mapreduce.local import run_local
 from engine.mapreduce.master import JobFailedError
 from engine.mapreduce.result import JobResult
-from engine.mapreduce.spec import JobOptions, JobSpecError, MapReduceJob, ParquetInput, TableInput, TextInput
+from engine.mapreduce.spec import JobOptions, SpecError, MapReduceJob, ParquetInput, TableInput, TextInput
 from engine.mapreduce.tasks import TooManyBadRecordsError
 from engine.lambda_arch import (AdEventOracle, Answer, IngestAck, LambdaArchitecture, LambdaOptions, MasterLog,
                                 QueryFailedError)
 from engine.pipeline import (AutoscalePolicy, CallbackSink, CollectSink, IteratorSource, LiveFeed,
-                             LocalPipelineExecutor, ParquetSink, ParquetSource, Pipeline, PipelineFailed,
+                             LocalPipelineExecutor, ParquetSink, ParquetSource, Pipeline, PipelineFailedError,
                              PipelineHandle, PipelineOptions, PipelineResult, RayPipelineExecutor, Stage,
                              StageMetrics, TableSource, TextSource, replay_dead_letters)
 from engine.scatter_gather import (GatherResult, InlineScatterGather, NotEnoughRepliesError, RayScatterGather,
                                    RequestExpiredError, ScatterGather, ScatterGatherError, ScatterGatherOptions,
                                    ShardActor, UnknownRequestError, concat_replies, serve, sum_replies,
                                    top_k_replies)
-from engine.reliability import (CircuitBreaker, CircuitBreakerRegistry, CircuitOpenError, DeadLetterStore,
-                                RateLimitedError, RateLimiter, ReplayReport, RetryPolicy, TokenBucket,
-                                TransientError, is_transient)
+from engine.common.circuit_breaker import CircuitBreaker, CircuitBreakerRegistry
+from engine.common.dead_letters import DeadLetterStore, ReplayReport
+from engine.common.rate_limit import RateLimiter, TokenBucket
+from engine.common.retry import RetryPolicy, is_transient
+from engine.errors import CircuitOpenError, RateLimitedError, TransientError
 
 __all__ = [
     "AdEventOracle", "Answer", "IngestAck", "LambdaArchitecture", "LambdaOptions", "MasterLog", "QueryFailedError",
     "AutoscalePolicy", "CallbackSink", "CollectSink", "IteratorSource", "LiveFeed", "LocalPipelineExecutor",
-    "ParquetSink", "ParquetSource", "Pipeline", "PipelineFailed", "PipelineHandle", "PipelineOptions",
+    "ParquetSink", "ParquetSource", "Pipeline", "PipelineFailedError", "PipelineHandle", "PipelineOptions",
     "PipelineResult", "RayPipelineExecutor", "Stage", "StageMetrics", "TableSource", "TextSource",
     "replay_dead_letters", "GatherResult", "NotEnoughRepliesError", "RequestExpiredError", "ScatterGather",
     "ScatterGatherError", "ScatterGatherOptions", "ShardActor", "serve", "InlineScatterGather", "RayScatterGather",
     "UnknownRequestError", "concat_replies", "sum_replies", "top_k_replies",
     "ChaosPlan", "CircuitBreaker", "CircuitBreakerRegistry", "CircuitOpenError", "ClusterInfo", "DeadLetterStore",
     "GroupByAggregate", "InputNotFoundError", "JobFailedError", "JobHandle", "JobOptions", "JobResult",
-    "JobSpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "ParquetInput", "RateLimitedError",
+    "SpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "ParquetInput", "RateLimitedError",
     "RateLimiter", "ReplayReport", "RetryPolicy", "TableInput", "TextInput", "TokenBucket",
     "TooManyBadRecordsError", "TransientError", "WorkerChaos", "connect", "count_words", "increment_counter",
     "is_transient", "run_local", "shutdown", "split_words", "submit",

@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from engine.errors import OutputExistsError
 
 SUCCESS = "_SUCCESS"
 DEAD_LETTERS = "_dead_letters.parquet"
 _RESULT_FILES = (SUCCESS, DEAD_LETTERS, "_job.json")
-
-
-class OutputExistsError(FileExistsError):
-    """The output directory already holds a result and overwrite was not asked for."""
 
 
 def part_name(partition: int) -> str:

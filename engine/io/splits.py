@@ -15,11 +15,8 @@ from typing import Iterable
 
 import pyarrow.parquet as pq
 
-from engine.mapreduce.spec import JobInput, JobSpecError, ParquetInput, TableInput, TextInput
-
-
-class InputNotFoundError(FileNotFoundError):
-    """An input path, directory or glob matched no file."""
+from engine.mapreduce.spec import JobInput, SpecError, ParquetInput, TableInput, TextInput
+from engine.errors import InputNotFoundError
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def plan_splits(inputs: JobInput) -> list[InputSplit]:
             try:
                 groups = pq.ParquetFile(path).metadata.num_row_groups
             except Exception as error:  # pyarrow raises several types for a bad file
-                raise JobSpecError(f"not a readable Parquet file: {path} ({error})") from None
+                raise SpecError(f"not a readable Parquet file: {path} ({error})") from None
             splits.extend(InputSplit("parquet", path, g, g + 1) for g in range(groups))
         return splits
     if isinstance(inputs, TableInput):
@@ -97,7 +94,7 @@ def plan_splits(inputs: JobInput) -> list[InputSplit]:
             for start in range(0, table.num_rows, inputs.rows_per_split):
                 splits.append(InputSplit("table", "", start, min(table.num_rows, start + inputs.rows_per_split), index))
         return splits
-    raise JobSpecError(f"unknown input kind {type(inputs).__name__}")
+    raise SpecError(f"unknown input kind {type(inputs).__name__}")
 
 
 def _text_splits(paths: list[str], split_size: int) -> list[InputSplit]:

@@ -31,7 +31,7 @@ from engine.lambda_arch.log import MasterLog
 from engine.lambda_arch.views import (ATTRIBUTION_SCHEMA, COUNTS, COUNTS_SCHEMA, ROI_SCHEMA, TOUCHES_SCHEMA, VIEWERS,
                                       VIEWERS_SCHEMA, attribute, count_partials, roi_table, touch_rows,
                                       viewer_partials)
-from engine.reliability.atomic_files import write_json_atomically
+from engine.common.atomic_files import write_json_atomically
 
 _VIEW_DIR = "batch-{:016d}"
 

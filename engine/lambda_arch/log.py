@@ -30,7 +30,7 @@ import pyarrow.ipc as ipc
 
 from engine.lambda_arch.dedup import DedupIndex, hash_ids
 from engine.lambda_arch.events import LOG_SCHEMA, REJECT_SCHEMA, validate_events
-from engine.reliability import DeadLetterStore
+from engine.common.dead_letters import DeadLetterStore
 
 _SEGMENT = re.compile(r"^seg-(\d{16})-(\d{16})\.arrow$")
 _TEMP_PREFIX = ".tmp-"

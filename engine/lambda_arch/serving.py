@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from engine.lambda_arch.shard import StaleSnapshotError, ViewShard
 from engine.lambda_arch.views import roi_values
+from engine.errors import QueryFailedError
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,6 @@ class Answer:
 
 
 Gather = Callable[[dict[str, Any]], list[dict[str, Any]]]
-
-
-class QueryFailedError(RuntimeError):
-    """No consistent answer could be assembled within the retries (shards missing or stale)."""
 
 
 def inline_gather(shards: Sequence[ViewShard]) -> Gather:

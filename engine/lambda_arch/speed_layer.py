@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.arrow import partition_ids
+from engine.common.hashing import partition_ids
 from engine.lambda_arch.views import COUNTS_SCHEMA, VIEWERS_SCHEMA, count_partials, viewer_partials
 
 DELTA_SCHEMA = pa.schema([

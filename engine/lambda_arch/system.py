@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.arrow import partition_ids
+from engine.common.hashing import partition_ids
 from engine.lambda_arch.batch_layer import BatchViews, commit_current, compute_batch_views, load_current
 from engine.lambda_arch.log import IngestAck, MasterLog
 from engine.lambda_arch.serving import Answer, ServingLayer, inline_gather, ray_gather

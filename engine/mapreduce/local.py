@@ -13,7 +13,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from engine.arrow import concat
+from engine.common.tables import concat
 from engine.io.output import prepare_output, write_dead_letters, write_success
 from engine.io.splits import plan_splits
 from engine.mapreduce.counters import add_counters

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from engine.arrow import concat
+from engine.common.tables import concat
 from engine.io.output import part_name, write_dead_letters, write_success
 from engine.mapreduce.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import add_counters
@@ -28,6 +28,7 @@ from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.task_table import TaskState, TaskTable
 from engine.mapreduce.worker import MapOutputLostError
+from engine.errors import JobFailedError
 
 _DEAD_DIR = ".dead-letters"
 
@@ -45,10 +46,6 @@ class MasterConfig:
     fingerprint: str  # computed once, in the driver, so every master agrees on it
     worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
     master_chaos: MasterChaos = field(default_factory=MasterChaos)
-
-
-class JobFailedError(RuntimeError):
-    """The job cannot complete; the message says which task failed and why."""
 
 
 class JobCoordinator:

@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.io.output import write_atomic_bytes
+from engine.errors import SnapshotError
 
 _PREFIX = "snapshot-"
-
-
-class SnapshotError(ValueError):
-    """A snapshot file cannot be used: corrupt, truncated or from another job."""
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import pyarrow as pa
+from engine.errors import SpecError
 
 BatchFunction = Callable[[pa.Table], pa.Table]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class JobSpecError(ValueError):
-    """A job description is invalid; the message names the field and the bad value."""
 
 
 @dataclass(frozen=True)
@@ -123,19 +120,19 @@ class JobOptions:
     progress: bool = False
 
     def validate(self) -> None:
-        """Raise ``JobSpecError`` naming the first bad option."""
+        """Raise ``SpecError`` naming the first bad option."""
         if self.workers is not None and self.workers < 1:
-            raise JobSpecError(f"workers must be at least 1, got {self.workers}")
+            raise SpecError(f"workers must be at least 1, got {self.workers}")
         if self.max_task_attempts < 1:
-            raise JobSpecError(f"max_task_attempts must be at least 1, got {self.max_task_attempts}")
+            raise SpecError(f"max_task_attempts must be at least 1, got {self.max_task_attempts}")
         if self.heartbeat_interval_s <= 0 or self.heartbeat_timeout_s <= 0:
-            raise JobSpecError("heartbeat_interval_s and heartbeat_timeout_s must be positive")
+            raise SpecError("heartbeat_interval_s and heartbeat_timeout_s must be positive")
         if not 0.0 <= self.speculation_after <= 1.0:
-            raise JobSpecError(f"speculation_after must be within [0, 1], got {self.speculation_after}")
+            raise SpecError(f"speculation_after must be within [0, 1], got {self.speculation_after}")
         if not 0.0 <= self.max_bad_record_fraction <= 1.0:
-            raise JobSpecError(f"max_bad_record_fraction must be within [0, 1], got {self.max_bad_record_fraction}")
+            raise SpecError(f"max_bad_record_fraction must be within [0, 1], got {self.max_bad_record_fraction}")
         if self.bad_record_attempts < 1:
-            raise JobSpecError(f"bad_record_attempts must be at least 1, got {self.bad_record_attempts}")
+            raise SpecError(f"bad_record_attempts must be at least 1, got {self.bad_record_attempts}")
 
 
 @dataclass(frozen=True)
@@ -180,27 +177,27 @@ class MapReduceJob:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``JobSpecError`` naming the first problem; checks that inputs exist."""
+        """Raise ``SpecError`` naming the first problem; checks that inputs exist."""
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise JobSpecError(f"job name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
+            raise SpecError(f"job name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
         for role in ("map", "reduce"):
             if not callable(getattr(self, role)):
-                raise JobSpecError(f"{role} must be callable, got {getattr(self, role)!r}")
+                raise SpecError(f"{role} must be callable, got {getattr(self, role)!r}")
         if self.combine is not None and not callable(self.combine):
-            raise JobSpecError(f"combine must be callable or None, got {self.combine!r}")
+            raise SpecError(f"combine must be callable or None, got {self.combine!r}")
         if not self.keys or not all(isinstance(k, str) and k for k in self.keys):
-            raise JobSpecError(f"keys must be one or more column names, got {self.keys!r}")
+            raise SpecError(f"keys must be one or more column names, got {self.keys!r}")
         if self.reducers is not None and (not isinstance(self.reducers, int) or self.reducers < 1):
-            raise JobSpecError(f"reducers must be at least 1, got {self.reducers}")
+            raise SpecError(f"reducers must be at least 1, got {self.reducers}")
         if not isinstance(self.inputs, (TextInput, ParquetInput, TableInput)):
-            raise JobSpecError(f"inputs must be TextInput, ParquetInput or TableInput, got {type(self.inputs).__name__}")
+            raise SpecError(f"inputs must be TextInput, ParquetInput or TableInput, got {type(self.inputs).__name__}")
         if isinstance(self.inputs, TextInput):
             if self.inputs.split_size < 1 or self.inputs.batch_size < 1:
-                raise JobSpecError("split_size and batch_size must be at least 1 byte")
+                raise SpecError("split_size and batch_size must be at least 1 byte")
             if self.inputs.records not in ("lines", "blocks"):
-                raise JobSpecError(f"TextInput records must be 'lines' or 'blocks', got {self.inputs.records!r}")
+                raise SpecError(f"TextInput records must be 'lines' or 'blocks', got {self.inputs.records!r}")
         if isinstance(self.inputs, TableInput) and self.inputs.rows_per_split < 1:
-            raise JobSpecError("rows_per_split must be at least 1")
+            raise SpecError("rows_per_split must be at least 1")
         self.options.validate()
 
     def fingerprint(self) -> str:

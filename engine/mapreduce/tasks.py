@@ -18,12 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.arrow import concat, hash_partition, sort_by_keys
+from engine.common.tables import concat, sort_by_keys
+
+from engine.common.hashing import hash_partition
 from engine.io.output import write_part
 from engine.io.splits import InputSplit
 from engine.io.text import LINE_COLUMN, TEXT_COLUMN, read_text_split
 from engine.mapreduce.counters import collecting_counters
 from engine.mapreduce.spec import MapReduceJob, ParquetInput, TableInput, TextInput
+from engine.errors import TooManyBadRecordsError
 
 DEAD_LETTER_SCHEMA = pa.schema([
     ("stage", pa.string()),
@@ -35,10 +38,6 @@ DEAD_LETTER_SCHEMA = pa.schema([
 
 # A combine step runs whenever this many un-combined map output rows have piled up.
 _COMBINE_EVERY_ROWS = 2_000_000
-
-
-class TooManyBadRecordsError(RuntimeError):
-    """More records failed than the job's ``max_bad_record_fraction`` allows."""
 
 
 class TransientTaskError(RuntimeError):
@@ -121,7 +120,7 @@ def _record_bytes(table: pa.Table, row: int) -> bytes:
 
 def _is_transient(error: BaseException) -> bool:
     try:
-        from engine.reliability import is_transient
+        from engine.common.retry import is_transient
     except ImportError:  # the toolkit is optional for this module
         return type(error).__name__ == "TransientError"
     return is_transient(error)

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from engine.arrow import concat
+from engine.common.tables import concat
 from engine.io.splits import InputSplit
 from engine.mapreduce.chaos import WorkerChaos
 from engine.mapreduce.spec import MapReduceJob

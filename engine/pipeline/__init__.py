@@ -6,7 +6,7 @@ bounded pipes between them, and a sink; failed rows go to the dead-letter store.
     handle = pipeline.start()     # on Ray: handle.metrics(), scale(), close(), cancel(), result()
 """
 
-from engine.pipeline.coordinator import PipelineFailed
+from engine.pipeline.coordinator import PipelineFailedError
 from engine.pipeline.dead_letters import ReplayResult, replay_dead_letters
 from engine.pipeline.local import LocalPipelineExecutor
 from engine.pipeline.ray_executor import PipelineHandle, RayPipelineExecutor
@@ -26,7 +26,7 @@ __all__ = [
     "ParquetSink",
     "ParquetSource",
     "Pipeline",
-    "PipelineFailed",
+    "PipelineFailedError",
     "PipelineHandle",
     "PipelineOptions",
     "PipelineResult",

@@ -1,7 +1,7 @@
 """Pure per-batch Arrow helpers for the pipeline: normalizing, stable key hashing, splitting.
 
 Nothing here knows about stages, pipes or Ray.  Keys are routed with the engine's stable
-vectorized hash (``engine.arrow``), identical in every process, so a key's rows go to the
+vectorized hash (``engine.common.hashing``), identical in every process, so a key's rows go to the
 same replica wherever the split happens.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from engine.arrow import hash_column, hash_partition, partition_ids  # noqa: F401  (hash_column re-exported)
+from engine.common.hashing import hash_column, hash_partition, partition_ids
 
 
 def as_table(batch: object, where: str) -> pa.Table:

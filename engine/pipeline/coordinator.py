@@ -36,6 +36,7 @@ from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.pipeline.sinks import commit
 from engine.pipeline.sources import LiveFeed
 from engine.pipeline.spec import Pipeline, Stage
+from engine.errors import PipelineFailedError
 
 
 @dataclass
@@ -95,10 +96,6 @@ class StageRuntime:
     def new_replica(self) -> Replica:
         """Start one replica actor of this stage."""
         return Replica(*REPLICA_POOL.acquire(self.stage))
-
-
-class PipelineFailed(RuntimeError):
-    """The run stopped on an error that is not a filter's (sink, source or engine error)."""
 
 
 _STOP = object()
@@ -180,7 +177,7 @@ class Coordinator:
                     if self.cancelled.is_set() or self.error is not None:
                         return
         except BaseException as exc:
-            self.error = self.error or PipelineFailed(f"source {type(self.pipeline.source).__name__} failed: {exc!r}")
+            self.error = self.error or PipelineFailedError(f"source {type(self.pipeline.source).__name__} failed: {exc!r}")
         finally:
             self.source_finished.set()
             self.wakeup.set()
@@ -218,7 +215,7 @@ class Coordinator:
             if not self.cancelled.is_set() and self.error is None:
                 self._sink_table = writer.close()
         except BaseException as exc:
-            self.error = self.error or PipelineFailed(f"sink {type(self.pipeline.sink).__name__} failed: {exc!r}")
+            self.error = self.error or PipelineFailedError(f"sink {type(self.pipeline.sink).__name__} failed: {exc!r}")
 
     # -- the loop --------------------------------------------------------------------
 
@@ -340,12 +337,12 @@ class Coordinator:
                 meta = ray.get(ref)
             except RayTaskError as exc:
                 self._raise_configure_error(call)
-                raise PipelineFailed(f"stage {self.stages[call.stage_index].stage.id!r} failed: {exc}") from None
+                raise PipelineFailedError(f"stage {self.stages[call.stage_index].stage.id!r} failed: {exc}") from None
             except RayActorError as exc:
                 if "creation task" in str(exc):
                     # The replica could not even start (e.g. its filter does not unpickle
                     # on the workers): restarting it would fail the same way.
-                    raise PipelineFailed(
+                    raise PipelineFailedError(
                         f"stage {self.stages[call.stage_index].stage.id!r}: a replica failed to start: {exc}"
                     ) from None
                 self._replace_replica(self.stages[call.stage_index], call.replica)
@@ -357,7 +354,7 @@ class Coordinator:
         try:
             ray.get(call.replica.configured, timeout=0)
         except RayTaskError as exc:
-            raise PipelineFailed(
+            raise PipelineFailedError(
                 f"stage {self.stages[call.stage_index].stage.id!r}: its filter could not be loaded on a replica: {exc}"
             ) from None
         except Exception:  # not done or fine: the call's own error is the story
@@ -406,7 +403,7 @@ class Coordinator:
         with self.lock:
             runtime.metrics.replica_restarts += 1
         if runtime.metrics.replica_restarts > self.options.max_replica_restarts:
-            raise PipelineFailed(
+            raise PipelineFailedError(
                 f"stage {runtime.stage.id!r}: replicas died {runtime.metrics.replica_restarts} times "
                 f"(more than max_replica_restarts={self.options.max_replica_restarts})"
             )

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from engine.pipeline.filtering import FilterOutcome, apply_filter
 from engine.pipeline.spec import FilterFn, Pipeline
-from engine.reliability import DeadLetterStore, ReplayReport
+from engine.common.dead_letters import DeadLetterStore, ReplayReport
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from engine.pipeline.batches import as_table, concat
 from engine.pipeline.spec import FilterFn
-from engine.reliability import RetryPolicy
+from engine.common.retry import RetryPolicy
 
 
 @dataclass

@@ -7,7 +7,7 @@ import threading
 import pyarrow as pa
 import ray
 
-from engine.pipeline.coordinator import Coordinator, PipelineFailed
+from engine.pipeline.coordinator import Coordinator, PipelineFailedError
 from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.pipeline.sources import LiveFeed
 from engine.pipeline.spec import Pipeline
@@ -70,7 +70,7 @@ class PipelineHandle:
         self._thread.join()
         if self._coordinator.error is not None:
             error = self._coordinator.error
-            raise PipelineFailed(f"pipeline failed: {error}") from error
+            raise PipelineFailedError(f"pipeline failed: {error}") from error
         assert self._coordinator.result is not None
         return self._coordinator.result
 

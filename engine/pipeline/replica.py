@@ -21,7 +21,7 @@ import ray
 from engine.pipeline.batches import split_by_key
 from engine.pipeline.filtering import apply_filter
 from engine.pipeline.spec import FilterFn, Stage
-from engine.reliability import RetryPolicy
+from engine.common.retry import RetryPolicy
 
 
 def process_batch(

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.pipeline.batches import concat
-from engine.reliability import RetryPolicy
+from engine.common.retry import RetryPolicy
 
 
 class SinkWriter:

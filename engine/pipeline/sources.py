@@ -125,7 +125,7 @@ class LiveFeed(Source):
 
     The feed holds at most ``capacity`` batches: ``push`` blocks while it is full
     (backpressure on the producer), or raises ``queue.Full`` after ``timeout_s``.  With a
-    ``rate_limiter`` (``engine.reliability.RateLimiter``) every push is first admitted
+    ``rate_limiter`` (``engine.common.rate_limit.RateLimiter``) every push is first admitted
     for ``batch.num_rows`` tokens of its ``client_id``.  A feed serves one run.
     """
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from engine.pipeline.sinks import Sink
 from engine.pipeline.sources import Source
-from engine.reliability import RetryPolicy
+from engine.common.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from engine.pipeline.ray_executor import PipelineHandle

@@ -12,42 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
 import pyarrow as pa
+from engine.errors import NotEnoughRepliesError, RequestExpiredError, ScatterGatherError, UnknownRequestError, SpecError
 
 Request = Union[dict, pa.Table]
 Reply = Any  # a pa.Table (or RecordBatch) or a scalar
 Handler = Callable[[pa.Table, Request], Reply]
 Aggregator = Callable[[list], Any]
-
-
-class ScatterGatherError(RuntimeError):
-    """Base class of the errors raised by scatter-gather executors."""
-
-
-class NotEnoughRepliesError(ScatterGatherError):
-    """Fewer workers answered by the deadline than ``min_replies`` requires."""
-
-    def __init__(self, needed: int, answered: Sequence[str], missing: Sequence[str],
-                 errors: dict[str, str]) -> None:
-        self.needed = needed
-        self.answered = list(answered)
-        self.missing = list(missing)
-        self.errors = dict(errors)
-        detail = "; ".join(f"{name}: {text}" for name, text in sorted(self.errors.items()))
-        super().__init__(
-            f"only {len(self.answered)} of {len(self.answered) + len(self.missing)} workers "
-            f"answered, {needed} required; missing: {', '.join(self.missing)}"
-            + (f" (errors: {detail})" if detail else ""))
-
-
-class UnknownRequestError(KeyError):
-    """A request id that was never issued by this executor, or has expired."""
-
-    def __str__(self) -> str:  # KeyError's default repr-quotes the message
-        return str(self.args[0]) if self.args else "unknown request id"
-
-
-class RequestExpiredError(UnknownRequestError):
-    """The request id existed, but its result outlived ``result_ttl_s`` and was dropped."""
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,15 @@ from engine.pipeline import (
     IteratorSource,
     LiveFeed,
     Pipeline,
-    PipelineFailed,
+    PipelineFailedError,
     PipelineOptions,
     Stage,
     TableSource,
     release_idle_replicas,
     replay_dead_letters,
 )
-from engine.reliability import DeadLetterStore, RetryPolicy
+from engine.common.dead_letters import DeadLetterStore
+from engine.common.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -215,7 +216,7 @@ def test_a_failing_sink_fails_the_run_with_its_name(ray_runtime: object) -> None
         raise OSError("disk full")
 
     handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), [Stage("id", lambda b: b)], CallbackSink(broken)).start()
-    with pytest.raises(PipelineFailed, match="sink CallbackSink failed.*disk full"):
+    with pytest.raises(PipelineFailedError, match="sink CallbackSink failed.*disk full"):
         handle.result(timeout_s=60)
 
 
@@ -260,5 +261,5 @@ def test_key_affinity_sends_each_key_to_one_replica(ray_runtime: object) -> None
 def test_a_missing_key_column_fails_the_run_naming_it(ray_runtime: object) -> None:
     stages = [Stage("double", add_double), Stage("keyed", lambda b: b, replicas=2, key="user")]
     handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), stages, CollectSink()).start()
-    with pytest.raises(PipelineFailed, match="key column 'user' is not in the batch"):
+    with pytest.raises(PipelineFailedError, match="key column 'user' is not in the batch"):
         handle.result(timeout_s=60)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 def test_hash_is_stable_across_processes_and_releases() -> None:
     # Fixed values: routing must not change between processes or versions.
-    # (the engine's one key hash, engine.arrow.hash_column, shared with the MapReduce shuffle)
+    # (the engine's one key hash, engine.common.hashing.hash_column, shared with the MapReduce shuffle)
     assert hash_column(pa.array(["a", "bb", ""])).tolist() == [1114274585189131075, 18267847833360368582, 0]
     assert hash_column(pa.array([1, 2])).tolist() == [6238072747940578789, 15839785061582574730]
 

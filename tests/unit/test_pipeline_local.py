@@ -27,7 +27,10 @@ from engine.pipeline import (
     replay_dead_letters,
 )
 from engine.pipeline.filtering import apply_filter
-from engine.reliability import DeadLetterStore, RateLimitedError, RateLimiter, RetryPolicy, TransientError
+from engine.common.dead_letters import DeadLetterStore
+from engine.errors import RateLimitedError, TransientError
+from engine.common.rate_limit import RateLimiter
+from engine.common.retry import RetryPolicy
 
 pytestmark = pytest.mark.unit
 

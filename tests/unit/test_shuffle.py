@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.arrow import hash_column, hash_partition, partition_ids
+from engine.common.hashing import hash_column, hash_partition, partition_ids
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +41,7 @@ def test_hash_ignores_array_offsets_and_chunking(words: list[str]) -> None:
 def test_hash_is_the_same_in_another_process() -> None:
     table = pa.table({"word": ["alpha", "beta", "", "\u00e9t\u00e9"], "id": [1, 2, 3, -4]})
     here = partition_ids(table, ["word", "id"], 7).tolist()
-    code = ("import pyarrow as pa; from engine.arrow import partition_ids; "
+    code = ("import pyarrow as pa; from engine.common.hashing import partition_ids; "
             "t = pa.table({'word': ['alpha', 'beta', '', '\\u00e9t\\u00e9'], 'id': [1, 2, 3, -4]}); "
             "print(partition_ids(t, ['word', 'id'], 7).tolist())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine.reliability import DeadLetterStore, TransientError
+from engine.common.dead_letters import DeadLetterStore
+
+from engine.errors import TransientError
 
 pytestmark = pytest.mark.unit
 

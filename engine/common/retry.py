@@ -1,7 +1,9 @@
 """Retry with fixed, incremental or exponential backoff, jitter, attempt limit and time box.
 
-Only failures classed as transient (see :func:`is_transient`) are retried; anything
-else propagates from the first attempt untouched.  Clock, sleep and random source are
+The one retry policy of the engine: MapReduce tasks, pipeline stages and sinks, the
+serving layer and the control plane all retry through ``RetryPolicy``.  Only failures
+classed as transient (see :func:`is_transient`) are retried; anything else propagates
+from the first attempt untouched.  Clock, sleep and random source are
 injectable so the timing behaviour is testable without waiting.
 """
 
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from engine.reliability.errors import TransientError, is_transient
+from engine.errors import TransientError
 
 T = TypeVar("T")
 
@@ -155,6 +157,20 @@ class RetryPolicy:
                         raise
             sleep(delay)
             attempt += 1
+
+
+def is_transient(
+    exc: BaseException,
+    retry_on: tuple[type[BaseException], ...] = (TransientError,),
+) -> bool:
+    """True when ``exc`` is an instance of one of the ``retry_on`` types.
+
+    Interpreter-level exits (``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit``) are never transient, whatever ``retry_on`` says.
+    """
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return False
+    return isinstance(exc, retry_on)
 
 
 def _is_finite_non_negative(value: object) -> bool:

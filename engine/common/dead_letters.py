@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 
 import pyarrow as pa
 
-from engine.reliability.atomic_files import TEMP_PREFIX, write_atomically, write_json_atomically
+from engine.common.atomic_files import TEMP_PREFIX, write_atomically, write_json_atomically
 
 FORMAT = "dead-letter/1"
 ROWS_SUFFIX = ".arrow"

@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.reliability import RateLimitedError, RateLimiter, TokenBucket, throttle_batches
+from engine.errors import RateLimitedError
+
+from engine.common.rate_limit import RateLimiter, TokenBucket, throttle_batches
 
 from tests.fakes import FakeTime
 

@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from engine.reliability.errors import RateLimitedError
-from engine.reliability.picklable_lock import PicklableWithLock
+from engine.errors import RateLimitedError
+from engine.common.picklable_lock import PicklableWithLock
 
 MODES = ("queue", "drop")
 # Per-client buckets beyond this many are pruned when full (a full bucket is the same

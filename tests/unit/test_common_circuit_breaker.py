@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.reliability import CircuitBreaker, CircuitBreakerRegistry, CircuitOpenError
+from engine.common.circuit_breaker import CircuitBreaker, CircuitBreakerRegistry
+
+from engine.errors import CircuitOpenError
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Arrow helpers shared by the patterns: stable hash partitioning, concatenation, sorting.
+"""The engine's one stable hash: key columns to uint64, and hash partitioning by key.
 
 ``hash_partition`` computes ``hash(key) mod R`` vectorized and identically in every
 process (never Python's salted ``hash()``): integers go through the splitmix64
@@ -118,20 +118,3 @@ def hash_partition(table: pa.Table, keys: Sequence[str], partitions: int) -> lis
     bounds = np.searchsorted(ids[order], np.arange(partitions + 1))
     ordered = table.take(pa.array(order))
     return [ordered.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(partitions)]
-
-
-def concat(tables: Sequence[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
-    """Concatenate tables, unifying schemas; an empty list gives an empty table of ``schema``."""
-    tables = [t for t in tables if t is not None]
-    if not tables:
-        if schema is None:
-            return pa.table({})
-        return schema.empty_table()
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def sort_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Rows ordered by ``keys`` ascending (nulls last)."""
-    if table.num_rows <= 1:
-        return table
-    return table.sort_by([(k, "ascending") for k in keys])

@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Callable, Iterator, TypeVar
 
-from engine.reliability.errors import CircuitOpenError
-from engine.reliability.picklable_lock import PicklableWithLock
+from engine.errors import CircuitOpenError
+from engine.common.picklable_lock import PicklableWithLock
 
 T = TypeVar("T")
 

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.reliability import RetryPolicy, TransientError, is_transient
+from engine.common.retry import RetryPolicy, is_transient
+
+from engine.errors import TransientError
 
 from tests.fakes import FakeTime
 
