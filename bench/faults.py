@@ -62,13 +62,12 @@ def main(argv: list[str]) -> int:
 
     import engine
     from datasets.text import parse_size
-    from engine.io.splits import plan_splits
-    from engine.mapreduce.spec import TextInput
+    from engine.io.sources import TextSource
     from jobs.wordcount_job import wordcount_job
 
     corpus = _corpus(args.size, args.data)
     split_size = parse_size(args.split_size)
-    maps = len(plan_splits(TextInput([str(corpus)], split_size=split_size)))
+    maps = len(TextSource([str(corpus)], split_size=split_size).plan_splits())
     info = engine.connect(num_cpus=args.workers)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {}

@@ -10,24 +10,24 @@
 """
 
 from engine.cluster import ClusterInfo, connect, shutdown
-from engine.io.output import OutputExistsError
-from engine.io.splits import InputNotFoundError
+from engine.errors import InputNotFoundError, OutputExistsError
+from engine.io.sources import ParquetSource, TableSource, TextSource
 from engine.kernels.text import count_words, split_words
 from engine.mapreduce.aggregate import GroupByAggregate
 from engine.mapreduce.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import increment_counter
 from engine.mapreduce.handle import ChaosPlan, JobHandle, submit
 from engine.mapreduce.local import run_local
-from engine.mapreduce.master import JobFailedError
+from engine.errors import JobFailedError
 from engine.mapreduce.result import JobResult
-from engine.mapreduce.spec import JobOptions, SpecError, MapReduceJob, ParquetInput, TableInput, TextInput
-from engine.mapreduce.tasks import TooManyBadRecordsError
+from engine.mapreduce.spec import JobOptions, MapReduceJob
+from engine.errors import SpecError, TooManyBadRecordsError
 from engine.lambda_arch import (AdEventOracle, Answer, IngestAck, LambdaArchitecture, LambdaOptions, MasterLog,
                                 QueryFailedError)
 from engine.pipeline import (AutoscalePolicy, CallbackSink, CollectSink, IteratorSource, LiveFeed,
-                             LocalPipelineExecutor, ParquetSink, ParquetSource, Pipeline, PipelineFailedError,
+                             LocalPipelineExecutor, ParquetSink, Pipeline, PipelineFailedError,
                              PipelineHandle, PipelineOptions, PipelineResult, RayPipelineExecutor, Stage,
-                             StageMetrics, TableSource, TextSource, replay_dead_letters)
+                             StageMetrics, replay_dead_letters)
 from engine.scatter_gather import (GatherResult, InlineScatterGather, NotEnoughRepliesError, RayScatterGather,
                                    RequestExpiredError, ScatterGather, ScatterGatherError, ScatterGatherOptions,
                                    ShardActor, UnknownRequestError, concat_replies, serve, sum_replies,
@@ -48,8 +48,8 @@ __all__ = [
     "UnknownRequestError", "concat_replies", "sum_replies", "top_k_replies",
     "ChaosPlan", "CircuitBreaker", "CircuitBreakerRegistry", "CircuitOpenError", "ClusterInfo", "DeadLetterStore",
     "GroupByAggregate", "InputNotFoundError", "JobFailedError", "JobHandle", "JobOptions", "JobResult",
-    "SpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "ParquetInput", "RateLimitedError",
-    "RateLimiter", "ReplayReport", "RetryPolicy", "TableInput", "TextInput", "TokenBucket",
+    "SpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "RateLimitedError",
+    "RateLimiter", "ReplayReport", "RetryPolicy", "TokenBucket",
     "TooManyBadRecordsError", "TransientError", "WorkerChaos", "connect", "count_words", "increment_counter",
     "is_transient", "run_local", "shutdown", "split_words", "submit",
 ]

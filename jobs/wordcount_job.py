@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from engine.kernels.text import count_words
 from engine.mapreduce.aggregate import GroupByAggregate
-from engine.mapreduce.spec import JobOptions, MapReduceJob, TextInput
+from engine.io.sources import TextSource
+from engine.mapreduce.spec import JobOptions, MapReduceJob
 
 SUM_COUNTS = GroupByAggregate("word", {"count": "sum"})
 
@@ -29,7 +30,7 @@ def wordcount_job(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
     """A word count over UTF-8 text files: output columns ``word`` (string), ``count`` (int64)."""
     return MapReduceJob(
         name=name,
-        inputs=TextInput(list(inputs), split_size=split_size),
+        source=TextSource(list(inputs), split_size=split_size),
         map=count_words_in_lines,
         combine=SUM_COUNTS,
         reduce=SUM_COUNTS,

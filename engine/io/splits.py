@@ -1,8 +1,9 @@
 """Input splits: the unit of work of one map task, as plain JSON-safe data.
 
-Text files split into byte ranges; a split owns every line that *starts* inside its range
-(Hadoop's rule), so adjacent splits meet exactly and no line is lost or read twice.
-Parquet files split by row group.  In-memory tables split by row ranges.
+Sources (``engine.io.sources``) plan them: text files split into byte ranges (a split
+owns every line that *starts* inside its range, Hadoop's rule, so adjacent splits meet
+exactly and no line is lost or read twice), Parquet files by row group, in-memory tables
+by row ranges.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-import pyarrow.parquet as pq
 
-from engine.mapreduce.spec import JobInput, SpecError, ParquetInput, TableInput, TextInput
 from engine.errors import InputNotFoundError
 
 
@@ -73,36 +72,3 @@ def expand_paths(paths: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[s
                 found.append(match)
     unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
     return unique
-
-
-def plan_splits(inputs: JobInput) -> list[InputSplit]:
-    """All splits of a job's input, in a deterministic order."""
-    if isinstance(inputs, TextInput):
-        return _text_splits(expand_paths(inputs.paths), inputs.split_size)
-    if isinstance(inputs, ParquetInput):
-        splits = []
-        for path in expand_paths(inputs.paths, suffixes=(".parquet", ".pq")):
-            try:
-                groups = pq.ParquetFile(path).metadata.num_row_groups
-            except Exception as error:  # pyarrow raises several types for a bad file
-                raise SpecError(f"not a readable Parquet file: {path} ({error})") from None
-            splits.extend(InputSplit("parquet", path, g, g + 1) for g in range(groups))
-        return splits
-    if isinstance(inputs, TableInput):
-        splits = []
-        for index, table in enumerate(inputs.tables):
-            for start in range(0, table.num_rows, inputs.rows_per_split):
-                splits.append(InputSplit("table", "", start, min(table.num_rows, start + inputs.rows_per_split), index))
-        return splits
-    raise SpecError(f"unknown input kind {type(inputs).__name__}")
-
-
-def _text_splits(paths: list[str], split_size: int) -> list[InputSplit]:
-    splits = []
-    for path in paths:
-        size = Path(path).stat().st_size
-        if size == 0:
-            continue
-        for start in range(0, size, split_size):
-            splits.append(InputSplit("text", path, start, min(size, start + split_size)))
-    return splits

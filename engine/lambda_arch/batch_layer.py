@@ -1,6 +1,6 @@
 """The batch layer: recompute the batch views from the master log up to offset W.
 
-One MapReduce job over the log segments below W (``TableInput``), run inline
+One MapReduce job over the log segments below W (``TableSource``), run inline
 (``engine.run_local``) or on Ray (``engine.submit``), computes every view; its rows are
 tagged with the view they belong to and keyed by (view, k1, k2):
 
@@ -31,7 +31,7 @@ from engine.lambda_arch.log import MasterLog
 from engine.lambda_arch.views import (ATTRIBUTION_SCHEMA, COUNTS, COUNTS_SCHEMA, ROI_SCHEMA, TOUCHES_SCHEMA, VIEWERS,
                                       VIEWERS_SCHEMA, attribute, count_partials, roi_table, touch_rows,
                                       viewer_partials)
-from engine.common.atomic_files import write_json_atomically
+from engine.common.atomic_files import write_json_atomically, write_parquet_atomically
 
 _VIEW_DIR = "batch-{:016d}"
 
@@ -133,7 +133,7 @@ def compute_batch_views(log: MasterLog, version: int, executor: str = "local", r
                                                  "cost", "revenue"]))
     if tables:
         job = engine.MapReduceJob(
-            name="lambda-batch-views", inputs=engine.TableInput(pa.concat_tables(tables), rows_per_split=1_000_000), map=map_all_views,
+            name="lambda-batch-views", source=engine.TableSource(pa.concat_tables(tables), batch_rows=1_000_000), map=map_all_views,
             combine=combine_all_views, reduce=reduce_all_views, keys=["view", "k1", "k2"], reducers=reducers,
             output=str(target / "all"),
             options=engine.JobOptions(workers=workers, overwrite=True, backup_master=False, speculation=False))
@@ -145,9 +145,9 @@ def compute_batch_views(log: MasterLog, version: int, executor: str = "local", r
         counts, viewers = COUNTS_SCHEMA.empty_table(), VIEWERS_SCHEMA.empty_table()
         attribution = ATTRIBUTION_SCHEMA.empty_table()
     roi = roi_table(counts, attribution)
-    pq.write_table(counts, target / "counts.parquet")
-    pq.write_table(viewers, target / "viewers.parquet")
-    pq.write_table(roi, target / "roi.parquet")
+    write_parquet_atomically(target / "counts.parquet", counts)
+    write_parquet_atomically(target / "viewers.parquet", viewers)
+    write_parquet_atomically(target / "roi.parquet", roi)
     shutil.rmtree(target / "all", ignore_errors=True)
     elapsed = time.perf_counter() - started
     write_json_atomically(target / "manifest.json", {"version": version, "events": version, "elapsed_s": elapsed,

@@ -30,10 +30,10 @@ import pyarrow.ipc as ipc
 
 from engine.lambda_arch.dedup import DedupIndex, hash_ids
 from engine.lambda_arch.events import LOG_SCHEMA, REJECT_SCHEMA, validate_events
+from engine.common.atomic_files import remove_temporary_files, write_ipc_atomically
 from engine.common.dead_letters import DeadLetterStore
 
 _SEGMENT = re.compile(r"^seg-(\d{16})-(\d{16})\.arrow$")
-_TEMP_PREFIX = ".tmp-"
 INGEST_STAGE = "ingest"
 
 
@@ -67,14 +67,6 @@ class Segment:
         return self.end - self.begin
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def read_segment(segment: Segment, columns: Sequence[str] | None = None) -> pa.Table:
     """The rows of one segment (memory-mapped IPC; ``columns`` selects a projection)."""
     with pa.memory_map(str(segment.path)) as source:
@@ -101,7 +93,7 @@ class MasterLog:
             self._lock_file.close()
             raise RuntimeError(f"master log {self.log_directory} is open in another process") from None
         self.dead_letters = DeadLetterStore(self.directory / "dead_letters")
-        self._write_options = ipc.IpcWriteOptions(compression=compression)
+        self._compression = compression
         self._lock = threading.Lock()
         self._dedup = DedupIndex(dedup_horizon_ms)
         self._segments: list[Segment] = self._scan()
@@ -110,8 +102,7 @@ class MasterLog:
     # -- opening ------------------------------------------------------------------------
 
     def _scan(self) -> list[Segment]:
-        for leftover in self.log_directory.glob(_TEMP_PREFIX + "*"):
-            leftover.unlink()  # an ingest that crashed before its rename was never acknowledged
+        remove_temporary_files(self.log_directory)  # an ingest that crashed before its rename was never acknowledged
         segments = []
         for path in self.log_directory.iterdir():
             match = _SEGMENT.match(path.name)
@@ -203,16 +194,9 @@ class MasterLog:
                                      source={"log_end_offset": at_offset})
 
     def _write_segment(self, table: pa.Table, begin: int, end: int) -> Segment:
-        name = f"seg-{begin:016d}-{end:016d}.arrow"
-        temporary = self.log_directory / f"{_TEMP_PREFIX}{name}"
-        with open(temporary, "wb") as handle:
-            with ipc.new_file(handle, LOG_SCHEMA, options=self._write_options) as writer:
-                writer.write_table(table.cast(LOG_SCHEMA) if table.schema != LOG_SCHEMA else table)
-            handle.flush()
-            os.fsync(handle.fileno())
-        final = self.log_directory / name
-        os.replace(temporary, final)
-        _fsync_directory(self.log_directory)
+        final = self.log_directory / f"seg-{begin:016d}-{end:016d}.arrow"
+        write_ipc_atomically(final, table.cast(LOG_SCHEMA) if table.schema != LOG_SCHEMA else table, LOG_SCHEMA,
+                             self._compression)
         return Segment(begin, end, final)
 
     def rejected_rows(self) -> pa.Table:

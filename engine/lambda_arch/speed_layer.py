@@ -170,8 +170,8 @@ class PipelineSpeedLayer:
     """The speed layer as an ``engine.pipeline`` pipeline on Ray (live feed -> stage -> sink)."""
 
     def __init__(self, stage: SpeedDelta, applier: DeltaApplier, replicas: int = 1, feed_capacity: int = 8) -> None:
-        from engine.pipeline.sinks import CallbackSink
-        from engine.pipeline.sources import LiveFeed
+        from engine.io.sinks import CallbackSink
+        from engine.io.sources import LiveFeed
         from engine.pipeline.spec import Pipeline, PipelineOptions, Stage
 
         self.applier = applier

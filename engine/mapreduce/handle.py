@@ -19,8 +19,7 @@ from typing import Any
 import ray
 
 from engine.cluster import available_cpus
-from engine.io.output import prepare_output
-from engine.io.splits import plan_splits
+from engine.io.parts import prepare_directory
 from engine.mapreduce.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.local import resolve_output
 from engine.mapreduce.master import JobFailedError, MasterConfig
@@ -215,7 +214,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     """
     if not ray.is_initialized():
         raise RuntimeError("not connected to Ray: call engine.connect() first")
-    plan_splits(job.inputs)  # fail on a missing input before any work starts
+    job.source.plan_splits()  # fail on a missing input before any work starts
     workers = job.options.workers or available_cpus()
     reducers = job.reducers or default_reducers(workers)
     output = resolve_output(job)
@@ -229,7 +228,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
         table = snapshot.state["tasks"]
         reducers = int(snapshot.state.get("reducers", reducers))
     else:
-        prepare_output(output, job.options.overwrite)
+        prepare_directory(output, job.options.overwrite)
     job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
     chaos = chaos or ChaosPlan()
     config = MasterConfig(job_id=job_id, namespace=NAMESPACE, output=output, reducers=reducers, workers=workers,

@@ -14,12 +14,12 @@ from collections import Counter
 import pyarrow as pa
 
 from engine.common.tables import concat
-from engine.io.output import prepare_output, write_dead_letters, write_success
-from engine.io.splits import plan_splits
+from engine.io.parts import prepare_directory, write_success
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import MapReduceJob
-from engine.mapreduce.tasks import TooManyBadRecordsError, run_map_task, run_reduce_task
+from engine.errors import TooManyBadRecordsError
+from engine.mapreduce.tasks import run_map_task, run_reduce_task, write_dead_letters
 
 
 def resolve_output(job: MapReduceJob) -> str:
@@ -40,10 +40,10 @@ def check_bad_records(counters: Counter, limit: float) -> None:
 def run_local(job: MapReduceJob, workers_hint: int | None = None) -> JobResult:
     """Run ``job`` inline and return its result; raises on the first unrecoverable error."""
     started = time.perf_counter()
-    splits = plan_splits(job.inputs)
+    splits = job.source.plan_splits()
     reducers = job.reducers or 2 * (workers_hint or job.options.workers or os.cpu_count() or 1)
     output = resolve_output(job)
-    prepare_output(output, job.options.overwrite)
+    prepare_directory(output, job.options.overwrite)
     counters: Counter = Counter()
     partitions: list[list[pa.Table]] = [[] for _ in range(reducers)]
     dead = []

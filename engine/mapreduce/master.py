@@ -20,8 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from engine.common.atomic_files import write_parquet_atomically
 from engine.common.tables import concat
-from engine.io.output import part_name, write_dead_letters, write_success
+from engine.io.parts import part_name, write_success
+from engine.mapreduce.tasks import write_dead_letters
 from engine.mapreduce.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.snapshot import SnapshotStore
@@ -196,9 +198,7 @@ class JobCoordinator:
             self.pool = get_pool()
             with self.lock:
                 if self.table is None:
-                    from engine.io.splits import plan_splits
-
-                    self.table = TaskTable.for_job(plan_splits(self.job.inputs), self.config.reducers)
+                    self.table = TaskTable.for_job(self.job.source.plan_splits(), self.config.reducers)
                 self._adopt_workers(worker_names)
                 self._verify_outputs()
                 self._adopt_attempts()
@@ -541,8 +541,7 @@ class JobCoordinator:
         directory = os.path.join(self.config.output, _DEAD_DIR)
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, f"{task_id}.parquet")
-        pq.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        write_parquet_atomically(path, table)
 
     def _collect_dead_letters(self) -> pa.Table:
         directory = os.path.join(self.config.output, _DEAD_DIR)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.io.output import DEAD_LETTERS, read_output
-from engine.mapreduce.tasks import DEAD_LETTER_SCHEMA
+from engine.io.parts import read_parts
+from engine.mapreduce.tasks import DEAD_LETTER_SCHEMA, DEAD_LETTERS_FILE
 
 
 @dataclass
@@ -35,11 +35,11 @@ class JobResult:
 
     def table(self) -> pa.Table:
         """The whole result as one table (parts concatenated in partition order)."""
-        return read_output(self.output)
+        return read_parts(self.output)
 
     def dead_letters(self) -> pa.Table:
         """Bad records the job skipped: stage, source, offset, reason, record bytes."""
-        path = os.path.join(self.output, DEAD_LETTERS)
+        path = os.path.join(self.output, DEAD_LETTERS_FILE)
         if not os.path.exists(path):
             return DEAD_LETTER_SCHEMA.empty_table()
         return pq.read_table(path)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.io.output import write_atomic_bytes
+from engine.common.atomic_files import write_bytes_atomically
 from engine.errors import SnapshotError
 
 _PREFIX = "snapshot-"
@@ -51,7 +51,7 @@ class SnapshotStore:
         content = json.dumps(body, sort_keys=True, separators=(",", ":"))
         document = json.dumps({"sha256": hashlib.sha256(content.encode()).hexdigest(), "content": content})
         path = os.path.join(self.directory, f"{_PREFIX}{seq:08d}.json")
-        write_atomic_bytes(path, document.encode())
+        write_bytes_atomically(path, document.encode())
         for old in self._files()[:-self.keep]:
             try:
                 os.unlink(old)

@@ -1,9 +1,9 @@
 """The MapReduce job description: inert, validated data that executors run.
 
-A ``MapReduceJob`` says what to compute (inputs, map, optional combine, reduce, key
-columns, reducer count, output); ``JobOptions`` says how (workers, split size, fault
-tolerance settings).  Neither starts anything.  The same job runs inline
-(``engine.run_local``) and on Ray (``engine.submit``).
+A ``MapReduceJob`` says what to compute (a splittable source, map, optional combine,
+reduce, key columns, reducer count, output directory); ``JobOptions`` says how (workers,
+fault tolerance settings).  Neither starts anything.  The same job runs inline and on
+Ray: ``engine.run(job, executor="inline" | "ray")``.
 """
 
 from __future__ import annotations
@@ -14,73 +14,16 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import pyarrow as pa
 from engine.errors import SpecError
+from engine.io.sinks import ParquetSink
+from engine.io.sources import SplittableSource
 
 BatchFunction = Callable[[pa.Table], pa.Table]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class TextInput:
-    """UTF-8 text files (paths, directories or globs), split by line-aligned byte ranges.
-
-    With ``records="lines"`` (the default) map functions receive tables with one column
-    ``line`` (string): each value is one line *with* its terminator, as ``for line in
-    open(path)`` yields it.  With ``records="blocks"`` they receive tables with one column
-    ``text`` (string): each value is a run of whole lines, about ``batch_size`` bytes, a
-    zero-copy view of the bytes read (no per-line objects).  A line that is not valid
-    UTF-8 is a bad record: it is skipped and recorded in the job's dead letters.
-    """
-
-    paths: tuple[str, ...]
-    split_size: int = 64 * 1024 * 1024
-    batch_size: int = 8 * 1024 * 1024
-    records: str = "lines"
-
-    def __init__(self, paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
-                 split_size: int = 64 * 1024 * 1024, batch_size: int = 8 * 1024 * 1024,
-                 records: str = "lines") -> None:
-        object.__setattr__(self, "paths", _as_path_tuple(paths))
-        object.__setattr__(self, "split_size", split_size)
-        object.__setattr__(self, "batch_size", batch_size)
-        object.__setattr__(self, "records", records)
-
-
-@dataclass(frozen=True)
-class ParquetInput:
-    """Parquet files or directories of them; one split per row group."""
-
-    paths: tuple[str, ...]
-    columns: tuple[str, ...] | None = None
-
-    def __init__(self, paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
-                 columns: Sequence[str] | None = None) -> None:
-        object.__setattr__(self, "paths", _as_path_tuple(paths))
-        object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
-
-
-@dataclass(frozen=True)
-class TableInput:
-    """In-memory Arrow tables; one split per ``rows_per_split`` rows of each table."""
-
-    tables: tuple[pa.Table, ...]
-    rows_per_split: int = 1_000_000
-
-    def __init__(self, tables: Union[pa.Table, Sequence[pa.Table]], rows_per_split: int = 1_000_000) -> None:
-        if isinstance(tables, (pa.Table, pa.RecordBatch)):
-            tables = [tables]
-        converted = tuple(pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t for t in tables)
-        object.__setattr__(self, "tables", converted)
-        object.__setattr__(self, "rows_per_split", rows_per_split)
-
-
-JobInput = Union[TextInput, ParquetInput, TableInput]
-
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -152,7 +95,7 @@ class MapReduceJob:
     """
 
     name: str
-    inputs: JobInput
+    source: SplittableSource
     map: BatchFunction
     reduce: BatchFunction
     keys: tuple[str, ...]
@@ -161,12 +104,14 @@ class MapReduceJob:
     output: str | None = None
     options: JobOptions = field(default_factory=JobOptions)
 
-    def __init__(self, name: str, inputs: JobInput, map: BatchFunction, reduce: BatchFunction,
+    def __init__(self, name: str, source: SplittableSource, map: BatchFunction, reduce: BatchFunction,
                  keys: Union[str, Sequence[str]], reducers: int | None = None,
-                 combine: BatchFunction | None = None, output: Union[str, os.PathLike, None] = None,
+                 combine: BatchFunction | None = None, output: Union[str, os.PathLike, ParquetSink, None] = None,
                  options: JobOptions | None = None) -> None:
+        if isinstance(output, ParquetSink):
+            output = output.directory
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "source", source)
         object.__setattr__(self, "map", map)
         object.__setattr__(self, "reduce", reduce)
         object.__setattr__(self, "keys", (keys,) if isinstance(keys, str) else tuple(keys))
@@ -177,7 +122,8 @@ class MapReduceJob:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``SpecError`` naming the first problem; checks that inputs exist."""
+        """Raise ``SpecError`` naming the first problem with the description itself (input
+        paths are checked when the job is run, by planning its splits)."""
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise SpecError(f"job name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
         for role in ("map", "reduce"):
@@ -189,15 +135,9 @@ class MapReduceJob:
             raise SpecError(f"keys must be one or more column names, got {self.keys!r}")
         if self.reducers is not None and (not isinstance(self.reducers, int) or self.reducers < 1):
             raise SpecError(f"reducers must be at least 1, got {self.reducers}")
-        if not isinstance(self.inputs, (TextInput, ParquetInput, TableInput)):
-            raise SpecError(f"inputs must be TextInput, ParquetInput or TableInput, got {type(self.inputs).__name__}")
-        if isinstance(self.inputs, TextInput):
-            if self.inputs.split_size < 1 or self.inputs.batch_size < 1:
-                raise SpecError("split_size and batch_size must be at least 1 byte")
-            if self.inputs.records not in ("lines", "blocks"):
-                raise SpecError(f"TextInput records must be 'lines' or 'blocks', got {self.inputs.records!r}")
-        if isinstance(self.inputs, TableInput) and self.inputs.rows_per_split < 1:
-            raise SpecError("rows_per_split must be at least 1")
+        if not isinstance(self.source, SplittableSource):
+            raise SpecError("source must be a splittable source (TextSource, ParquetSource, TableSource), "
+                            f"got {type(self.source).__name__}")
         self.options.validate()
 
     def fingerprint(self) -> str:
@@ -211,29 +151,12 @@ class MapReduceJob:
             "keys": list(self.keys),
             "reducers": self.reducers,
             "output": self.output,
-            "inputs": _describe_input(self.inputs),
+            "source": self.source.describe(),
             "map": _describe_function(self.map),
             "combine": _describe_function(self.combine) if self.combine else None,
             "reduce": _describe_function(self.reduce),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _as_path_tuple(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> tuple[str, ...]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    return tuple(os.fspath(p) for p in paths)
-
-
-def _describe_input(inputs: JobInput) -> dict:
-    if isinstance(inputs, TableInput):
-        return {"tables": [str(t.schema) for t in inputs.tables], "rows": [t.num_rows for t in inputs.tables],
-                "rows_per_split": inputs.rows_per_split}
-    described = {"kind": type(inputs).__name__, "paths": [str(Path(p).resolve()) for p in inputs.paths]}
-    if isinstance(inputs, TextInput):
-        described["split_size"] = inputs.split_size
-        described["records"] = inputs.records
-    return described
 
 
 def _describe_function(function: Callable) -> str:

@@ -8,6 +8,7 @@ retries whole tasks or talks to Ray.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,16 +17,16 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from engine.common.atomic_files import write_parquet_atomically
 from engine.common.tables import concat, sort_by_keys
 
 from engine.common.hashing import hash_partition
-from engine.io.output import write_part
+from engine.io.parts import write_part
 from engine.io.splits import InputSplit
-from engine.io.text import LINE_COLUMN, TEXT_COLUMN, read_text_split
+from engine.io.text import LINE_COLUMN
 from engine.mapreduce.counters import collecting_counters
-from engine.mapreduce.spec import MapReduceJob, ParquetInput, TableInput, TextInput
+from engine.mapreduce.spec import MapReduceJob
 from engine.errors import TooManyBadRecordsError
 
 DEAD_LETTER_SCHEMA = pa.schema([
@@ -74,40 +75,16 @@ class _Batch:
 
 def _read_split(job: MapReduceJob, split: InputSplit, dead: list[dict]) -> Iterator[tuple[_Batch, int]]:
     """Batches of one split with their per-row source offsets, and the bytes each covered."""
-    inputs = job.inputs
-    if isinstance(inputs, TextInput):
-        for table, bad_lines, nbytes, line_offsets in read_text_split(split, inputs.batch_size, inputs.records):
-            for bad in bad_lines:
-                dead.append({"stage": "read", "source": bad.path, "offset": bad.offset,
-                             "reason": bad.reason, "record": bad.data})
-            yield _Batch(table, split.path, line_offsets), nbytes
-    elif isinstance(inputs, ParquetInput):
-        columns = list(inputs.columns) if inputs.columns else None
-        table = pq.ParquetFile(split.path).read_row_group(split.start, columns=columns)
-        yield _Batch(table, f"{split.path}#row-group-{split.start}", np.arange(table.num_rows)), 0
-    elif isinstance(inputs, TableInput):
-        table = inputs.tables[split.index].slice(split.start, split.end - split.start)
-        yield _Batch(table, f"table-{split.index}", np.arange(split.start, split.end)), 0
+    for batch in job.source.read_split(split):
+        for bad in batch.bad_records:
+            dead.append({"stage": "read", "source": bad.location, "offset": bad.offset,
+                         "reason": bad.reason, "record": bad.data})
+        yield _Batch(batch.table, batch.location, batch.row_offsets), batch.input_bytes
 
 
 def empty_input(job: MapReduceJob) -> pa.Table:
     """A zero-row table shaped like the job's input (used to learn output schemas)."""
-    inputs = job.inputs
-    if isinstance(inputs, TextInput):
-        column = TEXT_COLUMN if inputs.records == "blocks" else LINE_COLUMN
-        return pa.table({column: pa.array([], pa.large_string())})
-    if isinstance(inputs, TableInput) and inputs.tables:
-        return inputs.tables[0].slice(0, 0)
-    if isinstance(inputs, ParquetInput):
-        from engine.io.splits import expand_paths
-
-        files = expand_paths(inputs.paths, suffixes=(".parquet", ".pq"))
-        if files:
-            schema = pq.read_schema(files[0])
-            if inputs.columns:
-                schema = pa.schema([schema.field(c) for c in inputs.columns])
-            return schema.empty_table()
-    return pa.table({})
+    return job.source.empty_table()
 
 
 def _record_bytes(table: pa.Table, row: int) -> bytes:
@@ -175,6 +152,18 @@ def apply_skipping_bad_records(function: Callable[[pa.Table], pa.Table], batch: 
         right_bounds = boundaries[middle:] - cut if group_bounds is not None else None
         return (apply_skipping_bad_records(function, left, stage, 1, dead, left_bounds)
                 + apply_skipping_bad_records(function, right, stage, 1, dead, right_bounds))
+
+
+DEAD_LETTERS_FILE = "_dead_letters.parquet"
+
+
+def write_dead_letters(directory: str, table: pa.Table) -> str | None:
+    """Write the job's dead letters (bad records) next to its parts; None when there are none."""
+    if table.num_rows == 0:
+        return None
+    path = os.path.join(directory, DEAD_LETTERS_FILE)
+    write_parquet_atomically(path, table)
+    return path
 
 
 def dead_letter_table(rows: list[dict]) -> pa.Table:

@@ -12,8 +12,8 @@ from engine.pipeline.local import LocalPipelineExecutor
 from engine.pipeline.ray_executor import PipelineHandle, RayPipelineExecutor
 from engine.pipeline.replica import release_idle_replicas
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.sinks import CallbackSink, CollectSink, ParquetSink, Sink
-from engine.pipeline.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
+from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
+from engine.io.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
 from engine.pipeline.spec import AutoscalePolicy, Pipeline, PipelineOptions, Stage
 
 __all__ = [

@@ -10,21 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from engine.common.tables import as_table  # noqa: F401  (re-exported for the pipeline modules)
+
 from engine.common.hashing import hash_column, hash_partition, partition_ids
-
-
-def as_table(batch: object, where: str) -> pa.Table:
-    """Return ``batch`` as a ``pa.Table``; a RecordBatch is wrapped, anything else is refused.
-
-    ``where`` names the producer (a stage id, a source) for the error message.
-    """
-    if isinstance(batch, pa.Table):
-        return batch
-    if isinstance(batch, pa.RecordBatch):
-        return pa.Table.from_batches([batch])
-    raise TypeError(
-        f"{where} produced {type(batch).__name__}; a filter must return a pyarrow Table or RecordBatch"
-    )
 
 
 def key_partitions(table: pa.Table, key: str, parts: int) -> np.ndarray:

@@ -29,12 +29,12 @@ from ray.exceptions import RayActorError, RayTaskError
 from engine.pipeline.autoscale import Autoscaler
 from engine.pipeline.batches import split_by_key
 from engine.pipeline.dead_letters import DeadLetterRecorder
-from engine.pipeline.local import batch_name
+from engine.pipeline.delivery import batch_name
 from engine.pipeline.ordering import SequenceTracker
 from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.sinks import commit
-from engine.pipeline.sources import LiveFeed
+from engine.pipeline.delivery import commit
+from engine.io.sources import LiveFeed
 from engine.pipeline.spec import Pipeline, Stage
 from engine.errors import PipelineFailedError
 

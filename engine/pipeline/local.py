@@ -11,13 +11,8 @@ import time
 from engine.pipeline.dead_letters import DeadLetterRecorder, outcome_dead
 from engine.pipeline.filtering import apply_filter
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.sinks import commit
+from engine.pipeline.delivery import batch_name, commit
 from engine.pipeline.spec import Pipeline
-
-
-def batch_name(name: tuple[int, ...]) -> str:
-    """The sink name of a batch from its sequence number and split path."""
-    return "-".join(f"{part:09d}" if i == 0 else f"{part:03d}" for i, part in enumerate(name))
 
 
 class LocalPipelineExecutor:

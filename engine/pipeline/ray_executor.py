@@ -9,7 +9,7 @@ import ray
 
 from engine.pipeline.coordinator import Coordinator, PipelineFailedError
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.sources import LiveFeed
+from engine.io.sources import LiveFeed
 from engine.pipeline.spec import Pipeline
 
 

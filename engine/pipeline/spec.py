@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 
-from engine.pipeline.sinks import Sink
-from engine.pipeline.sources import Source
+from engine.io.sinks import Sink
+from engine.io.sources import Source
 from engine.common.retry import RetryPolicy
 
 if TYPE_CHECKING:

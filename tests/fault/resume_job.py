@@ -26,7 +26,7 @@ def slow_sum(table: pa.Table) -> pa.Table:
 def resumable_job(inputs: str, output: str, overwrite: bool = False) -> engine.MapReduceJob:
     """The job both drivers run: snapshots after every task, 12 slow reduce tasks."""
     return engine.MapReduceJob(
-        name="resumable", inputs=engine.TextInput(inputs, split_size=3000), map=count_words_in_lines,
+        name="resumable", source=engine.TextSource(inputs, split_size=3000), map=count_words_in_lines,
         combine=SUM_COUNTS, reduce=slow_sum, keys="word", reducers=12, output=output,
         options=engine.JobOptions(workers=2, speculation=False, snapshot_every_tasks=1, overwrite=overwrite))
 

@@ -111,7 +111,7 @@ def poisoned_map(batch: pa.Table) -> pa.Table:
 
 
 def poison_job(tmp_path: Path, name: str, fraction: float) -> engine.MapReduceJob:
-    return engine.MapReduceJob(name="poison", inputs=engine.TextInput(str(tmp_path / "in"), split_size=4000),
+    return engine.MapReduceJob(name="poison", source=engine.TextSource(str(tmp_path / "in"), split_size=4000),
                                map=poisoned_map, combine=SUM_COUNTS, reduce=SUM_COUNTS, keys="word", reducers=3,
                                output=str(tmp_path / name), options=JobOptions(max_bad_record_fraction=fraction))
 

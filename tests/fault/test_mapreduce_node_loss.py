@@ -30,7 +30,7 @@ def slow_sum(table: pa.Table) -> pa.Table:
 
 def job_for(tmp_path: Path, output: str) -> engine.MapReduceJob:
     return engine.MapReduceJob(
-        name="node-loss", inputs=engine.TextInput(str(tmp_path / "in"), split_size=3000), map=count_words_in_lines,
+        name="node-loss", source=engine.TextSource(str(tmp_path / "in"), split_size=3000), map=count_words_in_lines,
         combine=SUM_COUNTS, reduce=slow_sum, keys="word", reducers=10, output=str(tmp_path / output),
         options=JobOptions(workers=2, speculation=False, heartbeat_interval_s=0.2, heartbeat_timeout_s=5.0))
 

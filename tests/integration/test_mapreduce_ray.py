@@ -61,7 +61,7 @@ def tag_rows(table: pa.Table) -> pa.Table:
 def test_table_input_with_user_counters_and_integer_keys(ray_runtime, tmp_path: Path) -> None:
     keys = pa.array([i % 7 for i in range(1000)], pa.int64())
     table = pa.table({"key": keys, "value": pa.array(range(1000), pa.int64()), "other": ["x"] * 1000})
-    job = engine.MapReduceJob(name="sums", inputs=engine.TableInput(table, rows_per_split=150), map=tag_rows,
+    job = engine.MapReduceJob(name="sums", source=engine.TableSource(table, batch_rows=150), map=tag_rows,
                               combine=sum_by_key, reduce=sum_by_key, keys=["key"], reducers=3,
                               output=str(tmp_path / "out"))
     result = engine.submit(job).result(timeout_s=120)
@@ -69,7 +69,7 @@ def test_table_input_with_user_counters_and_integer_keys(ray_runtime, tmp_path: 
     got = result.table()
     assert dict(zip(got.column("key").to_pylist(), got.column("value").to_pylist())) == expected
     assert result.counters["rows_seen"] == 1000
-    assert engine.run_local(job.__class__(name="sums", inputs=job.inputs, map=tag_rows, combine=sum_by_key,
+    assert engine.run_local(job.__class__(name="sums", source=job.source, map=tag_rows, combine=sum_by_key,
                                           reduce=sum_by_key, keys=["key"], reducers=3,
                                           output=str(tmp_path / "local"))).table().equals(got)
 
@@ -81,7 +81,7 @@ def test_parquet_input_split_by_row_group(ray_runtime, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     pq.write_table(source, tmp_path / "in" / "data.parquet", row_group_size=100)
     total = engine.GroupByAggregate("key", {"value": "sum"})
-    job = engine.MapReduceJob(name="pq", inputs=engine.ParquetInput(str(tmp_path / "in")), map=lambda t: t,
+    job = engine.MapReduceJob(name="pq", source=engine.ParquetSource(str(tmp_path / "in")), map=lambda t: t,
                               combine=total, reduce=total, keys="key", reducers=2, output=str(tmp_path / "out"))
     result = engine.submit(job).result(timeout_s=120)
     assert result.map_tasks == 5

@@ -29,7 +29,7 @@ def map_refusing_value_13(table: pa.Table) -> pa.Table:
 
 def test_a_failing_reduce_group_is_skipped_whole_and_others_survive(tmp_path: Path) -> None:
     table = pa.table({"key": pa.array([i % 5 for i in range(200)], pa.int64()), "value": pa.array([1] * 200)})
-    job = engine.MapReduceJob(name="cursed", inputs=engine.TableInput(table, rows_per_split=50), map=lambda t: t,
+    job = engine.MapReduceJob(name="cursed", source=engine.TableSource(table, batch_rows=50), map=lambda t: t,
                               combine=TOTAL, reduce=reduce_refusing_key_3, keys="key", reducers=2,
                               output=str(tmp_path / "out"), options=engine.JobOptions(max_bad_record_fraction=0.5))
     result = engine.run_local(job)
@@ -43,7 +43,7 @@ def test_a_failing_reduce_group_is_skipped_whole_and_others_survive(tmp_path: Pa
 
 def test_a_failing_map_record_is_bisected_out_of_its_batch(tmp_path: Path) -> None:
     table = pa.table({"key": pa.array([i % 4 for i in range(100)], pa.int64()), "value": pa.array(range(100))})
-    job = engine.MapReduceJob(name="unlucky", inputs=engine.TableInput(table, rows_per_split=100),
+    job = engine.MapReduceJob(name="unlucky", source=engine.TableSource(table, batch_rows=100),
                               map=map_refusing_value_13, reduce=TOTAL, keys="key", reducers=3,
                               output=str(tmp_path / "out"), options=engine.JobOptions(max_bad_record_fraction=0.05))
     result = engine.run_local(job)

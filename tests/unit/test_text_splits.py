@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.io.splits import InputNotFoundError, InputSplit, expand_paths, plan_splits
+from engine.io.splits import InputNotFoundError, InputSplit, expand_paths
 from engine.io.text import read_text_split
-from engine.mapreduce.spec import TextInput
+from engine.io.sources import TextSource
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ def test_splits_cover_every_line_once(tmp_path: Path, lines: list[bytes], final_
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     path = tmp_path / "input.txt"
     path.write_bytes(data)
-    splits = plan_splits(TextInput([str(path)], split_size=split_size))
+    splits = TextSource([str(path)], split_size=split_size).plan_splits()
     kept: list[bytes] = []
     bad: list[bytes] = []
     for split in splits:

@@ -1,24 +1,22 @@
-"""Where a pipeline's batches go: a Parquet directory, a Python callback, or a collector.
+"""Where results go, for every pattern: a Parquet directory, a Python callback, a collector.
 
-A sink is a description; ``open()`` gives a writer for one run.  The executor calls
-``write(batch_name, table)`` at most once per batch name (its exactly-once commit) and
-``close()`` at the end.  Batch names are stable (source sequence number plus split
-path), so a Parquet part written twice would land under the same file name.
+A sink is an inert description; ``open()`` gives the writer of one run.  Executors call
+``write(batch_name, table)`` at most once per batch name (their exactly-once commit) and
+``close()`` at the end.  Batch names are stable (a pipeline's source sequence number and
+split path; a MapReduce reduce partition), so a part written twice lands under the same
+file name.  MapReduce outputs are ``ParquetSink``s too: one part per reduce partition.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from engine.pipeline.batches import concat
-from engine.common.retry import RetryPolicy
+from engine.common.tables import concat
+from engine.io import parts
 
 
 class SinkWriter:
@@ -33,14 +31,6 @@ class SinkWriter:
         return None
 
 
-def commit(writer: SinkWriter, batch_name: str, table: pa.Table, retry: RetryPolicy | None) -> None:
-    """Write one batch, retrying transient failures per ``retry`` (if any)."""
-    if retry is None:
-        writer.write(batch_name, table)
-    else:
-        retry.call(writer.write, batch_name, table)
-
-
 class Sink:
     """Base of all sinks: ``open()`` returns the writer of one run."""
 
@@ -49,38 +39,52 @@ class Sink:
         raise NotImplementedError
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
 class _ParquetWriter(SinkWriter):
-    def __init__(self, directory: Path, compression: str) -> None:
-        self.directory = directory
-        self.compression = compression
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "_SUCCESS").unlink(missing_ok=True)
+    def __init__(self, sink: "ParquetSink") -> None:
+        self.sink = sink
 
     def write(self, batch_name: str, table: pa.Table) -> None:
-        if not _NAME.match(batch_name):
-            raise ValueError(f"ParquetSink: batch name {batch_name!r} is not a safe file name")
-        final = self.directory / f"part-{batch_name}.parquet"
-        temporary = self.directory / f".tmp-part-{batch_name}.parquet"
-        pq.write_table(table, temporary, compression=self.compression)
-        os.replace(temporary, final)  # atomic: a reader never sees a torn part
+        self.sink.write_part(batch_name, table)
 
     def close(self) -> None:
-        (self.directory / "_SUCCESS").write_text("")
+        self.sink.commit()
         return None
 
 
 @dataclass(frozen=True)
 class ParquetSink(Sink):
-    """A directory of ``part-<batch>.parquet`` files written atomically, then ``_SUCCESS``."""
+    """A directory of ``part-<name>.parquet`` files written atomically, then ``_SUCCESS``.
+
+    Opening it refuses a directory that already holds parts of an earlier result unless
+    ``overwrite=True``, which first removes that result (and only it).
+    """
 
     directory: str
     compression: str = "snappy"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", os.fspath(self.directory))
+
+    def prepare(self) -> None:
+        """Create the directory, refusing or clearing an earlier result (see the class)."""
+        parts.prepare_directory(self.directory, self.overwrite)
+
+    def write_part(self, name: int | str, table: pa.Table) -> str:
+        """Write one part atomically; returns its path."""
+        return parts.write_part(self.directory, name, table, self.compression)
+
+    def commit(self, summary: dict | None = None) -> None:
+        """Mark the result complete: the summary (if any), then ``_SUCCESS``."""
+        parts.write_success(self.directory, summary)
+
+    def read(self) -> pa.Table:
+        """Every part as one table, in part-name order."""
+        return parts.read_parts(self.directory)
 
     def open(self) -> SinkWriter:
-        return _ParquetWriter(Path(os.fspath(self.directory)), self.compression)
+        self.prepare()
+        return _ParquetWriter(self)
 
 
 class _CallbackWriter(SinkWriter):
@@ -113,7 +117,7 @@ class _CollectWriter(SinkWriter):
         self.tables.append(table)
 
     def close(self) -> pa.Table | None:
-        return concat(self.tables)
+        return concat(self.tables) if self.tables else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,108 @@
+"""The rules of a result directory: ``part-<name>.parquet`` files, a job summary, ``_SUCCESS``.
+
+Shared by MapReduce outputs and pipeline ``ParquetSink``s (Hadoop/Spark convention):
+parts are written atomically (``engine.common.atomic_files``), so a reader never sees a
+torn part and a re-executed task replaces an identical part instead of adding one; the
+empty ``_SUCCESS`` marker is written last.  Preparing a directory refuses one that
+already holds a result, unless asked to replace it, and never deletes files that are not
+part of a result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.common.atomic_files import is_temporary, write_bytes_atomically, write_json_atomically, \
+    write_parquet_atomically
+from engine.errors import OutputExistsError, SpecError
+
+SUCCESS = "_SUCCESS"
+JOB_SUMMARY = "_job.json"
+DEAD_LETTERS_DIR = "_dead_letters"
+SNAPSHOTS_DIR = "_snapshots"
+_RESULT_NAMES = (SUCCESS, JOB_SUMMARY, DEAD_LETTERS_DIR, SNAPSHOTS_DIR, "_dead_letters.parquet")
+_PART_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def part_name(partition: int | str) -> str:
+    """File name of a part: ``part-00003.parquet`` for reduce partition 3, or
+    ``part-<name>.parquet`` for a named batch (names are checked to be safe file names)."""
+    if isinstance(partition, int):
+        return f"part-{partition:05d}.parquet"
+    if not _PART_NAME.match(partition):
+        raise SpecError(f"part name {partition!r} is not a safe file name")
+    return f"part-{partition}.parquet"
+
+
+def _is_result_entry(name: str) -> bool:
+    return name in _RESULT_NAMES or name.startswith("part-") or is_temporary(name)
+
+
+def prepare_directory(directory: str | os.PathLike[str], overwrite: bool) -> None:
+    """Create ``directory``; refuse (or with ``overwrite`` clear) a result already in it.
+
+    Only entries a result consists of are removed on overwrite; a directory that also
+    holds anything else is refused rather than emptied.
+    """
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"output path exists and is not a directory: {directory}")
+    path.mkdir(parents=True, exist_ok=True)
+    entries = list(path.iterdir())
+    ours = [e for e in entries if _is_result_entry(e.name)]
+    if not ours:
+        return
+    if not overwrite:
+        raise OutputExistsError(f"output directory already holds a result: {directory} (use --overwrite to replace it)")
+    others = [e.name for e in entries if e not in ours]
+    if others:
+        raise OutputExistsError(f"output directory holds files that are not a job result: {directory} ({others[0]})")
+    for entry in ours:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def write_part(directory: str | os.PathLike[str], partition: int | str, table: pa.Table,
+               compression: str = "snappy") -> str:
+    """Write ``table`` as the part of ``partition`` atomically and return its path.
+
+    Dictionary encoding is off: parts hold sorted, mostly distinct keys, and plain pages
+    are read value for value identically by pyarrow and fastparquet.
+    """
+    final = os.path.join(os.fspath(directory), part_name(partition))
+    write_parquet_atomically(final, table, use_dictionary=False, compression=compression)
+    return final
+
+
+def write_success(directory: str | os.PathLike[str], summary: dict | None = None) -> None:
+    """Write the summary (``_job.json``, if given) and then the empty ``_SUCCESS``, last."""
+    if summary is not None:
+        write_json_atomically(os.path.join(os.fspath(directory), JOB_SUMMARY), summary, indent=2)
+    write_bytes_atomically(os.path.join(os.fspath(directory), SUCCESS), b"")
+
+
+def clear_success(directory: str | os.PathLike[str]) -> None:
+    """Remove ``_SUCCESS`` (a directory being written is not a finished result)."""
+    Path(directory, SUCCESS).unlink(missing_ok=True)
+
+
+def part_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The part files of a result directory, sorted by name."""
+    names = sorted(p for p in os.listdir(directory) if p.startswith("part-") and p.endswith(".parquet"))
+    return [os.path.join(os.fspath(directory), name) for name in names]
+
+
+def read_parts(directory: str | os.PathLike[str]) -> pa.Table:
+    """Every part of a result directory as one table, parts in name order."""
+    tables = [pq.read_table(path) for path in part_files(directory)]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables)
