@@ -193,7 +193,7 @@ def run_long_running(service: RayScatterGather, requests: list[dict]) -> dict:
         start = time.perf_counter()
         request_id = service.submit(request)
         submit_s.append(time.perf_counter() - start)
-        result = service.wait(request_id, timeout=10.0)
+        result = service.wait(request_id, timeout_s=10.0)
         complete_s.append(time.perf_counter() - start)
         complete += result.done and not result.partial
     return {"submit": percentiles_ms(submit_s), "submit_to_complete": percentiles_ms(complete_s),

@@ -13,8 +13,8 @@ from engine.cluster import ClusterInfo, connect, shutdown
 from engine.errors import InputNotFoundError, OutputExistsError
 from engine.io.sources import ParquetSource, TableSource, TextSource
 from engine.kernels.text import count_words, split_words
-from engine.mapreduce.aggregate import GroupByAggregate
-from engine.mapreduce.chaos import MasterChaos, WorkerChaos
+from engine.common.combine import GroupByAggregate
+from engine.testing.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import increment_counter
 from engine.mapreduce.handle import ChaosPlan, JobHandle, submit
 from engine.mapreduce.local import run_local

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import ray
 
+from engine.errors import NotConnectedError
+
 
 @dataclass(frozen=True)
 class ClusterInfo:
@@ -49,7 +51,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
             ray.init(address=address, logging_level=logging.WARNING)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if warm:
-        from engine.mapreduce.pool import get_pool
+        from engine.runtime.supervisor import get_pool
 
         get_pool().prewarm.remote(max(1, cpus))
     return ClusterInfo(address=address, cpus=max(1, cpus), embedded=address is None)
@@ -59,7 +61,7 @@ def shutdown() -> None:
     """Stop the engine's pooled actors and disconnect from Ray (stopping the embedded
     cluster if this process started it)."""
     if ray.is_initialized():
-        from engine.mapreduce.pool import shutdown_pool
+        from engine.runtime.supervisor import shutdown_pool
 
         try:
             shutdown_pool()
@@ -70,3 +72,10 @@ def shutdown() -> None:
 def available_cpus() -> int:
     """CPUs of the connected cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def require_ray(what: str) -> None:
+    """Raise ``NotConnectedError`` unless this process is connected to Ray: the one check
+    every Ray executor makes (none of them connects, or lets Ray start a cluster, by itself)."""
+    if not ray.is_initialized():
+        raise NotConnectedError(f"{what} needs Ray: call engine.connect() first, or run with executor='inline'")

@@ -12,7 +12,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from engine.kernels.text import count_words
-from engine.mapreduce.aggregate import GroupByAggregate
+from engine.common.combine import GroupByAggregate
 from engine.io.sources import TextSource
 from engine.mapreduce.spec import JobOptions, MapReduceJob
 

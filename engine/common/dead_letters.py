@@ -1,4 +1,12 @@
-"""Dead-letter store: rows that failed a stage, kept on disk with their error, listable and replayable.
+"""The dead-letter store: records that failed a step of a pattern, kept on disk with their
+error, listable and replayable.  The only dead-letter store of the engine: MapReduce bad
+records, pipeline dead rows and Lambda ingest rejects all become letters of this shape::
+
+    pattern   "mapreduce" | "pipeline" | "lambda" (who wrote it)
+    step      the step id: "read", "map", "reduce", a stage id, "ingest"
+    source    where the rows came from (JSON: file, byte or row offsets, batch, task)
+    error     type and message (and traceback text)
+    rows      the failed rows as an Arrow table, original schema intact
 
 Layout of the store's one directory (all writes atomic and fsynced; nothing pickled)::
 
@@ -8,7 +16,8 @@ Layout of the store's one directory (all writes atomic and fsynced; nothing pick
     <letter_id>.replayed.json   marker: the letter was replayed successfully
     <letter_id>.claim           transient: a replay of the letter is in progress
 
-``letter_id`` is ``<stage>.<created_at_ns>.<random hex>``.  Sidecars are immutable, so
+``letter_id`` is ``<step>.<created_at_ns>.<16 hex>``: random hex, or a digest of the
+writer's ``key`` so that adding the same keyed letter again (a re-executed task) keeps one.  Sidecars are immutable, so
 :meth:`DeadLetterStore.list` reads each one once per store object and afterwards only
 lists the directory: listing thousands of letters never opens their row files.
 """
@@ -20,7 +29,7 @@ import os
 import re
 import threading
 import time
-import traceback
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,20 +38,22 @@ from typing import Callable, Mapping
 import pyarrow as pa
 
 from engine.common.atomic_files import TEMP_PREFIX, write_atomically, write_json_atomically
+from engine.common.bad_records import ErrorDescription, describe_error
 
-FORMAT = "dead-letter/1"
+FORMAT = "dead-letter/2"
 ROWS_SUFFIX = ".arrow"
 META_SUFFIX = ".json"
 REPLAYED_SUFFIX = ".replayed.json"
 CLAIM_SUFFIX = ".claim"
-_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+PATTERNS = ("mapreduce", "pipeline", "lambda", "scatter_gather")
+_STEP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LETTER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.(\d{19})\.([0-9a-f]{16})")
-_MAX_TRACEBACK_CHARS = 64_000
 
 LIST_SCHEMA = pa.schema(
     [
         ("letter_id", pa.string()),
-        ("stage", pa.string()),
+        ("pattern", pa.string()),
+        ("step", pa.string()),
         ("error_type", pa.string()),
         ("error_message", pa.string()),
         ("source", pa.string()),
@@ -72,7 +83,7 @@ class ReplayReport:
 
 
 class DeadLetterStore:
-    """A directory of dead letters: failed rows plus the stage, error and source that failed.
+    """A directory of dead letters: failed rows plus the pattern, step, error and source.
 
     Safe to use from several processes sharing the directory: each letter is its own
     files, written atomically; replay claims a letter exclusively before calling the
@@ -93,19 +104,24 @@ class DeadLetterStore:
 
     def add(
         self,
-        stage: str,
+        step: str,
         rows: pa.Table | pa.RecordBatch,
-        error: BaseException | str,
+        error: BaseException | ErrorDescription | str,
         source: Mapping[str, object] | None = None,
         attempts: int = 1,
+        pattern: str = "pipeline",
+        key: str | None = None,
     ) -> str:
-        """Store ``rows`` that failed ``stage`` with ``error``; return the new letter id.
+        """Store ``rows`` that failed ``step`` of ``pattern`` with ``error``; return the letter id.
 
-        ``source`` is free-form JSON-able context (input file, offset, batch id...);
-        values JSON cannot represent are stored as their ``repr``.  The letter is
-        durable when this returns.
+        ``source`` is free-form JSON-able context (input file, offsets, batch id...);
+        values JSON cannot represent are stored as their ``repr``.  With a ``key``, adding
+        a letter of the same step and key again returns the existing letter instead of
+        writing a second one.  The letter is durable when this returns.
         """
-        check_stage(stage)
+        check_step(step)
+        if pattern not in PATTERNS:
+            raise ValueError(f"dead-letter pattern must be one of {PATTERNS}, got {pattern!r}")
         if isinstance(rows, pa.RecordBatch):
             rows = pa.Table.from_batches([rows])
         if not isinstance(rows, pa.Table):
@@ -114,16 +130,24 @@ class DeadLetterStore:
             raise ValueError(f"dead-letter attempts must be an int >= 0, got {attempts!r}")
         if source is not None and not isinstance(source, Mapping):
             raise ValueError(f"dead-letter source must be a mapping or None, got {type(source).__name__}")
+        if key is not None:
+            suffix = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+            existing = self._keyed(step, suffix)
+            if existing is not None:
+                return existing
+        else:
+            suffix = uuid.uuid4().hex[:16]
         created_ns = time.time_ns()
-        letter_id = f"{stage}.{created_ns:019d}.{uuid.uuid4().hex[:16]}"
-        error_type, error_message, error_traceback = describe_error(error)
+        letter_id = f"{step}.{created_ns:019d}.{suffix}"
+        description = error if isinstance(error, ErrorDescription) else describe_error(error)
         meta: dict[str, object] = {
             "format": FORMAT,
             "letter_id": letter_id,
-            "stage": stage,
-            "error_type": error_type,
-            "error_message": error_message,
-            "error_traceback": error_traceback,
+            "pattern": pattern,
+            "step": step,
+            "error_type": description.error_type,
+            "error_message": description.message,
+            "error_traceback": description.traceback,
             "source": json.dumps(dict(source or {}), sort_keys=True, default=repr),
             "attempts": attempts,
             "row_count": rows.num_rows,
@@ -135,26 +159,39 @@ class DeadLetterStore:
             self._meta_cache[letter_id] = meta
         return letter_id
 
+    def _keyed(self, step: str, suffix: str) -> str | None:
+        """The committed letter of ``step`` whose id ends in ``suffix``, if any."""
+        prefix, ending = f"{step}.", f".{suffix}{META_SUFFIX}"
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(prefix) and name.endswith(ending) and not name.endswith(REPLAYED_SUFFIX):
+                    letter_id = name[: -len(META_SUFFIX)]
+                    if _LETTER_RE.fullmatch(letter_id):
+                        return letter_id
+        return None
+
     # -- reading -------------------------------------------------------------------
 
-    def list(self, stage: str | None = None, include_replayed: bool = False) -> pa.Table:
+    def list(self, step: str | None = None, include_replayed: bool = False) -> pa.Table:
         """One row per letter, oldest first, with the columns of ``LIST_SCHEMA``.
 
         Only letters not yet replayed unless ``include_replayed``.
         """
-        if stage is not None:
-            check_stage(stage)
+        if step is not None:
+            check_step(step)
         metas, replayed = self._scan()
         chosen = [
             m
             for m in metas
-            if (stage is None or m["stage"] == stage)
+            if (step is None or m["step"] == step)
             and (include_replayed or m["letter_id"] not in replayed)
         ]
         return pa.table(
             {
                 "letter_id": [m["letter_id"] for m in chosen],
-                "stage": [m["stage"] for m in chosen],
+                "pattern": [m["pattern"] for m in chosen],
+                "step": [m["step"] for m in chosen],
                 "error_type": [m["error_type"] for m in chosen],
                 "error_message": [m["error_message"] for m in chosen],
                 "source": [m["source"] for m in chosen],
@@ -184,28 +221,34 @@ class DeadLetterStore:
         except pa.ArrowInvalid as exc:
             raise ValueError(f"dead-letter rows file {str(path)!r} is unreadable: {exc}") from None
 
-    def count(self, stage: str | None = None, include_replayed: bool = False) -> int:
-        """The number of dead *rows* (not letters), of one stage or all, not yet replayed."""
-        listing = self.list(stage, include_replayed=include_replayed)
+    def count(self, step: str | None = None, include_replayed: bool = False) -> int:
+        """The number of dead *rows* (not letters), of one step or all, not yet replayed."""
+        listing = self.list(step, include_replayed=include_replayed)
         return int(sum(listing.column("row_count").to_pylist()))
 
-    def stages(self) -> list[str]:
-        """The stages that have letters not yet replayed, sorted."""
-        return sorted(set(self.list().column("stage").to_pylist()))
+    def steps(self) -> list[str]:
+        """The steps that have letters not yet replayed, sorted."""
+        return sorted(set(self.list().column("step").to_pylist()))
+
+    def all_rows(self, step: str, include_replayed: bool = False) -> pa.Table | None:
+        """The rows of every letter of ``step`` as one table (None when there is none)."""
+        ids = self.list(step, include_replayed=include_replayed).column("letter_id").to_pylist()
+        tables = [self.rows(letter_id) for letter_id in ids]
+        return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
     # -- replay ------------------------------------------------------------------------
 
-    def replay(self, stage: str, fn: Callable[[pa.Table], None]) -> ReplayReport:
-        """Call ``fn(rows)`` for each not-yet-replayed letter of ``stage``, oldest first.
+    def replay(self, step: str, fn: Callable[[pa.Table], None]) -> ReplayReport:
+        """Call ``fn(rows)`` for each not-yet-replayed letter of ``step``, oldest first.
 
         A letter whose ``fn`` returns is marked replayed (durably, before moving on) and
         is never handed out again, by this or any later store on the same directory.  A
         letter whose ``fn`` raises stays in the store and is reported in
         ``failed_letters``.  Letters claimed by a concurrent replayer are skipped.
         """
-        check_stage(stage)
+        check_step(step)
         report = ReplayReport()
-        for letter_id in self.list(stage).column("letter_id").to_pylist():
+        for letter_id in self.list(step).column("letter_id").to_pylist():
             if not self._claim(letter_id):
                 report.skipped_letters.append(letter_id)
                 continue
@@ -312,27 +355,14 @@ class DeadLetterStore:
         return f"DeadLetterStore({str(self.directory)!r})"
 
 
-def check_stage(stage: object) -> str:
-    """Return ``stage`` if it is a valid stage name (it becomes part of file names)."""
-    if not isinstance(stage, str) or not _STAGE_RE.fullmatch(stage):
+def check_step(step: object) -> str:
+    """Return ``step`` if it is a valid step id (it becomes part of file names)."""
+    if not isinstance(step, str) or not _STEP_RE.fullmatch(step):
         raise ValueError(
-            f"invalid dead-letter stage name {stage!r}: use 1-128 letters, digits, '_', '-' "
+            f"invalid dead-letter step id {step!r}: use 1-128 letters, digits, '_', '-' "
             "or '.', starting with a letter or digit"
         )
-    return stage
-
-
-def describe_error(error: BaseException | str) -> tuple[str, str, str]:
-    """``(error_type, message, traceback text)`` of an exception, or of a plain message."""
-    if isinstance(error, str):
-        return "str", error, ""
-    if not isinstance(error, BaseException):
-        raise ValueError(f"dead-letter error must be an exception or a string, got {type(error).__name__}")
-    cls = type(error)
-    error_type = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    message = str(error) or repr(error)
-    text = "".join(traceback.format_exception(error)) if error.__traceback__ is not None else ""
-    return error_type, message, text[-_MAX_TRACEBACK_CHARS:]
+    return step
 
 
 def _write_ipc(fh: object, rows: pa.Table) -> None:

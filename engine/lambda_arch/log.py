@@ -191,7 +191,7 @@ class MasterLog:
         reasons = pc.value_counts(rejected.column("reject_reason")).to_pylist()
         summary = ", ".join(f"{item['counts']} {item['values']}" for item in reasons)
         return self.dead_letters.add(INGEST_STAGE, rejected.cast(REJECT_SCHEMA), f"rejected rows: {summary}",
-                                     source={"log_end_offset": at_offset})
+                                     source={"log_end_offset": at_offset}, pattern="lambda")
 
     def _write_segment(self, table: pa.Table, begin: int, end: int) -> Segment:
         final = self.log_directory / f"seg-{begin:016d}-{end:016d}.arrow"
@@ -201,7 +201,7 @@ class MasterLog:
 
     def rejected_rows(self) -> pa.Table:
         """Every row ever rejected by ingest, with its ``reject_reason`` (from the dead letters)."""
-        letters = self.dead_letters.list(stage=INGEST_STAGE, include_replayed=True)
+        letters = self.dead_letters.list(step=INGEST_STAGE, include_replayed=True)
         tables = [self.dead_letters.rows(letter_id) for letter_id in letters.column("letter_id").to_pylist()]
         return pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
 

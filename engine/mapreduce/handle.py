@@ -18,24 +18,18 @@ from typing import Any
 
 import ray
 
-from engine.cluster import available_cpus
+from engine.cluster import available_cpus, require_ray
+from engine.errors import ResultTimeoutError
+from engine.runtime.handle import Handle
 from engine.io.parts import prepare_directory
-from engine.mapreduce.chaos import MasterChaos, WorkerChaos
+from engine.testing.chaos import ChaosPlan
 from engine.mapreduce.local import resolve_output
 from engine.mapreduce.master import JobFailedError, MasterConfig
-from engine.mapreduce.pool import NAMESPACE, get_pool
+from engine.runtime.supervisor import NAMESPACE, get_pool
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 
-
-
-@dataclass(frozen=True)
-class ChaosPlan:
-    """Faults to inject into one run (tests and demos): per-worker-number and master faults."""
-
-    workers: dict[int, WorkerChaos] = field(default_factory=dict)
-    master: MasterChaos = field(default_factory=MasterChaos)
 
 
 def default_reducers(workers: int) -> int:
@@ -43,7 +37,7 @@ def default_reducers(workers: int) -> int:
     return 2 * workers
 
 
-class JobHandle:
+class JobHandle(Handle):
     """A running job: ``status()``, ``progress()``, ``counters()``, ``result()``, ``cancel()``."""
 
     def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any], starts: list[Any]) -> None:
@@ -97,6 +91,13 @@ class JobHandle:
         reduce_part = reduces["completed"] / max(1, sum(reduces.values()))
         return 0.9 * map_part + 0.1 * reduce_part
 
+    def metrics(self) -> dict:
+        """Task counts per phase, bytes read, workers, snapshots and timings so far."""
+        status = self._result.details if self._result is not None else self.status()
+        return {key: status[key] for key in ("maps", "reduces", "bytes_total", "bytes_done", "snapshot_seq",
+                                             "speculative_attempts", "failed_workers", "elapsed_s", "timeline")
+                if key in status}
+
     def counters(self) -> Counter:
         """Counters so far (complete once the job is done)."""
         if self._result is not None:
@@ -136,7 +137,7 @@ class JobHandle:
         runs = list(self._starts)
         while True:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_id} did not finish in time")
+                raise ResultTimeoutError(f"job {self.job_id} did not finish within the timeout")
             if not runs:  # both original masters are gone: follow a newer one, or start one
                 runs = self._follow_or_restart_master()
             current = runs[0]
@@ -212,8 +213,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     parts already committed are kept and reduce tasks recorded as completed are not run
     again (map outputs died with the old cluster's workers, so needed maps run again).
     """
-    if not ray.is_initialized():
-        raise RuntimeError("not connected to Ray: call engine.connect() first")
+    require_ray("a MapReduce job on the Ray executor")
     job.source.plan_splits()  # fail on a missing input before any work starts
     workers = job.options.workers or available_cpus()
     reducers = job.reducers or default_reducers(workers)

@@ -24,7 +24,7 @@ from engine.common.atomic_files import write_parquet_atomically
 from engine.common.tables import concat
 from engine.io.parts import part_name, write_success
 from engine.mapreduce.tasks import write_dead_letters
-from engine.mapreduce.chaos import MasterChaos, WorkerChaos
+from engine.testing.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
@@ -163,7 +163,7 @@ class JobCoordinator:
 
     def _start_standby(self) -> None:
         """After a takeover, a new standby watches this master in turn."""
-        from engine.mapreduce.pool import get_pool
+        from engine.runtime.supervisor import get_pool
 
         try:
             standby = ray.get(get_pool().take_masters.remote(1, [self.host], False))[0]
@@ -193,7 +193,7 @@ class JobCoordinator:
     def _run(self, worker_names: list[str]) -> None:
         try:
             self.job_ref = ray.put(self.job)  # one copy in the object store, not one per task
-            from engine.mapreduce.pool import get_pool
+            from engine.runtime.supervisor import get_pool
 
             self.pool = get_pool()
             with self.lock:
@@ -353,7 +353,7 @@ class JobCoordinator:
 
     def _pool_call(self, method: str, *args: Any) -> Any:
         """Call the worker pool, recreating it once if it died (e.g. with its node)."""
-        from engine.mapreduce.pool import get_pool
+        from engine.runtime.supervisor import get_pool
 
         try:
             return ray.get(getattr(self.pool, method).remote(*args))

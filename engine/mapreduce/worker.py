@@ -19,7 +19,7 @@ import ray
 
 from engine.common.tables import concat
 from engine.io.splits import InputSplit
-from engine.mapreduce.chaos import WorkerChaos
+from engine.testing.chaos import WorkerChaos
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.tasks import run_map_task, run_reduce_task
 

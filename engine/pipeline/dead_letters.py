@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from engine.pipeline.filtering import FilterOutcome, apply_filter
 from engine.pipeline.spec import FilterFn, Pipeline
+from engine.common.bad_records import ErrorDescription
 from engine.common.dead_letters import DeadLetterStore, ReplayReport
 
 
@@ -29,23 +30,26 @@ class DeadLetterRecorder:
     unstored: list[tuple[str, pa.Table, str]] = field(default_factory=list)
     _store: DeadLetterStore | None = None
 
-    def record(self, stage_id: str, rows: pa.Table, error: str, attempts: int, source: Mapping[str, object]) -> None:
+    def record(self, stage_id: str, rows: pa.Table, error: ErrorDescription, attempts: int,
+               source: Mapping[str, object]) -> None:
         """Keep one group of dead rows of ``stage_id`` with its error and origin."""
         if self.directory is None:
-            self.unstored.append((stage_id, rows, error))
+            self.unstored.append((stage_id, rows, error.one_line()))
             return
         if self._store is None:
             self._store = DeadLetterStore(self.directory)
-        self.letter_ids.append(self._store.add(stage_id, rows, error, source=source, attempts=attempts))
+        self.letter_ids.append(self._store.add(stage_id, rows, error, source=source, attempts=attempts,
+                                               pattern="pipeline"))
 
-    def record_outcome(self, stage_id: str, dead: list[tuple[pa.Table, str, int]], source: Mapping[str, object]) -> int:
+    def record_outcome(self, stage_id: str, dead: list[tuple[pa.Table, ErrorDescription, int]],
+                       source: Mapping[str, object]) -> int:
         """Record every ``(rows, error, attempts)`` group; returns the number of dead rows."""
         for rows, error, attempts in dead:
             self.record(stage_id, rows, error, attempts, source)
         return sum(rows.num_rows for rows, _, _ in dead)
 
 
-def outcome_dead(outcome: FilterOutcome) -> list[tuple[pa.Table, str, int]]:
+def outcome_dead(outcome: FilterOutcome) -> list[tuple[pa.Table, ErrorDescription, int]]:
     """The dead rows of an outcome as plain ``(rows, error, attempts)`` tuples."""
     return [(dead.rows, dead.error, dead.attempts) for dead in outcome.dead]
 

@@ -1,9 +1,10 @@
-"""Applying one stage's filter to one batch: retries, then isolating the rows that fail.
+"""Applying one stage's filter to one batch, through the engine's one bad-record path.
 
-The happy path is one call of the filter on the whole batch.  Only when a batch still
-fails after its retries is it bisected, recursively, so the good rows of the batch go on
-and only the rows that fail on their own become dead rows (grouped by error message).
-The same function runs inline (local executor) and inside replica actors (Ray executor).
+The happy path is one call of the filter on the whole batch.  Transient failures are
+retried per the stage's ``RetryPolicy``; a batch that still fails is bisected
+(``engine.common.bad_records``), so the good rows of the batch go on and only the rows
+that fail on their own become dead rows, grouped by error.  The same function runs
+inline (local executor) and inside replica actors (Ray executor).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from engine.pipeline.batches import as_table, concat
-from engine.pipeline.spec import FilterFn
+from engine.common.bad_records import ErrorDescription, call_isolating_failures
 from engine.common.retry import RetryPolicy
+from engine.common.tables import as_table
+from engine.pipeline.batches import concat
+from engine.pipeline.spec import FilterFn
 
 
 @dataclass
@@ -22,7 +25,7 @@ class DeadRows:
     """Rows of one batch that failed the filter with the same error, after retries."""
 
     rows: pa.Table
-    error: str
+    error: ErrorDescription
     attempts: int
 
 
@@ -36,65 +39,22 @@ class FilterOutcome:
     errors: int = 0
 
 
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` of an exception, the way dead letters record it."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-class _Counted:
-    """Wraps the filter to count the calls that raise and the attempts on the last piece."""
-
-    def __init__(self, fn: FilterFn, stage_id: str) -> None:
-        self.fn = fn
-        self.stage_id = stage_id
-        self.errors = 0
-        self.attempts = 0
-
-    def __call__(self, piece: pa.Table) -> pa.Table:
-        self.attempts += 1
-        try:
-            return as_table(self.fn(piece), f"stage {self.stage_id!r}")
-        except Exception:
-            self.errors += 1
-            raise
-
-
 def apply_filter(fn: FilterFn, batch: pa.Table, retry: RetryPolicy, stage_id: str, strict: bool = False) -> FilterOutcome:
     """Run ``fn`` over ``batch`` under ``retry``; isolate failing rows unless ``strict``.
 
     ``strict=True`` (used when replaying dead letters) raises the filter's error instead.
     """
-    counted = _Counted(fn, stage_id)
-    outputs: list[pa.Table] = []
-    dead: dict[str, DeadRows] = {}
-
-    def attempt(piece: pa.Table) -> None:
-        counted.attempts = 0
-        try:
-            outputs.append(retry.call(counted, piece))
-            return
-        except Exception as exc:
-            if strict:
-                raise
-            if piece.num_rows > 1:
-                middle = piece.num_rows // 2
-                attempt(piece.slice(0, middle))
-                attempt(piece.slice(middle))
-                return
-            message = describe_error(exc)
-            if message in dead:
-                dead[message].rows = concat([dead[message].rows, piece])  # type: ignore[assignment]
-                dead[message].attempts = max(dead[message].attempts, counted.attempts)
-            else:
-                dead[message] = DeadRows(rows=piece, error=message, attempts=counted.attempts)
-
     if batch.num_rows == 0:
         return FilterOutcome(table=None)
-    attempt(batch)
-    non_empty = [table for table in outputs if table.num_rows] or outputs[:1]
-    table = concat(non_empty)
+
+    def checked(piece: pa.Table) -> pa.Table:
+        return as_table(fn(piece), f"stage {stage_id!r}")
+
+    isolated = call_isolating_failures(checked, batch, retry, strict=strict)
+    outputs = [table for table in isolated.outputs if table.num_rows] or isolated.outputs[:1]
+    table = concat(outputs)
     return FilterOutcome(
         table=table if table is not None and table.num_rows else None,
-        dead=list(dead.values()),
-        errors=counted.errors,
+        dead=[DeadRows(group.rows, group.error, group.attempts) for group in isolated.failed],
+        errors=isolated.failed_calls,
     )

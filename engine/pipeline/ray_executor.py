@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from typing import Any
 
 import pyarrow as pa
-import ray
-
+from engine.cluster import require_ray
+from engine.errors import ResultTimeoutError
+from engine.runtime.handle import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle
 from engine.pipeline.coordinator import Coordinator, PipelineFailedError
 from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.io.sources import LiveFeed
 from engine.pipeline.spec import Pipeline
 
 
-class PipelineHandle:
+class PipelineHandle(Handle):
     """A pipeline running on Ray.  Every method is safe to call from any thread.
 
     ``metrics()`` while it runs; ``scale(stage_id, n)`` to change a stage's replicas;
@@ -35,6 +38,25 @@ class PipelineHandle:
     def metrics(self) -> dict[str, StageMetrics]:
         """Per-stage metrics now (stage id -> counters, plus ``"sink"``)."""
         return self._coordinator.metrics_snapshot()
+
+    def status(self) -> dict[str, Any]:
+        """``state`` (running, succeeded, failed or cancelled) and the error, if any."""
+        coordinator = self._coordinator
+        if not coordinator.finished.is_set():
+            return {"state": RUNNING, "executor": "ray"}
+        if coordinator.error is not None:
+            return {"state": FAILED, "executor": "ray", "error": str(coordinator.error).splitlines()[0]}
+        if coordinator.cancelled.is_set():
+            return {"state": CANCELLED, "executor": "ray"}
+        return {"state": SUCCEEDED, "executor": "ray"}
+
+    def counters(self) -> Counter:
+        """Rows out of every stage (``<stage>.rows_out``) so far."""
+        return Counter({f"{stage}.rows_out": m.rows_out for stage, m in self.metrics().items()})
+
+    def progress(self) -> float | None:
+        """1.0 once the run ended; ``None`` while it runs (a source's length is not known)."""
+        return 1.0 if self._coordinator.finished.is_set() else None
 
     def scale(self, stage_id: str, replicas: int) -> None:
         """Set the replica count of a stage (applied by the coordinator within a loop turn).
@@ -66,7 +88,7 @@ class PipelineHandle:
     def result(self, timeout_s: float | None = None) -> PipelineResult:
         """Wait for the end of the run and return its result; raises if the run failed."""
         if not self._coordinator.finished.wait(timeout_s):
-            raise TimeoutError(f"pipeline still running after {timeout_s}s")
+            raise ResultTimeoutError(f"pipeline still running after {timeout_s}s")
         self._thread.join()
         if self._coordinator.error is not None:
             error = self._coordinator.error
@@ -87,24 +109,22 @@ class PipelineHandle:
 
     drain = close
 
-    def cancel(self) -> PipelineResult:
-        """Stop promptly: no new calls, replicas killed, batches in flight dropped."""
+    def cancel(self) -> None:
+        """Stop promptly: no new calls, replicas killed, batches in flight dropped; waits
+        until the run has stopped (``result()`` then gives the cancelled run's result)."""
         self._coordinator.cancelled.set()
         self._coordinator.wakeup.set()
-        return self.result()
+        self._coordinator.finished.wait()
 
 
 class RayPipelineExecutor:
-    """Runs pipelines on the connected Ray cluster (an embedded one is started if needed)."""
+    """Runs pipelines on the connected Ray cluster (``engine.connect()`` first)."""
 
     def start(self, pipeline: Pipeline) -> PipelineHandle:
         """Start ``pipeline`` in the background and return its handle at once."""
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"RayPipelineExecutor.start needs a Pipeline, got {type(pipeline).__name__}")
-        if not ray.is_initialized():
-            from engine.cluster import connect
-
-            connect()
+        require_ray("a pipeline on the Ray executor")
         return PipelineHandle(Coordinator(pipeline))
 
     def run(self, pipeline: Pipeline) -> PipelineResult:

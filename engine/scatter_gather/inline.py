@@ -14,13 +14,18 @@ from typing import Any
 from engine.scatter_gather.replies import call_handler
 from engine.scatter_gather.requests import RequestTable, new_request_id
 from engine.scatter_gather.results import build_result, check_enough, describe_error
+from engine.errors import NotEnoughRepliesError
+from engine.scatter_gather.service import ScatterGatherService
 from engine.scatter_gather.spec import GatherResult, Request, ScatterGather
 
 
-class InlineScatterGather:
+class InlineScatterGather(ScatterGatherService):
     """Runs a :class:`ScatterGather` in-process; same methods as ``RayScatterGather``."""
 
+    executor_name = "inline"
+
     def __init__(self, spec: ScatterGather) -> None:
+        self._init_service()
         self.spec = spec
         self.worker_names = spec.worker_names
         self.aggregator = spec.aggregator
@@ -45,8 +50,13 @@ class InlineScatterGather:
         Raises ``NotEnoughRepliesError`` when fewer than ``min_replies`` workers answer.
         """
         result = self._run(request, None)
-        check_enough(self.spec.options.min_replies, result.answered, result.missing,
-                     result.errors)
+        try:
+            check_enough(self.spec.options.min_replies, result.answered, result.missing,
+                         result.errors)
+        except NotEnoughRepliesError:
+            self._note_failure()
+            raise
+        self._note(result)
         return result
 
     def submit(self, request: Request) -> str:
@@ -58,15 +68,10 @@ class InlineScatterGather:
         """The result kept under ``request_id`` (raises ``UnknownRequestError`` if expired)."""
         return self._requests.get(request_id)
 
-    def wait(self, request_id: str, timeout: float | None = None) -> GatherResult:
+    def wait(self, request_id: str, timeout_s: float | None = None) -> GatherResult:
         """Same as :meth:`poll`: inline requests are complete when ``submit`` returns."""
         return self._requests.get(request_id)
 
     def close(self) -> None:
-        """Nothing to release; present so both executors can be used the same way."""
-
-    def __enter__(self) -> "InlineScatterGather":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Stop serving (nothing to release in-process)."""
+        self._stopped.set()

@@ -18,7 +18,10 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayError
 
+from engine.cluster import require_ray
+from engine.errors import NotEnoughRepliesError
 from engine.scatter_gather.replies import decode_reply
+from engine.scatter_gather.service import ScatterGatherService
 from engine.scatter_gather.requests import RequestTable, new_request_id
 from engine.scatter_gather.results import build_result, check_enough, describe_error
 from engine.scatter_gather.shard_actor import start_shard_actors
@@ -38,7 +41,7 @@ class _Pending:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-class RayScatterGather:
+class RayScatterGather(ScatterGatherService):
     """Runs a :class:`ScatterGather` on shard actors (or on actors you supply).
 
     Use as a context manager, or call :meth:`close` to stop the actors it started.
@@ -46,13 +49,17 @@ class RayScatterGather:
     kept in a lock-protected table.
     """
 
+    executor_name = "ray"
+
     def __init__(self, spec: ScatterGather) -> None:
+        require_ray("a scatter-gather service on the Ray executor")
         actors = start_shard_actors(spec.shards, spec.handler, spec.worker_names,
                                     spec.options)
         self._attach(actors, spec.worker_names, spec.aggregator, spec.options, owns=True)
 
     def _attach(self, actors: list[ActorHandle], names: list[str], aggregator: Aggregator,
                 options: ScatterGatherOptions, owns: bool) -> None:
+        self._init_service()
         self.actors = actors
         self.worker_names = names
         self.aggregator = aggregator
@@ -72,6 +79,7 @@ class RayScatterGather:
         them up) before the first request, or their start-up time counts against its
         deadline.
         """
+        require_ray("RayScatterGather.from_actors")
         actors = list(actors)
         if not actors:
             raise ValueError("actors must be a non-empty list of Ray actor handles")
@@ -106,9 +114,15 @@ class RayScatterGather:
             pieces, errors = self._collect_ready(refs, remaining)
         answered = [name for name in self.worker_names if name in pieces]
         missing = [name for name in self.worker_names if name not in pieces]
-        check_enough(self.options.min_replies, answered, missing, errors)
-        return build_result(self.aggregator, self.worker_names, pieces, set(pieces), errors,
-                            started, None)
+        try:
+            check_enough(self.options.min_replies, answered, missing, errors)
+        except NotEnoughRepliesError:
+            self._note_failure()
+            raise
+        result = build_result(self.aggregator, self.worker_names, pieces, set(pieces), errors,
+                              started, None)
+        self._note(result)
+        return result
 
     def _collect_ready(self, refs: list[ray.ObjectRef],
                        timeout: float) -> tuple[dict[str, list], dict[str, str]]:
@@ -155,11 +169,11 @@ class RayScatterGather:
             self._drain(pending)
             return self._result(pending)
 
-    def wait(self, request_id: str, timeout: float | None = None) -> GatherResult:
-        """Block until every worker finished or ``timeout`` seconds passed; then poll."""
+    def wait(self, request_id: str, timeout_s: float | None = None) -> GatherResult:
+        """Block until every worker finished or ``timeout_s`` seconds passed; then poll."""
         with self._lock:
             pending = self._requests.get(request_id)
-        until = None if timeout is None else time.monotonic() + timeout
+        until = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             with self._lock:
                 self._drain(pending)
@@ -216,9 +230,4 @@ class RayScatterGather:
             for actor in self.actors:
                 ray.kill(actor)
         self.actors = []
-
-    def __enter__(self) -> "RayScatterGather":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._stopped.set()

@@ -118,16 +118,16 @@ def test_long_running_requests_by_id(ray_runtime: object, tmp_path: Path) -> Non
         first = running.poll(request_id)
         assert first.request_id == request_id and not first.done  # shard-1 is gated
         # Shards 0, 2, 3 finish; shard-1 reports its first piece and waits on the gate.
-        result = running.wait(request_id, timeout=0.2)
+        result = running.wait(request_id, timeout_s=0.2)
         give_up = time.monotonic() + 60
         while result.answered != ["shard-0", "shard-2", "shard-3"] or result.value != (
                 sum(sum(t["x"].to_pylist()) for i, t in enumerate(SHARDS) if i != 1)
                 + SHARDS[1]["x"][0].as_py()):
             assert time.monotonic() < give_up, result
-            result = running.wait(request_id, timeout=0.2)
+            result = running.wait(request_id, timeout_s=0.2)
         assert result.partial and not result.done and result.missing == ["shard-1"]
         gate.write_text("go")
-        final = running.wait(request_id, timeout=60)
+        final = running.wait(request_id, timeout_s=60)
         assert final.done and not final.partial and final.request_id == request_id
         assert final.value == sum(sum(t["x"].to_pylist()) for t in SHARDS)
         assert running.poll(request_id).value == final.value  # still there until expiry
@@ -140,7 +140,7 @@ def test_request_ids_expire_after_the_ttl(ray_runtime: object) -> None:
                          ScatterGatherOptions(result_ttl_s=0.3))
     with RayScatterGather(spec) as running:
         request_id = running.submit({"above": -1})
-        assert running.wait(request_id, timeout=30).done
+        assert running.wait(request_id, timeout_s=30).done
         time.sleep(0.4)
         with pytest.raises(RequestExpiredError, match=f"{request_id}.*expired"):
             running.poll(request_id)
@@ -164,7 +164,7 @@ def test_user_supplied_actors(ray_runtime: object) -> None:
     result = running.gather({"times": 10})
     assert result.value == 60 and result.answered == ["a", "b", "c"]
     request_id = running.submit({"times": 2})
-    assert running.wait(request_id, timeout=30).value == 12
+    assert running.wait(request_id, timeout_s=30).value == 12
     running.close()  # leaves user actors alone
     assert ray.get(actors[0].handle.remote({"times": 1})) == 1
     for actor in actors:

@@ -45,13 +45,13 @@ def test_add_list_rows_round_trip_with_two_schemas(tmp_path: Path, tables: tuple
 
     listing = store.list()
     assert listing.column_names == [
-        "letter_id", "stage", "error_type", "error_message", "source",
+        "letter_id", "pattern", "step", "error_type", "error_message", "source",
         "attempts", "row_count", "created_at", "replayed",
     ]
     assert listing.schema.field("created_at").type == pa.timestamp("ms", tz="UTC")
     rows = listing.to_pylist()
     assert [r["letter_id"] for r in rows] == [first, second]
-    assert rows[0]["stage"] == "parse" and rows[0]["error_type"] == "ValueError"
+    assert rows[0]["step"] == "parse" and rows[0]["error_type"] == "ValueError"
     assert rows[0]["error_message"] == "bad token"
     assert json.loads(rows[0]["source"]) == {"file": "in.txt", "offset": 12}
     assert (rows[0]["attempts"], rows[0]["row_count"], rows[0]["replayed"]) == (3, 3, False)
@@ -61,7 +61,7 @@ def test_add_list_rows_round_trip_with_two_schemas(tmp_path: Path, tables: tuple
     assert store.rows(second).equals(events, check_metadata=True)
     assert store.list("parse").column("letter_id").to_pylist() == [first]
     assert store.count() == 4 and store.count("enrich") == 1 and store.count("other") == 0
-    assert store.stages() == ["enrich", "parse"]
+    assert store.steps() == ["enrich", "parse"]
     assert "ValueError: bad token" in store.metadata(first)["error_traceback"]
 
 
@@ -144,7 +144,7 @@ def test_never_pickles_files_are_arrow_and_json(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f"{letter}.arrow", f"{letter}.json"]
     meta = json.loads((tmp_path / f"{letter}.json").read_text())
-    assert meta["stage"] == "s" and meta["error_type"] == "KeyError"
+    assert meta["step"] == "s" and meta["error_type"] == "KeyError"
     assert "object object" in json.loads(meta["source"])["obj"]  # unserializable values kept as repr
     with pa.OSFile(str(tmp_path / f"{letter}.arrow")) as fh:
         assert pa.ipc.open_file(fh).read_all().num_rows == 1
@@ -153,11 +153,11 @@ def test_never_pickles_files_are_arrow_and_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stage", ["", "../etc", "a/b", ".hidden", "x" * 200, "sp ace", None])
-def test_bad_stage_names_are_rejected(tmp_path: Path, stage: object) -> None:
+def test_bad_step_ids_are_rejected(tmp_path: Path, stage: object) -> None:
     store = DeadLetterStore(tmp_path)
-    with pytest.raises(ValueError, match="stage name"):
+    with pytest.raises(ValueError, match="step id"):
         store.add(stage, pa.table({"k": [1]}), "e")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="stage name"):
+    with pytest.raises(ValueError, match="step id"):
         store.replay(stage, lambda rows: None)  # type: ignore[arg-type]
 
 
@@ -185,3 +185,16 @@ def test_purge_replayed_removes_only_replayed_letters(tmp_path: Path) -> None:
     assert store.purge_replayed() == 1
     assert store.list(include_replayed=True).column("letter_id").to_pylist() == [kept]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{kept}.arrow", f"{kept}.json"]
+
+
+def test_a_keyed_letter_added_twice_is_kept_once(tmp_path: Path) -> None:
+    store = DeadLetterStore(tmp_path)
+    rows = pa.table({"k": [1, 2]})
+    first = store.add("map", rows, "boom", {"task": "map-00001"}, pattern="mapreduce", key="map-00001/0")
+    again = DeadLetterStore(tmp_path).add("map", rows, "boom", pattern="mapreduce", key="map-00001/0")
+    other = store.add("map", rows, "boom", pattern="mapreduce", key="map-00002/0")
+    assert first == again != other
+    listing = DeadLetterStore(tmp_path).list("map")
+    assert listing.column("letter_id").to_pylist() == [first, other]
+    assert listing.column("pattern").to_pylist() == ["mapreduce", "mapreduce"]
+    assert DeadLetterStore(tmp_path).all_rows("map").column("k").to_pylist() == [1, 2, 1, 2]

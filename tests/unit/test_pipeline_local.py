@@ -68,7 +68,8 @@ def test_failing_rows_are_isolated_and_the_rest_pass() -> None:
     outcome = apply_filter(fail_on_multiples_of_7, table, NO_WAIT, "s")
     assert outcome.table is not None
     assert outcome.table["x"].to_pylist() == [x for x in range(100) if x % 7]
-    assert len(outcome.dead) == 1 and outcome.dead[0].error == "ValueError: multiple of 7"
+    assert len(outcome.dead) == 1 and outcome.dead[0].error.one_line() == "ValueError: multiple of 7"
+    assert outcome.dead[0].error.error_type == "ValueError" and "fail_on_multiples_of_7" in outcome.dead[0].error.traceback
     assert outcome.dead[0].rows["x"].to_pylist() == list(range(0, 100, 7))
     with pytest.raises(ValueError, match="multiple of 7"):
         apply_filter(fail_on_multiples_of_7, table, NO_WAIT, "s", strict=True)
@@ -103,7 +104,9 @@ def test_dead_letters_are_stored_and_replayed_exactly_once(tmp_path: Path) -> No
     store = DeadLetterStore(tmp_path / "dead")
     assert store.count("check") == 8  # rows
     assert store.list("check").num_rows == len(result.dead_letter_ids) == 5  # one letter per failing batch
-    assert sorted(store.list("check")["error_message"].unique().to_pylist()) == ["ValueError: multiple of 7"]
+    assert sorted(store.list("check")["error_message"].unique().to_pylist()) == ["multiple of 7"]
+    assert store.list("check")["error_type"].unique().to_pylist() == ["ValueError"]
+    assert store.list("check")["pattern"].unique().to_pylist() == ["pipeline"]
 
     delivered.clear()
     first = replay_dead_letters(pipeline, "check", fixed_fn=lambda batch: batch)

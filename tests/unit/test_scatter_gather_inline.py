@@ -68,7 +68,7 @@ def test_long_running_requests_by_id_and_expiry() -> None:
     request_id = service.submit({"above": 0})
     polled = service.poll(request_id)
     assert polled.value == 6 and polled.request_id == request_id and polled.done
-    assert service.wait(request_id, timeout=1).value == 6
+    assert service.wait(request_id, timeout_s=1).value == 6
     time.sleep(0.25)
     with pytest.raises(RequestExpiredError, match=request_id):
         service.poll(request_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from engine.mapreduce.chaos import WorkerChaos
+from engine.testing.chaos import WorkerChaos
 
 POOL_NAME = "engine-mapreduce-pool"
 NAMESPACE = "engine"

@@ -1,16 +1,17 @@
 """Deterministic fault injection for MapReduce workers (tests, benchmarks and demos).
 
 A ``WorkerChaos`` travels with a worker: it can kill the worker's process after its
-k-th task, slow every task down by a factor, or stall before a task.  ``MasterChaos``
-kills the master after n task completions.  Record-level poison is a user map function
-concern: see ``engine.chaos.poison_records``.
+k-th task, slow every task down by a factor, or stall after each task.  ``MasterChaos``
+kills the master after n task completions.  A ``ChaosPlan`` bundles them for one run:
+``engine.run(job, chaos=ChaosPlan(...))``.  Records that poison user code are the user
+map function's business (tests write such maps themselves).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,11 @@ class MasterChaos:
     """Faults the primary master injects: exit after ``die_after_completions`` completions."""
 
     die_after_completions: int | None = None
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    """Faults to inject into one run (tests and demos): per-worker-number and master faults."""
+
+    workers: dict[int, WorkerChaos] = field(default_factory=dict)
+    master: MasterChaos = field(default_factory=MasterChaos)
