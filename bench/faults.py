@@ -34,7 +34,7 @@ def _corpus(size: str, directory: Path) -> Path:
 
 def scenarios(maps: int) -> dict:
     """The fault plans, keyed by scenario name (``maps`` = map tasks of the job)."""
-    from engine import ChaosPlan, MasterChaos, WorkerChaos
+    from engine.testing import ChaosPlan, MasterChaos, WorkerChaos
 
     half = max(1, maps // 2)
     return {
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     plans = scenarios(maps)
     warm = wordcount_job([str(corpus / "part-00000.txt")], str(args.data / "out-warm"), reducers=2 * args.workers,
                          split_size=split_size, options=engine.JobOptions(overwrite=True, workers=args.workers))
-    engine.submit(warm).result()
+    engine.run(warm).result()
     for repeat in range(args.repeat):
         for name, (plan, extra) in plans.items():
             options = engine.JobOptions(overwrite=True, workers=args.workers, heartbeat_interval_s=0.2,
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
             job = wordcount_job([str(corpus)], str(args.data / "out-faults"), reducers=2 * args.workers,
                                 split_size=split_size, options=options)
             started = time.perf_counter()
-            result = engine.submit(job, chaos=plan).result()
+            result = engine.run(job, chaos=plan).result()
             elapsed = time.perf_counter() - started
             table = result.table()
             if reference is None:

@@ -202,7 +202,7 @@ def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
             result["log_ingest_s"] = time.perf_counter() - started
             version = log.end_offset
             del events
-            runs = [("ray", "engine_ray")] + ([] if args.skip_local else [("local", "engine_inline")])
+            runs = [("ray", "engine_ray")] + ([] if args.skip_local else [("inline", "engine_inline")])
             for executor, name in runs:
                 views = compute_batch_views(log, version, executor, reducers=4)
                 result[name] = {"elapsed_s": views.elapsed_s, "views": int(pc.sum(views.counts.column("views")).as_py()),

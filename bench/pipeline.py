@@ -79,11 +79,12 @@ def noop(batch: pa.Table) -> pa.Table:
 
 
 def run_engine(lines: pa.Table, batch_rows: int, replicas: list[int]) -> pa.Table:
-    from engine.pipeline import CollectSink, Pipeline, Stage, TableSource
+    import engine
+    from engine import CollectSink, Pipeline, Stage, TableSource
 
     stages = [Stage("parse", parse, replicas=replicas[0]), Stage("filter", keep_rows, replicas=replicas[1]),
               Stage("project", project, replicas=replicas[2])]
-    result = Pipeline(TableSource(lines, batch_rows), stages, CollectSink()).start().result()
+    result = engine.run(Pipeline(TableSource(lines, batch_rows), stages, CollectSink())).result()
     return result.table
 
 
@@ -115,19 +116,20 @@ def _timed(fn: Callable[[], pa.Table]) -> tuple[float, pa.Table]:
 
 def measure_overhead(batches: int, stages: int) -> dict[str, float]:
     """No-op stages: amortized seconds per batch per stage, and one batch's latency per stage."""
-    from engine.pipeline import CallbackSink, CollectSink, LiveFeed, Pipeline, Stage, TableSource
+    import engine
+    from engine import CallbackSink, CollectSink, LiveFeed, Pipeline, Stage, TableSource
 
     table = pa.table({"x": pa.array(np.arange(batches * 100, dtype=np.int64))})
     chain = [Stage(f"noop{i}", noop) for i in range(stages)]
-    Pipeline(TableSource(table.slice(0, 1000), 100), chain, CollectSink()).start().result()  # warm-up
+    engine.run(Pipeline(TableSource(table.slice(0, 1000), 100), chain, CollectSink())).result()  # warm-up
     started = time.perf_counter()
-    result = Pipeline(TableSource(table, 100), chain, CollectSink()).start().result()
+    result = engine.run(Pipeline(TableSource(table, 100), chain, CollectSink())).result()
     elapsed = time.perf_counter() - started
     assert result.table is not None and result.table.num_rows == table.num_rows
 
     arrived = threading.Event()
     feed = LiveFeed(capacity=1)
-    handle = Pipeline(feed, chain, CallbackSink(lambda table: arrived.set())).start()
+    handle = engine.run(Pipeline(feed, chain, CallbackSink(lambda table: arrived.set())))
     latencies = []
     for i in range(60):
         arrived.clear()

@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from engine.scatter_gather import (NotEnoughRepliesError, RayScatterGather,
-                                   ScatterGatherOptions)
+import engine
+from engine.scatter_gather import NotEnoughRepliesError, ScatterGatherOptions
+from engine.scatter_gather.ray_executor import RayScatterGather
 from engine.scatter_gather.shard_actor import RemoteShardActor
 from jobs.topk_search import WARMUP_REQUEST, build_search, prefix_top_k, split_shards
 
@@ -273,7 +274,7 @@ def main(argv: list[str]) -> int:
     healthy_options = ScatterGatherOptions(deadline_s=10.0, warmup_request=WARMUP_REQUEST)
     stalled_options = ScatterGatherOptions(deadline_s=args.deadline_ms / 1000.0)
     try:
-        with RayScatterGather(build_search(shards, args.k, healthy_options)) as service:
+        with engine.run(build_search(shards, args.k, healthy_options)) as service:
             naive_actors = start_naive_shards(shards)
             floor_actors = start_naive_shards(shards, handler=no_reply)
             engine, naive, floor, mismatches = run_healthy(

@@ -1,55 +1,60 @@
 """Public API of the engine.  Everything a user imports comes from here.
 
 - ``connect`` / ``shutdown``: an embedded local Ray cluster, or an existing one.
-- MapReduce: ``MapReduceJob`` (+ ``TextInput``, ``ParquetInput``, ``TableInput``,
-  ``JobOptions``, ``GroupByAggregate``), run with ``submit`` (Ray) or ``run_local``.
-- Pipes and filters: ``Pipeline`` of ``Stage``s from a source to a sink.
-- Scatter-gather: ``ScatterGather`` served by ``serve`` (Ray shard actors or inline).
-- Lambda architecture: ``LambdaArchitecture`` (master log, batch, speed, serving layers).
-- Reliability toolkit: ``RetryPolicy``, ``CircuitBreaker``, ``DeadLetterStore``, ...
+- ``run(spec, executor="ray" | "inline")``: the one way to run any spec; returns a
+  ``Handle`` (``status``, ``metrics``, ``counters``, ``progress``, ``result``, ``cancel``).
+- Specs (inert, validated data): ``MapReduceJob``, ``Pipeline``, ``ScatterGather``,
+  ``LambdaArchitecture``.
+- Sources and sinks shared by every pattern; the combine contract; the reliability
+  pieces the patterns use; the engine's errors (all ``EngineError``s).
+
+Tools for tests (fault injection) live in ``engine.testing``.
 """
 
 from engine.cluster import ClusterInfo, connect, shutdown
-from engine.errors import InputNotFoundError, OutputExistsError
-from engine.io.sources import ParquetSource, TableSource, TextSource
-from engine.kernels.text import count_words, split_words
-from engine.common.combine import GroupByAggregate
-from engine.testing.chaos import MasterChaos, WorkerChaos
+from engine.common.circuit_breaker import CircuitBreaker
+from engine.common.combine import CombineFn, GroupByAggregate
+from engine.common.dead_letters import DeadLetterStore
+from engine.common.rate_limit import RateLimiter
+from engine.common.retry import RetryPolicy
+from engine.errors import (CircuitOpenError, EngineError, InputNotFoundError, JobFailedError, NotConnectedError,
+                           NotEnoughRepliesError, OutputExistsError, PipelineFailedError, QueryFailedError,
+                           RateLimitedError, RequestExpiredError, ResultTimeoutError, ScatterGatherError, SpecError,
+                           TooManyBadRecordsError, TransientError, UnknownRequestError)
+from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
+from engine.io.sources import (DeadLetterSource, IteratorSource, LiveFeed, ParquetSource, Source, TableSource,
+                               TextSource)
+from engine.kernels.text import count_words
+from engine.lambda_arch import Answer, IngestAck, LambdaArchitecture, LambdaOptions
 from engine.mapreduce.counters import increment_counter
-from engine.mapreduce.handle import ChaosPlan, JobHandle, submit
-from engine.mapreduce.local import run_local
-from engine.errors import JobFailedError
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import JobOptions, MapReduceJob
-from engine.errors import SpecError, TooManyBadRecordsError
-from engine.lambda_arch import (AdEventOracle, Answer, IngestAck, LambdaArchitecture, LambdaOptions, MasterLog,
-                                QueryFailedError)
-from engine.pipeline import (AutoscalePolicy, CallbackSink, CollectSink, IteratorSource, LiveFeed,
-                             LocalPipelineExecutor, ParquetSink, Pipeline, PipelineFailedError,
-                             PipelineHandle, PipelineOptions, PipelineResult, RayPipelineExecutor, Stage,
-                             StageMetrics, replay_dead_letters)
-from engine.scatter_gather import (GatherResult, InlineScatterGather, NotEnoughRepliesError, RayScatterGather,
-                                   RequestExpiredError, ScatterGather, ScatterGatherError, ScatterGatherOptions,
-                                   ShardActor, UnknownRequestError, concat_replies, serve, sum_replies,
-                                   top_k_replies)
-from engine.common.circuit_breaker import CircuitBreaker, CircuitBreakerRegistry
-from engine.common.dead_letters import DeadLetterStore, ReplayReport
-from engine.common.rate_limit import RateLimiter, TokenBucket
-from engine.common.retry import RetryPolicy, is_transient
-from engine.errors import CircuitOpenError, RateLimitedError, TransientError
+from engine.pipeline.dead_letters import replay_dead_letters
+from engine.pipeline.result import PipelineResult, StageMetrics
+from engine.pipeline.spec import AutoscalePolicy, Pipeline, PipelineOptions, Stage
+from engine.runtime.handle import Handle
+from engine.runtime.run import run
+from engine.scatter_gather.aggregators import concat_replies, sum_replies, top_k_replies
+from engine.scatter_gather.spec import GatherResult, ScatterGather, ScatterGatherOptions
 
 __all__ = [
-    "AdEventOracle", "Answer", "IngestAck", "LambdaArchitecture", "LambdaOptions", "MasterLog", "QueryFailedError",
-    "AutoscalePolicy", "CallbackSink", "CollectSink", "IteratorSource", "LiveFeed", "LocalPipelineExecutor",
-    "ParquetSink", "ParquetSource", "Pipeline", "PipelineFailedError", "PipelineHandle", "PipelineOptions",
-    "PipelineResult", "RayPipelineExecutor", "Stage", "StageMetrics", "TableSource", "TextSource",
-    "replay_dead_letters", "GatherResult", "NotEnoughRepliesError", "RequestExpiredError", "ScatterGather",
-    "ScatterGatherError", "ScatterGatherOptions", "ShardActor", "serve", "InlineScatterGather", "RayScatterGather",
-    "UnknownRequestError", "concat_replies", "sum_replies", "top_k_replies",
-    "ChaosPlan", "CircuitBreaker", "CircuitBreakerRegistry", "CircuitOpenError", "ClusterInfo", "DeadLetterStore",
-    "GroupByAggregate", "InputNotFoundError", "JobFailedError", "JobHandle", "JobOptions", "JobResult",
-    "SpecError", "MapReduceJob", "MasterChaos", "OutputExistsError", "RateLimitedError",
-    "RateLimiter", "ReplayReport", "RetryPolicy", "TokenBucket",
-    "TooManyBadRecordsError", "TransientError", "WorkerChaos", "connect", "count_words", "increment_counter",
-    "is_transient", "run_local", "shutdown", "split_words", "submit",
+    # running
+    "ClusterInfo", "Handle", "connect", "run", "shutdown",
+    # specs and results
+    "AutoscalePolicy", "JobOptions", "JobResult", "MapReduceJob", "Pipeline", "PipelineOptions", "PipelineResult",
+    "Stage", "StageMetrics", "GatherResult", "ScatterGather", "ScatterGatherOptions", "Answer", "IngestAck",
+    "LambdaArchitecture", "LambdaOptions",
+    # sources and sinks
+    "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink", "ParquetSource",
+    "Sink", "Source", "TableSource", "TextSource",
+    # combining, user functions' helpers
+    "CombineFn", "GroupByAggregate", "concat_replies", "count_words", "increment_counter", "sum_replies",
+    "top_k_replies",
+    # reliability
+    "CircuitBreaker", "DeadLetterStore", "RateLimiter", "RetryPolicy", "replay_dead_letters",
+    # errors
+    "CircuitOpenError", "EngineError", "InputNotFoundError", "JobFailedError", "NotConnectedError",
+    "NotEnoughRepliesError", "OutputExistsError", "PipelineFailedError", "QueryFailedError", "RateLimitedError",
+    "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "TooManyBadRecordsError",
+    "TransientError", "UnknownRequestError",
 ]

@@ -35,7 +35,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-rows", type=int, default=0, help="events per ingest call (default: rate/10)")
     parser.add_argument("--shards", type=int, default=2, help="view shards (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--executor", choices=["ray", "local"], default="ray", help="ray (default) or local (no Ray)")
+    parser.add_argument("--executor", choices=["ray", "inline"], default="ray", help="ray (default) or inline (in this process, no Ray)")
     parser.add_argument("--top", type=int, default=10, help="advertisers in the final summary (default 10)")
     args = parser.parse_args(argv)
     if args.events < 0 or args.rate <= 0 or args.batch_every <= 0 or args.shards < 1:

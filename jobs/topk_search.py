@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.scatter_gather import (GatherResult, ScatterGather, ScatterGatherError,
-                                   ScatterGatherOptions, serve, top_k_replies)
+import engine
+from engine import GatherResult, ScatterGather, ScatterGatherError, ScatterGatherOptions, top_k_replies
 
 SORT_KEYS = [("count", "descending"), ("word", "ascending")]
 SORTED_BY_WORD = {b"sorted_by": b"word"}
@@ -179,17 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ScatterGatherOptions(deadline_s=args.deadline_ms / 1000.0,
                                              warmup_request=WARMUP_REQUEST))
     if args.executor == "ray":
-        from engine.cluster import connect, shutdown
-        connect()
+        engine.connect()
     try:
-        with serve(spec, args.executor) as service:
+        with engine.run(spec, args.executor) as service:
             result = service.gather({"prefix": args.prefix, "k": args.k})
     except ScatterGatherError as error:
         print(f"topk_search: error: {error}", file=sys.stderr)
         return 1
     finally:
         if args.executor == "ray":
-            shutdown()
+            engine.shutdown()
     print(format_answer(result, args.prefix))
     return 0
 

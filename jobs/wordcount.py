@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "a line) in UTF-8 text files with the MapReduce engine. Output: a Parquet dataset of "
                     "part-NNNNN.parquet files with columns word (string) and count (int64), rows sorted by word, "
                     "then _SUCCESS. Lines that are not valid UTF-8 are skipped and listed in "
-                    "_dead_letters.parquet.",
+                    "_dead_letters/ (a dead-letter store).",
         epilog="Examples:\n  python -m jobs.wordcount\n  python -m jobs.wordcount 'books/*.txt' --output out/wc --top 20\n"
                "  ray start --head --num-cpus 2 && python -m jobs.wordcount data/ --address auto",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,8 +82,8 @@ def _default_corpus() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; print results; return the exit status."""
     split_size = _check_arguments(args)
+    from engine import JobOptions
     from engine.io.splits import expand_paths
-    from engine.mapreduce.spec import JobOptions
     from jobs.wordcount_job import wordcount_job
 
     inputs = args.inputs or _default_corpus()
@@ -92,19 +92,17 @@ def run(args: argparse.Namespace) -> int:
     options = JobOptions(workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
     job = wordcount_job(inputs, output, reducers=args.reducers, split_size=split_size, options=options)
     started = time.perf_counter()
+    import engine
+
     if args.local:
-        from engine.mapreduce.local import run_local
-
-        result = run_local(job)
-        where = "local mode (no Ray)"
+        result = engine.run(job, "inline").result()
+        where = "inline executor (local mode, no Ray)"
     else:
-        import engine
-
         info = engine.connect(address=args.address)
         connected = time.perf_counter()
         where = f"{'embedded' if info.embedded else 'existing'} Ray cluster, {info.cpus} CPUs"
         print(f"connected to {where} in {connected - started:.1f}s", file=sys.stderr)
-        result = engine.submit(job).result()
+        result = engine.run(job).result()
     _report(result, args.top, where)
     return 0
 

@@ -1,6 +1,6 @@
 """Test tiers and the one Ray runtime shared by the whole session.
 
-- unit tests never start Ray (a guard fails any that tries);
+- unit tests never start Ray (``_unit_tier_never_starts_ray`` fails any that tries);
 - integration tests take the ``ray_runtime`` fixture, which starts one embedded cluster
   per session (start-up costs seconds, so it is shared);
 - fault tests start clusters of their own and must not run while the shared one is up;
@@ -52,6 +52,24 @@ def isolated_ray() -> Iterator[None]:
     yield
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_never_starts_ray(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The guard of the unit tier: a unit test that starts Ray (``ray.init``, or an actor
+    or task that would start it implicitly) fails at once."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    import ray
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a unit test tried to start Ray; unit tests never start Ray (mark it integration)")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr("ray._private.worker.init", refuse)
+    yield
+    assert not ray.is_initialized(), "a unit test left Ray running"
 
 
 _TIER_ORDER = {"unit": 0, "integration": 1, "system": 2, "fault": 3}

@@ -66,6 +66,18 @@ LIST_SCHEMA = pa.schema(
 
 
 @dataclass
+class DeadLetter:
+    """One dead letter before it is stored: the step, the failed rows, the error, where the
+    rows came from (JSON-able) and how many attempts were made."""
+
+    step: str
+    rows: pa.Table
+    error: ErrorDescription
+    source: dict = field(default_factory=dict)
+    attempts: int = 1
+
+
+@dataclass
 class ReplayReport:
     """What one :meth:`DeadLetterStore.replay` did.
 
@@ -158,6 +170,10 @@ class DeadLetterStore:
         with self._lock:
             self._meta_cache[letter_id] = meta
         return letter_id
+
+    def add_letter(self, letter: DeadLetter, pattern: str, key: str | None = None) -> str:
+        """Store a ``DeadLetter`` (see ``add``); returns its letter id."""
+        return self.add(letter.step, letter.rows, letter.error, letter.source, letter.attempts, pattern, key)
 
     def _keyed(self, step: str, suffix: str) -> str | None:
         """The committed letter of ``step`` whose id ends in ``suffix``, if any."""

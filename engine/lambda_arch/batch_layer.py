@@ -1,7 +1,7 @@
 """The batch layer: recompute the batch views from the master log up to offset W.
 
 One MapReduce job over the log segments below W (``TableSource``), run inline
-(``engine.run_local``) or on Ray (``engine.submit``), computes every view; its rows are
+(``engine.run(job, "inline")``) or on Ray (``engine.run(job, "ray")``), computes every view; its rows are
 tagged with the view they belong to and keyed by (view, k1, k2):
 
 - counts      (advertiser_id, minute): views and spend, combined map-side;
@@ -107,16 +107,12 @@ def reduce_all_views(table: pa.Table) -> pa.Table:
 
 
 def _run(job: object, executor: str) -> pa.Table:
-    import engine
+    from engine.runtime.run import run
 
-    if executor == "local":
-        return engine.run_local(job).table()
-    if executor == "ray":
-        return engine.submit(job).result().table()
-    raise ValueError(f"unknown batch executor {executor!r}; choose 'local' or 'ray'")
+    return run(job, executor).result().table()
 
 
-def compute_batch_views(log: MasterLog, version: int, executor: str = "local", reducers: int = 4,
+def compute_batch_views(log: MasterLog, version: int, executor: str = "inline", reducers: int = 4,
                         workers: int | None = None) -> BatchViews:
     """Run the batch job over offsets ``[0, version)`` and write the view to disk."""
     import engine

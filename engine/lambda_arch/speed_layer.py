@@ -182,7 +182,9 @@ class PipelineSpeedLayer:
             sink=CallbackSink(applier),
             options=PipelineOptions(ordered=True),
         )
-        self.handle = self.pipeline.start()
+        from engine.runtime.run import run
+
+        self.handle = run(self.pipeline, "ray")
         self._pushed_end = 0
 
     def push(self, stored: pa.Table) -> None:

@@ -6,10 +6,10 @@
     lam.ads_shown(hours=24).value             # batch view + real-time view, merged
     lam.close()                               # reopening the directory continues from it
 
-``executor="local"`` runs every layer inline in this process (no Ray): the speed layer
-applies each batch synchronously, the batch jobs run with ``engine.run_local`` and the
+``executor="inline"`` runs every layer inline in this process (no Ray): the speed layer
+applies each batch synchronously, the batch jobs run inline and the
 serving layer loops over in-process shards.  ``executor="ray"`` runs the speed layer as
-an ``engine.pipeline`` pipeline, the batch jobs with ``engine.submit`` and the view
+an ``engine.pipeline`` pipeline, the batch jobs on Ray and the view
 shards as actors queried with ``engine.scatter_gather``.
 """
 
@@ -35,15 +35,15 @@ from engine.lambda_arch.speed_layer import (DeltaApplier, Freshness, InlineSpeed
                                             SpeedDelta, SpeedLayerDown)
 from engine.lambda_arch.views import window_minutes
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("inline", "ray")
 
 
 @dataclass(frozen=True)
 class LambdaOptions:
     """Settings of a Lambda deployment.
 
-    - ``executor``: ``"ray"`` (pipeline, MapReduce on Ray, shard actors) or ``"local"``.
-    - ``batch_executor``: executor of the batch layer's MapReduce jobs (``"local"`` or
+    - ``executor``: ``"ray"`` (pipeline, MapReduce on Ray, shard actors) or ``"inline"``.
+    - ``batch_executor``: executor of the batch layer's MapReduce jobs (``"inline"`` or
       ``"ray"``); ``None`` follows ``executor``.
     - ``shards``: view shards (advertisers and users are hash-partitioned over them).
     - ``dedup_horizon_hours``: a re-sent ``event_id`` is dropped while its stored copy is
@@ -131,7 +131,7 @@ class LambdaArchitecture:
         version = self._views.version
         self._speed_broken.clear()
         partitions = partition_views(self._views, shards)
-        if self.options.executor == "local":
+        if self.options.executor == "inline":
             self._shards: list[Any] = [ViewShard(index, version) for index in range(shards)]
             for shard, partition in zip(self._shards, partitions):
                 shard.load_batch(partition)
@@ -149,7 +149,7 @@ class LambdaArchitecture:
         self.serving.reset_speed(version)
         applier = DeltaApplier(shards, apply_to_shards, self.serving.publish_speed, self.freshness)
         stage = SpeedDelta(shards)
-        if self.options.executor == "local":
+        if self.options.executor == "inline":
             self.speed: Any = InlineSpeedLayer(stage, applier)
         else:
             self.speed = PipelineSpeedLayer(stage, applier, self.options.speed_replicas, self.options.feed_capacity)
@@ -182,7 +182,7 @@ class LambdaArchitecture:
 
     def speed_layer_healthy(self, timeout_s: float = 5.0) -> bool:
         """True when every view shard answers and the speed pipeline is running."""
-        if self.options.executor == "local":
+        if self.options.executor == "inline":
             return True
         import ray
 
@@ -264,7 +264,7 @@ class LambdaArchitecture:
 
     def _install(self, views: BatchViews) -> None:
         partitions = partition_views(views, self.options.shards)
-        if self.options.executor == "local":
+        if self.options.executor == "inline":
             for shard, partition in zip(self._shards, partitions):
                 shard.load_batch(partition)
         else:
@@ -274,7 +274,7 @@ class LambdaArchitecture:
         commit_current(self.directory, views.version)
         self.serving.switch_batch(views.version)
         self._views = views
-        if self.options.executor == "local":
+        if self.options.executor == "inline":
             for shard in self._shards:
                 shard.drop_below(views.version)
         else:

@@ -23,18 +23,13 @@ from engine.errors import ResultTimeoutError
 from engine.runtime.handle import Handle
 from engine.io.parts import prepare_directory
 from engine.testing.chaos import ChaosPlan
-from engine.mapreduce.local import resolve_output
+from engine.mapreduce.rules import default_reducers, resolve_output
 from engine.mapreduce.master import JobFailedError, MasterConfig
 from engine.runtime.supervisor import NAMESPACE, get_pool
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 
-
-
-def default_reducers(workers: int) -> int:
-    """Reducers default to twice the workers: enough to balance, few enough to stay fast."""
-    return 2 * workers
 
 
 class JobHandle(Handle):

@@ -7,50 +7,32 @@ distributed executor is tested against, and a debugger-friendly way to run a job
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections import Counter
 
 import pyarrow as pa
 
-from engine.common.tables import concat
 from engine.io.parts import prepare_directory, write_success
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import MapReduceJob
-from engine.errors import TooManyBadRecordsError
-from engine.mapreduce.tasks import run_map_task, run_reduce_task, write_dead_letters
-
-
-def resolve_output(job: MapReduceJob) -> str:
-    """The job's output directory, or a fresh temporary one when it has none."""
-    return job.output if job.output is not None else tempfile.mkdtemp(prefix=f"engine-{job.name}-")
-
-
-def check_bad_records(counters: Counter, limit: float) -> None:
-    """Fail the job when skipped records exceed ``limit`` of the input records."""
-    skipped = counters.get("bad_records_skipped", 0)
-    total = max(1, counters.get("map_input_records", 0))
-    if skipped and skipped / total > limit:
-        raise TooManyBadRecordsError(
-            f"{skipped} of {total} records were bad ({skipped / total:.1%}), above the allowed "
-            f"{limit:.1%} (JobOptions.max_bad_record_fraction); see the dead letters for the first ones")
+from engine.mapreduce.rules import check_bad_records, commit_dead_letters, default_reducers, resolve_output
+from engine.mapreduce.tasks import run_map_task, run_reduce_task
 
 
 def run_local(job: MapReduceJob, workers_hint: int | None = None) -> JobResult:
     """Run ``job`` inline and return its result; raises on the first unrecoverable error."""
     started = time.perf_counter()
     splits = job.source.plan_splits()
-    reducers = job.reducers or 2 * (workers_hint or job.options.workers or os.cpu_count() or 1)
+    reducers = job.reducers or default_reducers(workers_hint or job.options.workers or os.cpu_count() or 1)
     output = resolve_output(job)
     prepare_directory(output, job.options.overwrite)
     counters: Counter = Counter()
     partitions: list[list[pa.Table]] = [[] for _ in range(reducers)]
-    dead = []
-    for split in splits:
+    for number, split in enumerate(splits):
         result = run_map_task(job, split, reducers)
         add_counters(counters, result.counters)
-        dead.append(result.dead_letters)
+        commit_dead_letters(output, f"map-{number:05d}", result.dead_letters)
         for index, table in enumerate(result.partitions):
             partitions[index].append(table)
     check_bad_records(counters, job.options.max_bad_record_fraction)
@@ -58,11 +40,10 @@ def run_local(job: MapReduceJob, workers_hint: int | None = None) -> JobResult:
         result = run_reduce_task(job, index, partitions[index], output)
         partitions[index] = []
         add_counters(counters, result.counters)
-        dead.append(result.dead_letters)
+        commit_dead_letters(output, f"reduce-{index:05d}", result.dead_letters)
     check_bad_records(counters, job.options.max_bad_record_fraction)
-    write_dead_letters(output, concat(dead))
     elapsed = time.perf_counter() - started
-    summary = {"job": job.name, "fingerprint": job.fingerprint(), "executor": "local", "map_tasks": len(splits),
+    summary = {"job": job.name, "fingerprint": job.fingerprint(), "executor": "inline", "map_tasks": len(splits),
                "reduce_tasks": reducers, "counters": dict(counters), "elapsed_s": elapsed}
     write_success(output, summary)
     return JobResult(job.name, output, counters, elapsed, len(splits), reducers)

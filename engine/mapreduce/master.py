@@ -13,17 +13,14 @@ import os
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
-from engine.common.atomic_files import write_parquet_atomically
-from engine.common.tables import concat
 from engine.io.parts import part_name, write_success
-from engine.mapreduce.tasks import write_dead_letters
+from engine.mapreduce.rules import check_bad_records, commit_dead_letters
 from engine.testing.chaos import MasterChaos, WorkerChaos
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.snapshot import SnapshotStore
@@ -31,9 +28,6 @@ from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.task_table import TaskState, TaskTable
 from engine.mapreduce.worker import MapOutputLostError
 from engine.errors import JobFailedError
-
-_DEAD_DIR = ".dead-letters"
-
 
 @dataclass(frozen=True)
 class MasterConfig:
@@ -442,7 +436,7 @@ class JobCoordinator:
                 if handle is not None:
                     handle.drop.remote(self.config.job_id, [(task_id, attempt)])
             return
-        self._save_dead_letters(task_id, report["dead_letters"])
+        commit_dead_letters(self.config.output, task_id, report["dead_letters"])
         for loser_attempt, loser_worker in self.table.losers(task_id).items():
             for other, (tid, att, _, _) in list(self.inflight.items()):
                 if tid == task_id and att == loser_attempt:
@@ -535,38 +529,11 @@ class JobCoordinator:
                         or time.monotonic() - self.last_snapshot >= self.options.snapshot_every_s):
             self._write_snapshot()
 
-    def _save_dead_letters(self, task_id: str, table: pa.Table) -> None:
-        if table is None or table.num_rows == 0:
-            return
-        directory = os.path.join(self.config.output, _DEAD_DIR)
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{task_id}.parquet")
-        write_parquet_atomically(path, table)
-
-    def _collect_dead_letters(self) -> pa.Table:
-        directory = os.path.join(self.config.output, _DEAD_DIR)
-        if not os.path.isdir(directory):
-            return pa.table({})
-        tables = [pq.read_table(os.path.join(directory, n)) for n in sorted(os.listdir(directory)) if n.endswith(".parquet")]
-        return concat(tables)
-
     def _finish(self) -> None:
-        from collections import Counter
-
-        from engine.mapreduce.local import check_bad_records
-
         total: Counter = Counter()
         for task in self.table.tasks.values():
             add_counters(total, task.counters)
         check_bad_records(total, self.options.max_bad_record_fraction)
-        dead = self._collect_dead_letters()
-        if dead.num_rows:
-            write_dead_letters(self.config.output, dead)
-        directory = os.path.join(self.config.output, _DEAD_DIR)
-        if os.path.isdir(directory):
-            for name in os.listdir(directory):
-                os.unlink(os.path.join(directory, name))
-            os.rmdir(directory)
         counters = dict(total)
         elapsed = time.time() - self.started
         self.summary = {

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from engine.common.dead_letters import DeadLetterStore
 from engine.io.parts import read_parts
-from engine.mapreduce.tasks import DEAD_LETTER_SCHEMA, DEAD_LETTERS_FILE
+from engine.mapreduce.rules import dead_letter_dir
+
+DEAD_RECORD_SCHEMA = pa.schema([
+    ("step", pa.string()),
+    ("location", pa.string()),
+    ("offset", pa.int64()),
+    ("error", pa.string()),
+    ("record", pa.binary()),
+])
 
 
 @dataclass
@@ -37,13 +46,42 @@ class JobResult:
         """The whole result as one table (parts concatenated in partition order)."""
         return read_parts(self.output)
 
+    def dead_letter_store(self) -> DeadLetterStore:
+        """The job's dead-letter store (replay its letters, or read a step's rows with
+        ``engine.DeadLetterSource(result.dead_letter_store().directory, step)``)."""
+        return DeadLetterStore(dead_letter_dir(self.output))
+
     def dead_letters(self) -> pa.Table:
-        """Bad records the job skipped: stage, source, offset, reason, record bytes."""
-        path = os.path.join(self.output, DEAD_LETTERS_FILE)
-        if not os.path.exists(path):
-            return DEAD_LETTER_SCHEMA.empty_table()
-        return pq.read_table(path)
+        """Every record the job skipped, one row each: step ("read", "map", "reduce"),
+        location (file, table or partition), offset (byte offset or row number), the error,
+        and the record (raw line bytes, or the row as JSON)."""
+        if not os.path.isdir(dead_letter_dir(self.output)):
+            return DEAD_RECORD_SCHEMA.empty_table()
+        store = self.dead_letter_store()
+        records: list[dict] = []
+        for letter in store.list().to_pylist():
+            source = json.loads(letter["source"])
+            rows = store.rows(letter["letter_id"])
+            offsets = source.get("offsets") or list(range(rows.num_rows))
+            reasons = source.get("reasons")
+            error = f"{letter['error_type'].rsplit('.', 1)[-1]}: {letter['error_message']}"
+            for index, row in enumerate(rows.to_pylist()):  # only skipped records: never many
+                records.append({"step": letter["step"], "location": source.get("location", ""),
+                                "offset": int(offsets[index]), "error": reasons[index] if reasons else error,
+                                "record": _record_bytes(row)})
+        return pa.Table.from_pylist(records, schema=DEAD_RECORD_SCHEMA)
 
     def throughput_mb_s(self) -> float:
         """Input megabytes (10**6 bytes) per second of job time."""
         return self.counters.get("map_input_bytes", 0) / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _record_bytes(row: dict) -> bytes:
+    """A skipped record as bytes: a raw line as it was read, any other row as JSON."""
+    if len(row) == 1:
+        value = next(iter(row.values()))
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogateescape")
+    return json.dumps(row, default=str, sort_keys=True).encode()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import pyarrow as pa
+from engine.common.retry import RetryPolicy
 from engine.errors import SpecError
 from engine.io.sinks import ParquetSink
 from engine.io.sources import SplittableSource
@@ -42,6 +43,8 @@ class JobOptions:
     - ``backup_master``: run a standby master that takes over if the primary dies.
     - ``max_bad_record_fraction``: skipped records above this fraction of input records
       fail the job; ``bad_record_attempts``: tries of a failing record before skipping it.
+    - ``retry``: how user code's transient errors (``TransientError``) are retried; a task
+      whose transient errors outlast it fails, and the master runs it again.
     - ``overwrite``: replace an output directory that already holds a result.
     - ``progress``: show a progress bar while waiting on ``result()``.
     """
@@ -59,6 +62,7 @@ class JobOptions:
     backup_master: bool = True
     max_bad_record_fraction: float = 0.01
     bad_record_attempts: int = 2
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6, base_delay_s=0.01, max_delay_s=1.0))
     overwrite: bool = False
     progress: bool = False
 
@@ -76,6 +80,8 @@ class JobOptions:
             raise SpecError(f"max_bad_record_fraction must be within [0, 1], got {self.max_bad_record_fraction}")
         if self.bad_record_attempts < 1:
             raise SpecError(f"bad_record_attempts must be at least 1, got {self.bad_record_attempts}")
+        if not isinstance(self.retry, RetryPolicy):
+            raise SpecError(f"retry must be a RetryPolicy, got {type(self.retry).__name__}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What a pipeline is: inert, validated dataclasses (source -> filter stages -> sink).
 
-A pipeline holds no threads, actors or open files; executors (``local.py`` inline,
-``ray_executor.py`` on Ray) run it.  Stage ids are stable and unique: they key metrics
+A pipeline holds no threads, actors or open files and does not know its executors;
+``engine.run`` hands it to one (``local.py`` inline, ``ray_executor.py`` on Ray).  Stage ids are stable and unique: they key metrics
 and dead letters.
 """
 
@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pyarrow as pa
 
 from engine.io.sinks import Sink
 from engine.io.sources import Source
 from engine.common.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from engine.pipeline.ray_executor import PipelineHandle
-    from engine.pipeline.result import PipelineResult
 
 FilterFn = Callable[[pa.Table], "pa.Table | pa.RecordBatch"]
 
@@ -142,10 +138,10 @@ class PipelineOptions:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """source -> stages -> sink, validated on construction.  Run it with an executor::
+    """source -> stages -> sink, validated on construction.  Run it with ``engine.run``::
 
-        result = pipeline.run_local()              # inline, no Ray: the oracle
-        handle = pipeline.start()                  # on Ray; handle.result() waits
+        result = engine.run(pipeline, "inline").result()   # inline, no Ray: the oracle
+        handle = engine.run(pipeline)                       # on Ray; handle.result() waits
     """
 
     source: Source
@@ -179,22 +175,3 @@ class Pipeline:
     def with_options(self, **changes: object) -> "Pipeline":
         """A copy of this pipeline with some options changed."""
         return replace(self, options=replace(self.options, **changes))
-
-    def run_local(self) -> "PipelineResult":
-        """Run inline in this process (no Ray) and return the result: the test oracle."""
-        from engine.pipeline.local import LocalPipelineExecutor
-
-        return LocalPipelineExecutor().run(self)
-
-    def start(self) -> "PipelineHandle":
-        """Start on the connected Ray cluster; returns a handle at once."""
-        from engine.pipeline.ray_executor import RayPipelineExecutor
-
-        return RayPipelineExecutor().start(self)
-
-    def run(self, executor: object | None = None) -> "PipelineResult":
-        """Run to completion with ``executor`` (default: the Ray executor) and return the result."""
-        from engine.pipeline.ray_executor import RayPipelineExecutor
-
-        return (executor or RayPipelineExecutor()).run(self)  # type: ignore[attr-defined]
-

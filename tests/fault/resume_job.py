@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     from tests.fault.resume_job import resumable_job as by_name  # not __main__'s copy: same fingerprint
 
     engine.connect(num_cpus=2)
-    handle = engine.submit(by_name(argv[0], argv[1]))
+    handle = engine.run(by_name(argv[0], argv[1]))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status = handle.status()

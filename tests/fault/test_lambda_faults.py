@@ -48,7 +48,7 @@ def test_a_dead_view_shard_is_rebuilt_from_the_log(isolated_ray: None, tmp_path:
     _connect()
     events = generate_events(_SPEC)
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="local", shards=2)) as lam:
+    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
         for start in range(0, 4_000, 1_000):
             lam.ingest(events.slice(start, 1_000))
             oracle.ingest(events.slice(start, 1_000))
@@ -79,7 +79,7 @@ def test_a_dead_speed_replica_is_replaced_without_loss(isolated_ray: None, tmp_p
     _connect()
     events = generate_events(_SPEC)
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="local", shards=2)) as lam:
+    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
         for number, start in enumerate(range(0, events.num_rows, 500)):
             lam.ingest(events.slice(start, 500))
             oracle.ingest(events.slice(start, 500))
@@ -102,7 +102,7 @@ _CRASHING_DRIVER = textwrap.dedent("""
     from engine.lambda_arch import LambdaArchitecture, LambdaOptions
     connect(num_cpus=2)
     events = generate_events(AdEventSpec(**json.loads({spec!r})))
-    lam = LambdaArchitecture({directory!r}, LambdaOptions(executor="ray", batch_executor="local", shards=2))
+    lam = LambdaArchitecture({directory!r}, LambdaOptions(executor="ray", batch_executor="inline", shards=2))
     for number, start in enumerate(range(0, 5_000, 1_000)):
         ack = lam.ingest(events.slice(start, 1_000))
         print(json.dumps({{"batch": number, "end": ack.end_offset}}), flush=True)
@@ -125,7 +125,7 @@ def test_the_directory_is_reopened_after_the_driver_dies(isolated_ray: None, tmp
         oracle.ingest(events.slice(start, 1_000))
     assert len(oracle.rows) == acks[-1]["end"]
     _connect()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="local", shards=2)) as lam:
+    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
         assert lam.log.end_offset == acks[-1]["end"]
         assert lam.serving.snapshot[0] == acks[2]["end"]  # the committed batch view survived
         lam.wait_visible()

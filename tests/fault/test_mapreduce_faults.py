@@ -55,9 +55,9 @@ def run_with_chaos(tmp_path: Path, chaos: ChaosPlan, split_size: int = 1500, red
     files = make_corpus(tmp_path / "in")
     job = wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=reducers, split_size=split_size,
                         options=JobOptions(**{**FAST_FAILOVER, **options}))
-    result = engine.submit(job, chaos=chaos).result(timeout_s=240)
-    local = engine.run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "local"), reducers=reducers,
-                                           split_size=split_size))
+    result = engine.run(job, chaos=chaos).result(timeout_s=240)
+    local = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "local"), reducers=reducers,
+                                           split_size=split_size), "inline").result()
     assert result.table().equals(local.table())
     assert table_to_dict(result.table()) == wordcount_oracle(files)
     assert result.counters["map_input_records"] == local.counters["map_input_records"]
@@ -120,8 +120,8 @@ def test_poison_records_are_skipped_into_dead_letters(fault_cluster: None, tmp_p
     files = make_corpus(tmp_path / "in")
     lines = [line for f in files for line in f.read_text().split("\n")[:-1]]
     poisoned = [line for line in lines if POISON in line.split()]
-    result = engine.submit(poison_job(tmp_path, "out", 0.5)).result(timeout_s=240)
-    local = engine.run_local(poison_job(tmp_path, "local", 0.5))
+    result = engine.run(poison_job(tmp_path, "out", 0.5)).result(timeout_s=240)
+    local = engine.run(poison_job(tmp_path, "local", 0.5), "inline").result()
     assert result.table().equals(local.table())
     clean = wordcount_oracle([])
     from collections import Counter
@@ -138,9 +138,9 @@ def test_poison_records_are_skipped_into_dead_letters(fault_cluster: None, tmp_p
 def test_too_many_poison_records_fail_the_job_clearly(fault_cluster: None, tmp_path: Path) -> None:
     make_corpus(tmp_path / "in")
     with pytest.raises(engine.JobFailedError, match=r"records were bad .* above the allowed 0.1%"):
-        engine.submit(poison_job(tmp_path, "out", 0.001)).result(timeout_s=240)
+        engine.run(poison_job(tmp_path, "out", 0.001)).result(timeout_s=240)
     with pytest.raises(engine.TooManyBadRecordsError):
-        engine.run_local(poison_job(tmp_path, "local", 0.001))
+        engine.run(poison_job(tmp_path, "local", 0.001), "inline").result()
 
 
 def test_randomized_chaos_always_gives_the_exact_output(fault_cluster: None, tmp_path: Path) -> None:
@@ -177,11 +177,11 @@ def test_job_resumes_from_its_snapshot_store_after_the_driver_is_gone(fault_clus
             if t["kind"] == "reduce" and t["state"] == "completed"}
     assert len(done) >= 3
     parts = {t: os.stat(tmp_path / "out" / f"part-{int(t.split('-')[1]):05d}.parquet").st_mtime_ns for t in done}
-    result = engine.submit(job, resume=True).result(timeout_s=240)
+    result = engine.run(job, resume=True).result(timeout_s=240)
     for task_id, attempt in done.items():
         assert result.attempts[task_id] == attempt  # not run again
         assert os.stat(tmp_path / "out" / f"part-{int(task_id.split('-')[1]):05d}.parquet").st_mtime_ns == parts[task_id]
     assert table_to_dict(result.table()) == wordcount_oracle(files)
-    local = engine.run_local(resumable_job(str(tmp_path / "in"), str(tmp_path / "local")))
+    local = engine.run(resumable_job(str(tmp_path / "in"), str(tmp_path / "local")), "inline").result()
     assert result.table().equals(local.table())
     assert (tmp_path / "out" / "_SUCCESS").exists()

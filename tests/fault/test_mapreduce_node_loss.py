@@ -41,7 +41,7 @@ def test_node_loss_reexecutes_only_the_maps_it_held(isolated_ray: None, tmp_path
     nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     try:
         engine.connect(address=cluster.address, warm=False)
-        handle = engine.submit(job_for(tmp_path, "out"))
+        handle = engine.run(job_for(tmp_path, "out"))
         deadline = time.monotonic() + 120
         status = handle.status(tasks=True)
         while status.get("phase") != "reduce" or status["reduces"]["completed"] < 1:
@@ -63,7 +63,7 @@ def test_node_loss_reexecutes_only_the_maps_it_held(isolated_ray: None, tmp_path
         assert all(attempts[t] >= 2 for t in lost), {t: attempts[t] for t in lost}
         assert all(attempts[t] == 1 for t in kept), {t: attempts[t] for t in kept}
         assert victim_worker in result.details["failed_workers"]
-        local = engine.run_local(job_for(tmp_path, "local"))
+        local = engine.run(job_for(tmp_path, "local"), "inline").result()
         assert result.table().equals(local.table())
         assert table_to_dict(result.table()) == wordcount_oracle(files)
     finally:

@@ -16,8 +16,9 @@ import pytest
 import ray
 import ray.cloudpickle
 
+import engine
 from engine.cluster import connect
-from engine.pipeline import CollectSink, Pipeline, PipelineOptions, Stage, TableSource
+from engine import CollectSink, Pipeline, PipelineOptions, Stage, TableSource
 
 pytestmark = pytest.mark.fault
 
@@ -40,7 +41,7 @@ def run_and_kill(stage_id: str, keyed: bool, kills: int) -> None:
         Stage("double", slow_double, replicas=2, key="k" if keyed else None),
         Stage("odd", keep_odd, replicas=2, key="k" if keyed else None),
     ]
-    handle = Pipeline(TableSource(table, batch_rows=100), stages, CollectSink(), PipelineOptions(ordered=keyed)).start()
+    handle = engine.run(Pipeline(TableSource(table, batch_rows=100), stages, CollectSink(), PipelineOptions(ordered=keyed)))
     killed = 0
     while killed < kills:
         if handle.metrics()["sink"].batches_in >= 5 * (killed + 1):

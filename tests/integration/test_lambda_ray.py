@@ -35,8 +35,8 @@ def test_ray_answers_equal_the_oracle_and_the_inline_executor(
         scenario: tuple[list[pa.Table], list[bool]]) -> None:
     batches, recompute_after = scenario
     oracle = AdEventOracle(2 * 3_600_000)
-    ray_options = LambdaOptions(executor="ray", batch_executor="local", shards=2, dedup_horizon_hours=2)
-    inline_options = LambdaOptions(executor="local", shards=3, dedup_horizon_hours=2)
+    ray_options = LambdaOptions(executor="ray", batch_executor="inline", shards=2, dedup_horizon_hours=2)
+    inline_options = LambdaOptions(executor="inline", shards=3, dedup_horizon_hours=2)
     with LambdaArchitecture(tmp_path_factory.mktemp("ray"), ray_options) as on_ray, \
             LambdaArchitecture(tmp_path_factory.mktemp("inline"), inline_options) as inline:
         for batch, recompute in zip(batches, recompute_after):

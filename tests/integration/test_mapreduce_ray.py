@@ -25,9 +25,9 @@ def test_ray_equals_local_equals_oracle(ray_runtime, tmp_path_factory: pytest.Te
     base = tmp_path_factory.mktemp("wc")
     files = write_files(base / "in", contents)
     job = wordcount_job([str(base / "in")], str(base / "ray"), reducers=reducers, split_size=split_size)
-    distributed = engine.submit(job).result(timeout_s=120)
-    local = engine.run_local(wordcount_job([str(base / "in")], str(base / "local"), reducers=reducers,
-                                           split_size=split_size))
+    distributed = engine.run(job).result(timeout_s=120)
+    local = engine.run(wordcount_job([str(base / "in")], str(base / "local"), reducers=reducers,
+                                           split_size=split_size), "inline").result()
     assert distributed.table().equals(local.table())
     assert table_to_dict(distributed.table()) == wordcount_oracle(files)
     assert distributed.dead_letters().sort_by("offset").equals(local.dead_letters().sort_by("offset"))
@@ -38,7 +38,7 @@ def test_ray_equals_local_equals_oracle(ray_runtime, tmp_path_factory: pytest.Te
 
 def test_handle_reports_status_progress_and_counters(ray_runtime, tmp_path: Path) -> None:
     write_files(tmp_path / "in", [b"a b c\n" * 1000, b"c d\n" * 500])
-    handle = engine.submit(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2, split_size=1000))
+    handle = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2, split_size=1000))
     first = handle.status()
     assert first["state"] in ("starting", "running", "succeeded")
     result = handle.result(timeout_s=120)
@@ -64,14 +64,14 @@ def test_table_input_with_user_counters_and_integer_keys(ray_runtime, tmp_path: 
     job = engine.MapReduceJob(name="sums", source=engine.TableSource(table, batch_rows=150), map=tag_rows,
                               combine=sum_by_key, reduce=sum_by_key, keys=["key"], reducers=3,
                               output=str(tmp_path / "out"))
-    result = engine.submit(job).result(timeout_s=120)
+    result = engine.run(job).result(timeout_s=120)
     expected = {k: sum(v for v in range(1000) if v % 7 == k) for k in range(7)}
     got = result.table()
     assert dict(zip(got.column("key").to_pylist(), got.column("value").to_pylist())) == expected
     assert result.counters["rows_seen"] == 1000
-    assert engine.run_local(job.__class__(name="sums", source=job.source, map=tag_rows, combine=sum_by_key,
+    assert engine.run(job.__class__(name="sums", source=job.source, map=tag_rows, combine=sum_by_key,
                                           reduce=sum_by_key, keys=["key"], reducers=3,
-                                          output=str(tmp_path / "local"))).table().equals(got)
+                                          output=str(tmp_path / "local")), "inline").result().table().equals(got)
 
 
 def test_parquet_input_split_by_row_group(ray_runtime, tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_parquet_input_split_by_row_group(ray_runtime, tmp_path: Path) -> None:
     total = engine.GroupByAggregate("key", {"value": "sum"})
     job = engine.MapReduceJob(name="pq", source=engine.ParquetSource(str(tmp_path / "in")), map=lambda t: t,
                               combine=total, reduce=total, keys="key", reducers=2, output=str(tmp_path / "out"))
-    result = engine.submit(job).result(timeout_s=120)
+    result = engine.run(job).result(timeout_s=120)
     assert result.map_tasks == 5
     assert dict(zip(result.table().column("key").to_pylist(), result.table().column("value").to_pylist())) == \
         {f"k{i}": 100 for i in range(5)}

@@ -16,7 +16,8 @@ import ray.cloudpickle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.pipeline import (
+import engine
+from engine import (
     AutoscalePolicy,
     CallbackSink,
     CollectSink,
@@ -27,10 +28,10 @@ from engine.pipeline import (
     PipelineOptions,
     Stage,
     TableSource,
-    release_idle_replicas,
     replay_dead_letters,
 )
 from engine.common.dead_letters import DeadLetterStore
+from engine.pipeline.replica import release_idle_replicas
 from engine.common.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
@@ -85,8 +86,8 @@ def test_ray_result_equals_local_and_oracle(
         Stage("explode", explode_twice, replicas=replicas[2], key="k" if keyed else None),
     ]
     options = PipelineOptions(ordered=ordered)
-    remote = Pipeline(IteratorSource(tables), stages, CollectSink(), options).start().result(timeout_s=120)
-    local = Pipeline(IteratorSource(tables), stages, CollectSink(), options).run_local()
+    remote = engine.run(Pipeline(IteratorSource(tables), stages, CollectSink(), options)).result(timeout_s=120)
+    local = engine.run(Pipeline(IteratorSource(tables), stages, CollectSink(), options), "inline").result()
     oracle = sorted(
         (k, x, sign * 2 * x) for b in batches for k, x in b if x % 3 != 0 for sign in (1, -1)
     )
@@ -119,7 +120,7 @@ def test_slow_sink_blocks_the_producer_and_pipes_stay_bounded(ray_runtime: objec
 
     options = PipelineOptions(sink_capacity=capacity, source_capacity=capacity, inflight_per_replica=1)
     stages = [Stage("double", add_double, pipe_capacity=capacity), Stage("drop3", keep_not_multiple_of_3, pipe_capacity=capacity, replicas=2)]
-    result = Pipeline(IteratorSource(generate()), stages, CallbackSink(slow_sink), options).start().result(timeout_s=120)
+    result = engine.run(Pipeline(IteratorSource(generate()), stages, CallbackSink(slow_sink), options)).result(timeout_s=120)
 
     # Everything in flight is in some bounded pipe: source pipe, the batch in the reader's
     # hand, each stage's pipe and the sink pipe.
@@ -145,7 +146,7 @@ def test_failing_rows_go_to_dead_letters_and_replay_delivers_them_once(ray_runti
         CollectSink(),
         PipelineOptions(dead_letter_dir=str(tmp_path)),
     )
-    result = pipeline.start().result(timeout_s=120)
+    result = engine.run(pipeline).result(timeout_s=120)
     bad = [x for x in range(3000) if x % 97 == 5]
     assert rows(result.table, ["x"]) == [(x,) for x in range(3000) if x % 97 != 5]
     assert result.metrics["check"].dead_letters == len(bad)
@@ -168,7 +169,7 @@ def slow_identity(batch: pa.Table) -> pa.Table:
 
 def test_live_feed_metrics_while_running_scaling_and_close(ray_runtime: object) -> None:
     feed = LiveFeed(capacity=4)
-    handle = Pipeline(feed, [Stage("slow", slow_identity), Stage("double", add_double)], CollectSink()).start()
+    handle = engine.run(Pipeline(feed, [Stage("slow", slow_identity), Stage("double", add_double)], CollectSink()))
 
     def produce() -> None:
         for i in range(30):
@@ -193,7 +194,7 @@ def test_live_feed_metrics_while_running_scaling_and_close(ray_runtime: object) 
 def test_autoscaler_grows_a_backed_up_stage(ray_runtime: object) -> None:
     table = pa.table({"x": pa.array(range(60), pa.int64())})
     policy = AutoscalePolicy(min_replicas=1, max_replicas=2, high_water=2, low_water=0, sustain_s=0.05)
-    handle = Pipeline(TableSource(table, 1), [Stage("slow", slow_identity, autoscale=policy)], CollectSink()).start()
+    handle = engine.run(Pipeline(TableSource(table, 1), [Stage("slow", slow_identity, autoscale=policy)], CollectSink()))
     seen = {1}
     while not handle.done():
         seen.add(handle.metrics()["slow"].replicas)
@@ -205,7 +206,7 @@ def test_autoscaler_grows_a_backed_up_stage(ray_runtime: object) -> None:
 
 def test_cancel_stops_an_endless_feed(ray_runtime: object) -> None:
     feed = LiveFeed(capacity=2)
-    handle = Pipeline(feed, [Stage("slow", slow_identity)], CollectSink()).start()
+    handle = engine.run(Pipeline(feed, [Stage("slow", slow_identity)], CollectSink()))
     handle.push(pa.table({"x": [1]}))
     result = handle.cancel()
     assert result.status == "cancelled" and handle.done()
@@ -215,7 +216,7 @@ def test_a_failing_sink_fails_the_run_with_its_name(ray_runtime: object) -> None
     def broken(table: pa.Table) -> None:
         raise OSError("disk full")
 
-    handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), [Stage("id", lambda b: b)], CallbackSink(broken)).start()
+    handle = engine.run(Pipeline(TableSource(pa.table({"x": [1, 2]})), [Stage("id", lambda b: b)], CallbackSink(broken)))
     with pytest.raises(PipelineFailedError, match="sink CallbackSink failed.*disk full"):
         handle.result(timeout_s=60)
 
@@ -230,7 +231,7 @@ def test_close_drains_every_batch_read_and_stops_reading(ray_runtime: object) ->
             yield pa.table({"x": pa.array([i], pa.int64())})
             i += 1
 
-    handle = Pipeline(IteratorSource(endless()), [Stage("slow", slow_identity), Stage("double", add_double)], CollectSink()).start()
+    handle = engine.run(Pipeline(IteratorSource(endless()), [Stage("slow", slow_identity), Stage("double", add_double)], CollectSink()))
     deadline = time.monotonic() + 60
     while handle.metrics()["sink"].rows_in < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -248,7 +249,7 @@ def tag_with_process(batch: pa.Table) -> pa.Table:
 def test_key_affinity_sends_each_key_to_one_replica(ray_runtime: object) -> None:
     table = pa.table({"k": pa.array([i % 11 for i in range(2200)], pa.int64()), "x": pa.array(range(2200), pa.int64())})
     stages = [Stage("double", add_double, replicas=2), Stage("tag", tag_with_process, replicas=2, key="k")]
-    result = Pipeline(TableSource(table, 100), stages, CollectSink(), PipelineOptions(ordered=True)).start().result(timeout_s=120)
+    result = engine.run(Pipeline(TableSource(table, 100), stages, CollectSink(), PipelineOptions(ordered=True))).result(timeout_s=120)
     assert result.table is not None and result.table.num_rows == 2200
     pids_per_key = result.table.group_by("k").aggregate([("pid", "count_distinct")])
     assert pids_per_key["pid_count_distinct"].to_pylist() == [1] * 11
@@ -260,6 +261,6 @@ def test_key_affinity_sends_each_key_to_one_replica(ray_runtime: object) -> None
 
 def test_a_missing_key_column_fails_the_run_naming_it(ray_runtime: object) -> None:
     stages = [Stage("double", add_double), Stage("keyed", lambda b: b, replicas=2, key="user")]
-    handle = Pipeline(TableSource(pa.table({"x": [1, 2]})), stages, CollectSink()).start()
+    handle = engine.run(Pipeline(TableSource(pa.table({"x": [1, 2]})), stages, CollectSink()))
     with pytest.raises(PipelineFailedError, match="key column 'user' is not in the batch"):
         handle.result(timeout_s=60)

@@ -14,9 +14,11 @@ import ray
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.scatter_gather import (NotEnoughRepliesError, RayScatterGather,
+import engine
+from engine.scatter_gather.ray_executor import RayScatterGather
+from engine.scatter_gather import (NotEnoughRepliesError,
                                    RequestExpiredError, ScatterGather, ScatterGatherOptions,
-                                   UnknownRequestError, concat_replies, serve, sum_replies)
+                                   UnknownRequestError, concat_replies, sum_replies)
 from jobs.topk_search import build_search, split_shards
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,7 @@ def gated_pieces(shard: pa.Table, request: dict) -> Iterator[pa.Table]:
     yield shard.slice(1)
 
 
-INLINE_ORACLE = serve(ScatterGather(SHARDS, rows_above, concat_replies()), "inline")
+INLINE_ORACLE = engine.run(ScatterGather(SHARDS, rows_above, concat_replies()), "inline")
 
 
 def sorted_x(table: pa.Table) -> list[int]:
@@ -68,7 +70,7 @@ def module_ray(_shared_ray: None) -> object:
 def service(module_ray: object) -> Iterator[RayScatterGather]:
     spec = ScatterGather(SHARDS, rows_above, concat_replies(),
                          ScatterGatherOptions(deadline_s=2.0, warmup_request={"above": 0}))
-    with RayScatterGather(spec) as running:
+    with engine.run(spec) as running:
         yield running
 
 
@@ -97,7 +99,7 @@ def test_min_replies_not_met_names_the_missing_worker(ray_runtime: object) -> No
     spec = ScatterGather(SHARDS[:2], rows_above, concat_replies(),
                          ScatterGatherOptions(deadline_s=1.5, min_replies=2,
                                               warmup_request={"above": 0}))
-    with RayScatterGather(spec) as running:
+    with engine.run(spec) as running:
         with pytest.raises(NotEnoughRepliesError, match="1 of 2 workers .*missing: shard-1$"):
             running.gather({"above": 0, "stall": 1, "stall_s": 10.0})
 
@@ -112,7 +114,7 @@ def test_a_failing_worker_is_reported_not_raised(service: RayScatterGather) -> N
 def test_long_running_requests_by_id(ray_runtime: object, tmp_path: Path) -> None:
     spec = ScatterGather(SHARDS, gated_pieces, sum_replies("x"),
                          ScatterGatherOptions(result_ttl_s=30))
-    with RayScatterGather(spec) as running:
+    with engine.run(spec) as running:
         gate = tmp_path / "gate"
         request_id = running.submit({"gate": str(gate)})
         first = running.poll(request_id)
@@ -138,7 +140,7 @@ def test_long_running_requests_by_id(ray_runtime: object, tmp_path: Path) -> Non
 def test_request_ids_expire_after_the_ttl(ray_runtime: object) -> None:
     spec = ScatterGather(SHARDS[:1], rows_above, concat_replies(),
                          ScatterGatherOptions(result_ttl_s=0.3))
-    with RayScatterGather(spec) as running:
+    with engine.run(spec) as running:
         request_id = running.submit({"above": -1})
         assert running.wait(request_id, timeout_s=30).done
         time.sleep(0.4)
@@ -179,7 +181,7 @@ WORDS = pa.table({
 @pytest.fixture(scope="module")
 def search(module_ray: object) -> Iterator[RayScatterGather]:
     spec = build_search(split_shards(WORDS, 3), 5, ScatterGatherOptions(deadline_s=5.0))
-    with RayScatterGather(spec) as running:
+    with engine.run(spec) as running:
         yield running
 
 
@@ -192,7 +194,7 @@ def test_topk_search_on_ray_equals_inline_and_oracle(search: RayScatterGather,
     result = search.gather(request)
     assert not result.partial
     ray_value = result.value
-    inline_value = serve(build_search(split_shards(WORDS, 3), k), "inline").gather(request).value
+    inline_value = engine.run(build_search(split_shards(WORDS, 3), k), "inline").gather(request).value
     rows = sorted(((w, c) for w, c in zip(WORDS["word"].to_pylist(),
                                           WORDS["count"].to_pylist()) if w.startswith(prefix)),
                   key=lambda row: (-row[1], row[0]))[:k]

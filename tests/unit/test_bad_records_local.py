@@ -32,12 +32,13 @@ def test_a_failing_reduce_group_is_skipped_whole_and_others_survive(tmp_path: Pa
     job = engine.MapReduceJob(name="cursed", source=engine.TableSource(table, batch_rows=50), map=lambda t: t,
                               combine=TOTAL, reduce=reduce_refusing_key_3, keys="key", reducers=2,
                               output=str(tmp_path / "out"), options=engine.JobOptions(max_bad_record_fraction=0.5))
-    result = engine.run_local(job)
+    result = engine.run(job, "inline").result()
     got = dict(zip(result.table().column("key").to_pylist(), result.table().column("value").to_pylist()))
     assert got == {0: 40, 1: 40, 2: 40, 4: 40}
     dead = result.dead_letters()
-    assert set(dead.column("stage").to_pylist()) == {"reduce"}
-    assert all("key 3 is cursed" in r for r in dead.column("reason").to_pylist())
+    assert set(dead.column("step").to_pylist()) == {"reduce"}
+    assert all("key 3 is cursed" in r for r in dead.column("error").to_pylist())
+    assert sorted(b'"key": 3' in r for r in dead.column("record").to_pylist()) == [True] * dead.num_rows
     assert result.counters["bad_records_skipped"] == dead.num_rows >= 1
 
 
@@ -46,9 +47,10 @@ def test_a_failing_map_record_is_bisected_out_of_its_batch(tmp_path: Path) -> No
     job = engine.MapReduceJob(name="unlucky", source=engine.TableSource(table, batch_rows=100),
                               map=map_refusing_value_13, reduce=TOTAL, keys="key", reducers=3,
                               output=str(tmp_path / "out"), options=engine.JobOptions(max_bad_record_fraction=0.05))
-    result = engine.run_local(job)
+    result = engine.run(job, "inline").result()
     got = dict(zip(result.table().column("key").to_pylist(), result.table().column("value").to_pylist()))
     assert got == {k: sum(v for v in range(100) if v % 4 == k and v != 13) for k in range(4)}
     dead = result.dead_letters().to_pylist()
-    assert [(d["stage"], d["offset"], d["source"]) for d in dead] == [("map", 13, "table-0")]
+    assert [(d["step"], d["offset"], d["location"]) for d in dead] == [("map", 13, "table-0")]
+    assert dead[0]["error"] == "ValueError: 13 is unlucky"
     assert b'"value": 13' in dead[0]["record"]

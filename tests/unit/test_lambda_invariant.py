@@ -34,7 +34,7 @@ def test_answers_equal_the_oracle_before_and_after_batch_recomputations(
         tmp_path_factory: pytest.TempPathFactory, scenario: tuple[list[pa.Table], list[bool], int]) -> None:
     batches, recompute_after, shards = scenario
     directory = tmp_path_factory.mktemp("lambda")
-    options = LambdaOptions(executor="local", shards=shards, dedup_horizon_hours=2)
+    options = LambdaOptions(executor="inline", shards=shards, dedup_horizon_hours=2)
     oracle = AdEventOracle(2 * 3_600_000)
     with LambdaArchitecture(directory, options) as lam:
         for batch, recompute in zip(batches, recompute_after):
@@ -56,7 +56,7 @@ def test_generated_stream_with_duplicates_late_and_malformed_rows(tmp_path: obje
     events = generate_events(AdEventSpec(events=6_000, users=300, advertisers=12, span_hours=6, seed=11,
                                          duplicate_rate=0.05, late_rate=0.05, malformed_rate=0.01))
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="local", shards=3)) as lam:
+    with LambdaArchitecture(tmp_path, LambdaOptions(executor="inline", shards=3)) as lam:
         totals = {"duplicates": 0, "rejected": 0}
         for number, start in enumerate(range(0, events.num_rows, 750)):
             batch = events.slice(start, 750)
@@ -76,7 +76,7 @@ def test_generated_stream_with_duplicates_late_and_malformed_rows(tmp_path: obje
 def test_speed_layer_rebuild_from_the_log_keeps_answers_exact(tmp_path: object) -> None:
     events = generate_events(AdEventSpec(events=3_000, users=200, advertisers=8, span_hours=3, seed=5))
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="local", shards=2)) as lam:
+    with LambdaArchitecture(tmp_path, LambdaOptions(executor="inline", shards=2)) as lam:
         for start in range(0, 2_000, 500):
             lam.ingest(events.slice(start, 500))
             oracle.ingest(events.slice(start, 500))

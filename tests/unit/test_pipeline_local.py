@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.pipeline import (
+import engine
+from engine import (
     CallbackSink,
     CollectSink,
     IteratorSource,
@@ -56,7 +57,7 @@ def fail_on_multiples_of_7(batch: pa.Table) -> pa.Table:
 def test_local_run_equals_plain_python(values: list[int], batch_rows: int) -> None:
     table = pa.table({"x": pa.array(values, pa.int64())})
     pipeline = Pipeline(TableSource(table, batch_rows), [Stage("double", add_double), Stage("even", keep_even)], CollectSink())
-    result = pipeline.run_local()
+    result = engine.run(pipeline, "inline").result()
     expected = [(x, 2 * x) for x in values if x % 2 == 0]
     got = [] if result.table is None else list(zip(result.table["x"].to_pylist(), result.table["y"].to_pylist()))
     assert got == expected
@@ -98,7 +99,7 @@ def test_dead_letters_are_stored_and_replayed_exactly_once(tmp_path: Path) -> No
         CallbackSink(delivered.append),
         PipelineOptions(dead_letter_dir=str(tmp_path / "dead")),
     )
-    result = pipeline.run_local()
+    result = engine.run(pipeline, "inline").result()
     assert sorted(pa.concat_tables(delivered)["x"].to_pylist()) == [x for x in range(50) if x % 7]
     assert result.metrics["check"].dead_letters == 8
     store = DeadLetterStore(tmp_path / "dead")
@@ -124,7 +125,7 @@ def test_replay_with_a_still_broken_filter_keeps_the_letters(tmp_path: Path) -> 
         CollectSink(),
         PipelineOptions(dead_letter_dir=str(tmp_path)),
     )
-    pipeline.run_local()
+    engine.run(pipeline, "inline").result()
     replay = replay_dead_letters(pipeline, "check")
     assert replay.report.replayed_letters == 0 and len(replay.report.failed_letters) == 1
     assert DeadLetterStore(tmp_path).count("check") == 1  # the row of 7 is still there
@@ -134,14 +135,14 @@ def test_parquet_and_text_sources_and_parquet_sink(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": list(range(30))}), tmp_path / "a.parquet", row_group_size=7)
     pq.write_table(pa.table({"x": list(range(30, 40))}), tmp_path / "b.parquet")
     out = tmp_path / "out"
-    result = Pipeline(ParquetSource(str(tmp_path), batch_rows=8), [Stage("even", keep_even)], ParquetSink(str(out))).run_local()
+    result = engine.run(Pipeline(ParquetSource(str(tmp_path), batch_rows=8), [Stage("even", keep_even)], ParquetSink(str(out))), "inline").result()
     assert (out / "_SUCCESS").exists()
     assert sorted(pq.read_table(out)["x"].to_pylist()) == list(range(0, 40, 2))
     assert result.rows_delivered == 20
 
     text = tmp_path / "lines.txt"
     text.write_bytes(b"alpha beta\n\ngamma, \"delta\"\r\nepsilon")
-    lines = Pipeline(TextSource(str(text)), [Stage("id", lambda b: b)], CollectSink()).run_local().table
+    lines = engine.run(Pipeline(TextSource(str(text)), [Stage("id", lambda b: b)], CollectSink()), "inline").result().table
     # The engine's one text rule (MapReduce and pipelines): lines end at \n only and keep it.
     assert lines is not None and lines["line"].to_pylist() == ["alpha beta\n", "\n", 'gamma, "delta"\r\n', "epsilon"]
 
@@ -153,7 +154,7 @@ def test_missing_source_file_is_named(tmp_path: Path) -> None:
 
 def test_iterator_and_live_feed_sources() -> None:
     batches = [pa.record_batch({"x": [i, i + 1]}) for i in range(0, 10, 2)]
-    result = Pipeline(IteratorSource(iter(batches)), [Stage("id", lambda b: b)], CollectSink()).run_local()
+    result = engine.run(Pipeline(IteratorSource(iter(batches)), [Stage("id", lambda b: b)], CollectSink()), "inline").result()
     assert result.table is not None and result.table["x"].to_pylist() == list(range(10))
 
     feed = LiveFeed(capacity=2)
@@ -165,7 +166,7 @@ def test_iterator_and_live_feed_sources() -> None:
 
     producer = threading.Thread(target=produce)
     producer.start()
-    result = Pipeline(feed, [Stage("id", lambda b: b)], CollectSink()).run_local()
+    result = engine.run(Pipeline(feed, [Stage("id", lambda b: b)], CollectSink()), "inline").result()
     producer.join()
     assert result.table is not None and result.table["x"].to_pylist() == list(range(5))
     with pytest.raises(RuntimeError, match="after close"):
@@ -197,5 +198,5 @@ def test_transient_sink_failures_are_retried() -> None:
         delivered.extend(table["x"].to_pylist())
 
     options = PipelineOptions(sink_retry=NO_WAIT)
-    Pipeline(TableSource(pa.table({"x": [1, 2, 3]}), 1), [Stage("id", lambda b: b)], CallbackSink(flaky_sink), options).run_local()
+    engine.run(Pipeline(TableSource(pa.table({"x": [1, 2, 3]}), 1), [Stage("id", lambda b: b)], CallbackSink(flaky_sink), options), "inline").result()
     assert delivered == [1, 2, 3]

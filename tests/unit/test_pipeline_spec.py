@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from engine.pipeline import (
+from engine import (
     AutoscalePolicy,
     CollectSink,
     IteratorSource,

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine.scatter_gather import (InlineScatterGather, NotEnoughRepliesError,
+import engine
+from engine.scatter_gather import (NotEnoughRepliesError,
                                    RequestExpiredError, ScatterGather, ScatterGatherOptions,
-                                   UnknownRequestError, concat_replies, serve, sum_replies)
+                                   UnknownRequestError, concat_replies, sum_replies)
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +35,7 @@ def rows_in_two_pieces(shard: pa.Table, request: dict) -> Iterator[pa.Table]:
 
 
 def test_exact_aggregate_with_all_workers() -> None:
-    with serve(ScatterGather(SHARDS, count_above, sum_replies()), "inline") as service:
+    with engine.run(ScatterGather(SHARDS, count_above, sum_replies()), "inline") as service:
         result = service.gather({"above": 2})
     assert result.value == 1 + 2 + 1
     assert not result.partial and result.done
@@ -42,7 +43,7 @@ def test_exact_aggregate_with_all_workers() -> None:
 
 
 def test_a_failing_worker_is_missing_with_its_error() -> None:
-    service = InlineScatterGather(ScatterGather(SHARDS, fail_on_small_shards, sum_replies()))
+    service = engine.run(ScatterGather(SHARDS, fail_on_small_shards, sum_replies()), "inline")
     result = service.gather({})
     assert result.value == 5 and result.partial
     assert result.missing == ["shard-2"]
@@ -53,18 +54,18 @@ def test_min_replies_not_met_is_a_clear_error_naming_the_missing() -> None:
     spec = ScatterGather(SHARDS, fail_on_small_shards, sum_replies(),
                          ScatterGatherOptions(min_replies=3))
     with pytest.raises(NotEnoughRepliesError, match="only 2 of 3 .*3 required; missing: shard-2"):
-        InlineScatterGather(spec).gather({})
+        engine.run(spec, "inline").gather({})
 
 
 def test_generator_handlers_contribute_every_piece() -> None:
-    service = InlineScatterGather(ScatterGather(SHARDS, rows_in_two_pieces, concat_replies()))
+    service = engine.run(ScatterGather(SHARDS, rows_in_two_pieces, concat_replies()), "inline")
     assert service.gather({}).value.column("x").to_pylist() == [1, 2, 3, 10, 20, 100]
 
 
 def test_long_running_requests_by_id_and_expiry() -> None:
     spec = ScatterGather(SHARDS, count_above, sum_replies(),
                          ScatterGatherOptions(result_ttl_s=0.2))
-    service = InlineScatterGather(spec)
+    service = engine.run(spec, "inline")
     request_id = service.submit({"above": 0})
     polled = service.poll(request_id)
     assert polled.value == 6 and polled.request_id == request_id and polled.done
@@ -78,4 +79,4 @@ def test_long_running_requests_by_id_and_expiry() -> None:
 
 def test_serve_rejects_an_unknown_executor_by_name() -> None:
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
-        serve(ScatterGather(SHARDS, count_above, sum_replies()), "spark")
+        engine.run(ScatterGather(SHARDS, count_above, sum_replies()), "spark")

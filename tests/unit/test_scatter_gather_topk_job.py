@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.scatter_gather import serve
+import engine
 from jobs import topk_search
 from jobs.topk_search import build_search, load_word_counts, split_shards
 
@@ -46,7 +46,7 @@ TABLE = word_counts()
 @settings(max_examples=20, deadline=None)
 @given(prefix=st.text("abcde", max_size=3), k=st.integers(1, 12), shards=st.integers(1, 6))
 def test_inline_search_equals_the_plain_python_oracle(prefix: str, k: int, shards: int) -> None:
-    service = serve(build_search(split_shards(TABLE, shards), k), "inline")
+    service = engine.run(build_search(split_shards(TABLE, shards), k), "inline")
     result = service.gather({"prefix": prefix, "k": k})
     got = list(zip(result.value["word"].to_pylist(), result.value["count"].to_pylist()))
     assert got == oracle(TABLE, prefix, k)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import JobOptions, OutputExistsError, run_local
+import engine
+from engine import JobOptions, OutputExistsError
 from jobs.wordcount_job import wordcount_job
 from tests.oracles import table_to_dict, wordcount_oracle
 
@@ -40,7 +41,7 @@ def test_local_mode_equals_counter_oracle(tmp_path_factory: pytest.TempPathFacto
                                           reducers: int, split_size: int) -> None:
     base = tmp_path_factory.mktemp("wc")
     files = write_files(base / "in", contents)
-    result = run_local(wordcount_job([str(base / "in")], str(base / "out"), reducers=reducers, split_size=split_size))
+    result = engine.run(wordcount_job([str(base / "in")], str(base / "out"), reducers=reducers, split_size=split_size), "inline").result()
     assert table_to_dict(result.table()) == wordcount_oracle(files)
     invalid = sum(1 for f in files for line in f.read_bytes().split(b"\n") if not _valid(line))
     assert result.counters["invalid_input_records"] == invalid
@@ -82,27 +83,27 @@ def check_output_contract(output: Path, reducers: int) -> None:
 def test_output_contract_and_readers_agree(tmp_path: Path) -> None:
     files = write_files(tmp_path / "in", [("alpha beta \u00e9t\u00e9 gamma\n" * 50 + "beta\n").encode(),
                                           b"zeta eta\r\ntheta  alpha\n\xff\xfe bad\n"])
-    result = run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=3, split_size=64))
+    result = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=3, split_size=64), "inline").result()
     check_output_contract(tmp_path / "out", 3)
     assert table_to_dict(result.table()) == wordcount_oracle(files)
     dead = result.dead_letters().to_pylist()
-    assert [(Path(d["source"]).name, d["offset"], d["stage"]) for d in dead] == [("in-1.txt", 23, "read")]
-    assert dead[0]["record"] == b"\xff\xfe bad\n" and "invalid UTF-8" in dead[0]["reason"]
+    assert [(Path(d["location"]).name, d["offset"], d["step"]) for d in dead] == [("in-1.txt", 23, "read")]
+    assert dead[0]["record"] == b"\xff\xfe bad\n" and "invalid UTF-8" in dead[0]["error"]
 
 
 def test_empty_input_gives_empty_output_with_success(tmp_path: Path) -> None:
     write_files(tmp_path / "in", [b"", b""])
-    result = run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2))
+    result = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2), "inline").result()
     check_output_contract(tmp_path / "out", 2)
     assert result.table().num_rows == 0
 
 
 def test_existing_result_is_refused_unless_overwrite(tmp_path: Path) -> None:
     write_files(tmp_path / "in", [b"one two\n"])
-    run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=1))
+    engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=1), "inline").result()
     with pytest.raises(OutputExistsError, match="already holds a result"):
-        run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=1))
-    again = run_local(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2,
-                                    options=JobOptions(overwrite=True)))
+        engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=1), "inline").result()
+    again = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2,
+                                    options=JobOptions(overwrite=True)), "inline").result()
     assert table_to_dict(again.table()) == {"one": 1, "two": 1}
     check_output_contract(tmp_path / "out", 2)

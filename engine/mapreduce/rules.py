@@ -1,0 +1,48 @@
+"""Rules of a MapReduce run that every executor follows, in one place: how many reducers,
+where the output goes, when bad records fail the job, how a task's dead letters are kept."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from typing import Sequence
+
+from engine.common.dead_letters import DeadLetter, DeadLetterStore
+from engine.errors import TooManyBadRecordsError
+from engine.io.parts import DEAD_LETTERS_DIR
+from engine.mapreduce.spec import MapReduceJob
+
+
+def default_reducers(workers: int) -> int:
+    """Reducers default to twice the workers: enough to balance, few enough to stay fast."""
+    return 2 * workers
+
+
+def resolve_output(job: MapReduceJob) -> str:
+    """The job's output directory, or a fresh private temporary one when it has none."""
+    return job.output if job.output is not None else tempfile.mkdtemp(prefix=f"engine-{job.name}-")
+
+
+def check_bad_records(counters: Counter, limit: float) -> None:
+    """Fail the job when skipped records exceed ``limit`` of the input records."""
+    skipped = counters.get("bad_records_skipped", 0)
+    total = max(1, counters.get("map_input_records", 0))
+    if skipped and skipped / total > limit:
+        raise TooManyBadRecordsError(
+            f"{skipped} of {total} records were bad ({skipped / total:.1%}), above the allowed "
+            f"{limit:.1%} (JobOptions.max_bad_record_fraction); see the dead letters for the first ones")
+
+
+def dead_letter_dir(output: str) -> str:
+    """Where a job's dead letters are stored: a ``DeadLetterStore`` inside its output."""
+    return os.path.join(output, DEAD_LETTERS_DIR)
+
+
+def commit_dead_letters(output: str, task_id: str, letters: Sequence[DeadLetter]) -> list[str]:
+    """Store the dead letters of a completed task.  Keyed by task and position, so a task
+    whose completion is recorded twice (a master taking over) keeps one copy."""
+    if not letters:
+        return []
+    store = DeadLetterStore(dead_letter_dir(output))
+    return [store.add_letter(letter, "mapreduce", key=f"{task_id}/{index}") for index, letter in enumerate(letters)]
