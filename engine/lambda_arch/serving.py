@@ -68,7 +68,8 @@ def ray_gather(actors: Sequence[object], deadline_s: float) -> Gather:
     Any missing shard makes the gather fail (an answer over part of the shards would not
     equal the query over the offsets it reports), and the serving layer retries.
     """
-    from engine.scatter_gather import RayScatterGather, ScatterGatherOptions
+    from engine.scatter_gather import ScatterGatherOptions
+    from engine.scatter_gather.ray_executor import RayScatterGather
 
     options = ScatterGatherOptions(deadline_s=deadline_s, min_replies=len(actors))
     service = RayScatterGather.from_actors(list(actors), aggregator=list, options=options)

@@ -208,7 +208,8 @@ def test_cancel_stops_an_endless_feed(ray_runtime: object) -> None:
     feed = LiveFeed(capacity=2)
     handle = engine.run(Pipeline(feed, [Stage("slow", slow_identity)], CollectSink()))
     handle.push(pa.table({"x": [1]}))
-    result = handle.cancel()
+    handle.cancel()
+    result = handle.result()
     assert result.status == "cancelled" and handle.done()
 
 

@@ -100,7 +100,7 @@ def test_min_replies_not_met_names_the_missing_worker(ray_runtime: object) -> No
                          ScatterGatherOptions(deadline_s=1.5, min_replies=2,
                                               warmup_request={"above": 0}))
     with engine.run(spec) as running:
-        with pytest.raises(NotEnoughRepliesError, match="1 of 2 workers .*missing: shard-1$"):
+        with pytest.raises(NotEnoughRepliesError, match="only 1 of 2 shards answered, 2 required; missing: shard-1$"):
             running.gather({"above": 0, "stall": 1, "stall_s": 10.0})
 
 
