@@ -42,6 +42,15 @@ def ray_runtime(_shared_ray: None) -> object:
     return connect(num_cpus=2)
 
 
+@pytest.fixture(params=["inline", "ray"])
+def executor(request: pytest.FixtureRequest) -> str:
+    """Run a pattern test once per executor: "inline" (no Ray) and "ray" (the shared
+    runtime).  Tests compare both with an independent plain-Python oracle."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_runtime")
+    return request.param
+
+
 @pytest.fixture
 def isolated_ray() -> Iterator[None]:
     """For fault tests that build their own cluster: no shared runtime while they run."""
