@@ -1,7 +1,9 @@
 """Connecting to Ray: an embedded local cluster by default, or an existing cluster.
 
-The embedded cluster listens on loopback only and starts no dashboard, so nothing this
-engine starts can be reached from another machine unless the user asks for it.
+The embedded cluster starts no dashboard and runs with Ray's token authentication and a
+private per-cluster token (``engine.runtime.auth``).  Ray's own servers (GCS, raylet,
+core workers) still listen on every interface of the machine: the token is what keeps
+others out.  See the README's security section.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 import ray
 
 from engine.errors import NotConnectedError
+from engine.runtime.auth import EmbeddedToken, tighten_token_file, token_authentication_on
+
+_embedded_token = EmbeddedToken()
 
 
 @dataclass(frozen=True)
@@ -24,29 +29,44 @@ class ClusterInfo:
     embedded: bool
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, warm: bool = True) -> ClusterInfo:
+def connect(address: str | None = None, num_cpus: int | None = None, warm: bool = True,
+            allow_insecure: bool = False) -> ClusterInfo:
     """Connect to Ray and return what was connected to.
 
-    ``address=None`` starts (or reuses) an embedded local Ray cluster bound to 127.0.0.1
-    with no dashboard.  ``address="auto"`` joins the cluster started on this machine by
-    ``ray start --head``; ``"ray://host:port"`` or ``"host:port"`` joins a remote one.
-    When ``RAY_AUTH_MODE=token`` is set in the environment Ray uses token authentication;
-    it is passed through untouched.  Calling ``connect`` again while connected returns the
-    current connection.  With ``warm`` the MapReduce worker pool starts in the background
-    (one worker per CPU, exiting after a minute unused), so the first job starts at once.
+    ``address=None`` starts (or reuses) an embedded local Ray cluster with no dashboard,
+    token authentication on and a private per-cluster token (passed to the cluster's
+    processes through their environment; no token file is written).  It refuses to start
+    with ``RAY_AUTH_MODE`` set to anything but ``token`` unless ``allow_insecure=True``.
+    ``address="auto"`` joins the cluster started on this machine by ``ray start --head``;
+    ``"ray://host:port"`` or ``"host:port"`` joins a remote one (its token comes from
+    ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``, which is made private if others could read
+    it).  Calling ``connect`` again while connected returns the current connection.
+    With ``warm`` the MapReduce worker pool starts in the background (one worker per CPU,
+    exiting after a minute unused), so the first job starts at once.
     """
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        tighten_token_file()
         if address is None:
-            ray.init(
-                address="local",  # always a new embedded cluster, never a `ray start` one by accident
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                logging_level=logging.WARNING,
-                log_to_driver=True,
-                configure_logging=True,
-            )
+            _embedded_token.install(allow_insecure)
+            try:
+                ray.init(
+                    address="local",  # always a new embedded cluster, never a `ray start` one by accident
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    logging_level=logging.WARNING,
+                    log_to_driver=True,
+                    configure_logging=True,
+                )
+            except BaseException:
+                _embedded_token.remove()
+                raise
+            if not token_authentication_on() and not allow_insecure:
+                ray.shutdown()
+                _embedded_token.remove()
+                raise NotConnectedError("the embedded Ray cluster came up without token authentication; "
+                                        "refusing to use it (this Ray is too old or configured to disable it)")
         else:
             ray.init(address=address, logging_level=logging.WARNING)
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -67,6 +87,7 @@ def shutdown() -> None:
             shutdown_pool()
         finally:
             ray.shutdown()
+            _embedded_token.remove()
 
 
 def available_cpus() -> int:

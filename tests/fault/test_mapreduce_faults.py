@@ -16,7 +16,8 @@ import pytest
 import ray
 
 import engine
-from engine import ChaosPlan, JobOptions, MasterChaos, WorkerChaos
+from engine import JobOptions
+from engine.testing import ChaosPlan, MasterChaos, WorkerChaos
 from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines, wordcount_job
 from tests.oracles import table_to_dict, wordcount_oracle
 
