@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,17 @@ def _free_port() -> int:
 
 
 def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -> None:
+    # As the README's security section says: a private token first, then token mode.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_AUTH_TOKEN", None)  # the shared test runtime's token is not this cluster's
+    subprocess.run("umask 077 && ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token",
+                   shell=True, check=True, env=env, timeout=120)
+    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
     port = _free_port()
     head = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-                             "--node-ip-address", "127.0.0.1", "--include-dashboard", "false"],
+                             "--include-dashboard=false"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         seen = []
@@ -114,7 +123,7 @@ def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -
             pytest.fail("ray start --head did not come up:\n" + "".join(seen[-20:]))
         (tmp_path / "in.txt").write_text("to be or not to be\n")
         done = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--address", "auto",
-                       "--no-progress")
+                       "--no-progress", env={"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ""})
         assert done.returncode == 0, done.stderr[-2000:]
         assert "existing Ray cluster, 2 CPUs" in done.stdout
         assert re.search(r"^\s+be\s+2$", done.stdout, re.M) and re.search(r"^\s+to\s+2$", done.stdout, re.M)
