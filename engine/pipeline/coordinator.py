@@ -231,8 +231,8 @@ class Coordinator(PipelineRun):
                     break
                 assert isinstance(item, ev.Deliver)
                 table = item.payload if isinstance(item.payload, pa.Table) else ray.get(item.payload)
-                driver.write(item.batch_name, table)
-                self.request(ev.SinkCommitted(item.name))
+                failed = driver.write(item.batch_name, table)
+                self.request(ev.SinkCommitted(item.name, failed))
         except BaseException as exc:
             self.request(ev.SinkFailed(exc))
             return

@@ -5,8 +5,9 @@ once per completed filter call, so a resent batch never records its dead rows tw
 Bad input records a source met (a text line that is not UTF-8) become letters of step
 ``"read"``, with their file and offsets.
 Replay feeds each stored letter of a stage through the (fixed) stage and the stages
-after it into the pipeline's sink; the store marks a letter replayed only after that
-succeeded, so a letter is delivered exactly once even across repeated replays.
+after it into the pipeline's sink (through ``delivery.SinkDriver``, like a run); the
+store marks a letter replayed only after that succeeded, so a letter is delivered
+exactly once even across repeated replays.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 from engine.common.bad_records import ErrorDescription
 from engine.common.dead_letters import DeadLetterStore, ReplayReport
 from engine.io.sources import SourceBatch
+from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.filtering import FilterOutcome, apply_filter
 from engine.pipeline.spec import FilterFn, Pipeline
 
@@ -103,7 +105,8 @@ def replay_dead_letters(pipeline: Pipeline, stage_id: str, fixed_fn: FilterFn | 
     if fixed_fn is not None:
         stages[0] = replace(stages[0], fn=fixed_fn)
     recorder = DeadLetterRecorder(directory)
-    writer = pipeline.sink.open()
+    writer = SinkDriver(pipeline.sink, pipeline.options.sink_retry, pipeline.options.sink_breaker)
+    writer.open()
 
     def deliver(rows: pa.Table) -> None:
         batch: pa.Table | None = apply_filter(stages[0].fn, rows, stages[0].retry, stages[0].id, strict=True).table

@@ -56,10 +56,12 @@ class SinkDriver:
         except Exception as error:
             raise PipelineFailedError(f"{self.name} failed to open: {describe_error(error).one_line()}") from error
 
-    def write(self, name: str, table: pa.Table) -> None:
-        """Commit one batch; returns once the sink has it, raises once the sink is given up."""
+    def write(self, name: str, table: pa.Table) -> int:
+        """Commit one batch; returns (how many failed writes it took) once the sink has it,
+        raises once the sink is given up."""
         if self._writer is None:
             raise RuntimeError(f"{self.name}: write() before open()")
+        failures_before = self.failed_writes
         while True:
             try:
                 if self.breaker is None:
@@ -84,7 +86,7 @@ class SinkDriver:
                 continue
             if self.policy is not None:
                 self._trials_left = self.policy.half_open_trials
-            return
+            return self.failed_writes - failures_before
 
     def close(self) -> pa.Table | None:
         """Finish the run's output (e.g. ``_SUCCESS``); a collecting sink returns its table."""

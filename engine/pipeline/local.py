@@ -102,8 +102,8 @@ class InlineRun(PipelineRun):
                 self._calls.append(action)
             elif isinstance(action, ev.Deliver):
                 try:
-                    self._sink.write(action.batch_name, action.payload)  # type: ignore[arg-type]
-                    follow: ev.Event = ev.SinkCommitted(action.name)
+                    failed = self._sink.write(action.batch_name, action.payload)  # type: ignore[arg-type]
+                    follow: ev.Event = ev.SinkCommitted(action.name, failed)
                 except PipelineFailedError as error:
                     follow = ev.SinkFailed(error)
                 work.extend(self.handle(follow))

@@ -317,7 +317,7 @@ def test_the_sink_breaker_rides_out_a_flaky_sink_and_fails_a_dead_one(executor: 
     result = engine.run(Pipeline(TableSource(table, 2), [Stage("id", lambda b: b)], CallbackSink(flaky), options),
                         executor).result(timeout_s=60)
     assert sorted(flaky.rows) == list(range(6)) and flaky.attempts == 3 + 3
-    assert result.metrics["sink"].rows_in == 6
+    assert result.metrics["sink"].rows_in == 6 and result.metrics["sink"].errors == 3
     dead = FlakySink(failures=10**9)
     handle = engine.run(Pipeline(TableSource(table, 2), [Stage("id", lambda b: b)], CallbackSink(dead), options), executor)
     with pytest.raises(PipelineFailedError, match=r"sink CallbackSink failed: its circuit breaker opened after 2 .*"

@@ -62,13 +62,14 @@ def driver(callback: Flaky, time: FakeTime, retry: RetryPolicy | None = None,
 def test_a_flaky_sink_recovers_through_half_open() -> None:
     time, flaky = FakeTime(), Flaky(failures=3)
     sink = driver(flaky, time)
-    sink.write("b0", TABLE)
+    assert sink.write("b0", TABLE) == 3
     assert flaky.written == [1] and flaky.attempts == 4  # 3 failures open the breaker, 1 trial
     assert time.sleeps == [10.0]  # it waited the reset timeout once instead of hammering
     assert sink.breaker is not None and sink.breaker.state == CLOSED and sink.breaker.times_opened == 1
     flaky.failures = 3
     sink.write("b1", TABLE)  # recovered: the trials are given back
     assert flaky.written == [1, 1] and sink.breaker.times_opened == 2
+    assert sink.write("b2", TABLE) == 0
 
 
 def test_a_dead_sink_fails_after_the_breaker_opens_naming_the_sink_and_the_last_error() -> None:
@@ -132,6 +133,7 @@ def test_an_inline_run_rides_out_a_flaky_sink_and_fails_on_a_dead_one() -> None:
     result = engine.run(Pipeline(TableSource(pa.table({"x": [1, 2, 3]}), 1), [Stage("id", lambda b: b)],
                                  CallbackSink(flaky), options), "inline").result(timeout_s=60)
     assert flaky.written == [1, 2, 3] and result.metrics["sink"].rows_in == 3
+    assert result.metrics["sink"].errors == 2  # failed writes
     dead = Flaky(failures=10**9)
     handle = engine.run(Pipeline(TableSource(TABLE), [Stage("id", lambda b: b)], CallbackSink(dead), options), "inline")
     with pytest.raises(PipelineFailedError, match="circuit breaker opened.*TransientError: service busy"):

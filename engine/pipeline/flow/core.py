@@ -90,10 +90,6 @@ class FlowCore:
         """The active replica ids of a stage, in slot order."""
         return [r.replica_id for r in self.stages[stage].active]
 
-    def inflight(self) -> dict[int, tuple[int, int]]:
-        """Calls in flight: call id -> (stage, replica id)."""
-        return {call_id: (call.stage, call.replica.replica_id) for call_id, call in self._calls.items()}
-
     def sink_depth(self) -> int:
         """Units in the sink's pipe: deliveries not yet committed, plus pieces held for ordering."""
         return len(self._sink_pending) + self.tracker.held()
@@ -254,6 +250,7 @@ class FlowCore:
         sink.batches_out += 1
         sink.rows_in += rows
         sink.rows_out += rows
+        sink.errors += event.failed_writes
         if len(self._committed) >= _PRUNE_EVERY:
             # Pieces of released sequences can never arrive again (the tracker has closed them).
             oldest = self.tracker.head()

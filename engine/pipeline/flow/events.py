@@ -90,9 +90,10 @@ class ReplicaStartFailed:
 
 @dataclass(frozen=True)
 class SinkCommitted:
-    """The sink committed the piece named ``name``."""
+    """The sink committed the piece named ``name`` (after ``failed_writes`` failed writes)."""
 
     name: tuple[int, ...]
+    failed_writes: int = 0
 
 
 @dataclass(frozen=True)
