@@ -1,25 +1,15 @@
-"""Pure per-batch Arrow helpers for the pipeline: normalizing, stable key hashing, splitting.
+"""Splitting a batch by key for a keyed stage: the engine's one stable hash, per row.
 
-Nothing here knows about stages, pipes or Ray.  Keys are routed with the engine's stable
-vectorized hash (``engine.common.hashing``), identical in every process, so a key's rows go to the
-same replica wherever the split happens.
+Keys are routed with ``engine.common.hashing`` (identical in every process), so a key's
+rows go to the same replica slot wherever the split happens: in the flow core for the
+first stage, inside the previous stage's replica otherwise.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
-from engine.common.tables import as_table  # noqa: F401  (re-exported for the pipeline modules)
-
-from engine.common.hashing import hash_column, hash_partition, partition_ids
-
-
-def key_partitions(table: pa.Table, key: str, parts: int) -> np.ndarray:
-    """The partition (``hash(key) mod parts``) of every row: the engine's one stable hash."""
-    if key not in table.column_names:
-        raise KeyError(f"key column {key!r} is not in the batch (columns: {table.column_names})")
-    return partition_ids(table, [key], parts)
+from engine.common.hashing import hash_partition
 
 
 def split_by_key(table: pa.Table, key: str, parts: int) -> list[pa.Table]:
@@ -27,12 +17,3 @@ def split_by_key(table: pa.Table, key: str, parts: int) -> list[pa.Table]:
     if key not in table.column_names:
         raise KeyError(f"key column {key!r} is not in the batch (columns: {table.column_names})")
     return hash_partition(table, [key], parts)
-
-
-def concat(tables: list[pa.Table]) -> pa.Table | None:
-    """Concatenate tables of one schema (None for an empty list); schemas are unified."""
-    if not tables:
-        return None
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="default")

@@ -2,9 +2,12 @@
 
 Recording happens in the process that runs the pipeline (the driver for Ray runs),
 once per completed filter call, so a resent batch never records its dead rows twice.
+Bad input records a source met (a text line that is not UTF-8) become letters of step
+``"read"``, with their file and offsets.
 Replay feeds each stored letter of a stage through the (fixed) stage and the stages
-after it into the pipeline's sink; the store marks a letter replayed only after that
-succeeded, so a letter is delivered exactly once even across repeated replays.
+after it into the pipeline's sink (through ``delivery.SinkDriver``, like a run); the
+store marks a letter replayed only after that succeeded, so a letter is delivered
+exactly once even across repeated replays.
 """
 
 from __future__ import annotations
@@ -15,10 +18,26 @@ from typing import Mapping
 
 import pyarrow as pa
 
-from engine.pipeline.filtering import FilterOutcome, apply_filter
-from engine.pipeline.spec import FilterFn, Pipeline
 from engine.common.bad_records import ErrorDescription
 from engine.common.dead_letters import DeadLetterStore, ReplayReport
+from engine.io.sources import SourceBatch
+from engine.pipeline.delivery import SinkDriver
+from engine.pipeline.filtering import FilterOutcome, apply_filter
+from engine.pipeline.spec import FilterFn, Pipeline
+
+READ_STEP = "read"
+
+
+def read_dead_group(batch: SourceBatch) -> tuple[tuple[pa.Table, ErrorDescription, int], dict[str, object]]:
+    """The bad records of one source batch as one dead-row group (their raw bytes in a
+    binary ``line`` column) and its origin: file, byte offsets and reasons."""
+    bad = batch.bad_records
+    rows = pa.table({"line": pa.array([record.data for record in bad], pa.binary())})
+    first = bad[0].reason
+    message = first if len(bad) == 1 else f"{len(bad)} records could not be read; first: {first}"
+    origin: dict[str, object] = {"file": batch.location, "offsets": [record.offset for record in bad],
+                                 "reasons": [record.reason for record in bad]}
+    return (rows, ErrorDescription("UnicodeDecodeError", message), 1), origin
 
 
 @dataclass
@@ -86,7 +105,8 @@ def replay_dead_letters(pipeline: Pipeline, stage_id: str, fixed_fn: FilterFn | 
     if fixed_fn is not None:
         stages[0] = replace(stages[0], fn=fixed_fn)
     recorder = DeadLetterRecorder(directory)
-    writer = pipeline.sink.open()
+    writer = SinkDriver(pipeline.sink, pipeline.options.sink_retry, pipeline.options.sink_breaker)
+    writer.open()
 
     def deliver(rows: pa.Table) -> None:
         batch: pa.Table | None = apply_filter(stages[0].fn, rows, stages[0].retry, stages[0].id, strict=True).table

@@ -9,14 +9,15 @@ inline (local executor) and inside replica actors (Ray executor).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from engine.common.bad_records import ErrorDescription, call_isolating_failures
 from engine.common.retry import RetryPolicy
-from engine.common.tables import as_table
-from engine.pipeline.batches import concat
+from engine.common.tables import as_table, concat
+from engine.pipeline.batches import split_by_key
 from engine.pipeline.spec import FilterFn
 
 
@@ -51,10 +52,39 @@ def apply_filter(fn: FilterFn, batch: pa.Table, retry: RetryPolicy, stage_id: st
         return as_table(fn(piece), f"stage {stage_id!r}")
 
     isolated = call_isolating_failures(checked, batch, retry, strict=strict)
-    outputs = [table for table in isolated.outputs if table.num_rows] or isolated.outputs[:1]
-    table = concat(outputs)
+    outputs = [table for table in isolated.outputs if table.num_rows]
     return FilterOutcome(
-        table=table if table is not None and table.num_rows else None,
+        table=concat(outputs) if outputs else None,
         dead=[DeadRows(group.rows, group.error, group.attempts) for group in isolated.failed],
         errors=isolated.failed_calls,
     )
+
+
+def process_batch(
+    stage_id: str, fn: FilterFn, retry: RetryPolicy, batch: pa.Table, next_key: str | None, parts: int
+) -> tuple[dict[str, object], list[pa.Table | None]]:
+    """Filter one batch and split its output for the next stage: ``(meta, parts)``.
+
+    ``meta`` is what the flow core reads of a call: ``rows_in``, ``rows_out``,
+    ``part_rows`` (rows per part), ``errors`` (failed filter calls), ``dead`` (groups of
+    ``(rows, error, attempts)``) and ``busy_s``; empty parts are ``None``.  Inline this
+    runs in the driver, on Ray inside a replica actor.
+    """
+    started = time.perf_counter()
+    outcome = apply_filter(fn, batch, retry, stage_id)
+    output = outcome.table
+    if output is None:
+        pieces: list[pa.Table | None] = [None] * parts
+    elif next_key is not None and parts > 1:
+        pieces = [piece if piece.num_rows else None for piece in split_by_key(output, next_key, parts)]
+    else:
+        pieces = [output] + [None] * (parts - 1)
+    meta: dict[str, object] = {
+        "rows_in": batch.num_rows,
+        "rows_out": 0 if output is None else output.num_rows,
+        "part_rows": [0 if piece is None else piece.num_rows for piece in pieces],
+        "errors": outcome.errors,
+        "dead": [(dead.rows, dead.error, dead.attempts) for dead in outcome.dead],
+        "busy_s": time.perf_counter() - started,
+    }
+    return meta, pieces

@@ -49,9 +49,21 @@ class SequenceTracker(Generic[T]):
         """True when ``seq`` is the oldest sequence not yet released (it must never wait)."""
         return bool(self._order) and self._order[0] == seq
 
+    def head(self) -> int | None:
+        """The oldest sequence not yet released (``None`` when none is open)."""
+        return self._order[0] if self._order else None
+
+    def open_sequences(self) -> int:
+        """Sequences opened and not yet released."""
+        return len(self._order)
+
     def held(self) -> int:
         """Pieces that arrived and wait for an earlier sequence."""
         return sum(len(items) for items in self._arrived.values())
+
+    def held_of(self, seq: int) -> int:
+        """Pieces of ``seq`` that arrived and wait (0 once it is released)."""
+        return len(self._arrived.get(seq, ()))
 
     def take_released(self) -> list[T]:
         """The items now free to deliver, in delivery order."""

@@ -9,12 +9,12 @@ import pyarrow as pa
 
 @dataclass
 class StageMetrics:
-    """Counters of one stage (or of the sink, id ``"sink"``), as seen by the executor.
+    """Counters of one stage (or of the source, id ``"source"``, or the sink, id ``"sink"``).
 
     ``pipe_depth`` is the batches now in the stage's input pipe (waiting, being processed,
     or done and waiting for room downstream); ``max_pipe_depth`` the most ever seen.
     ``errors`` counts failed filter calls (each failed attempt of a batch or of a piece
-    of it); ``dead_letters`` the rows sent to the dead-letter store; ``busy_s`` the time
+    of it; for the sink, writes that failed after their retries); ``dead_letters`` the rows sent to the dead-letter store; ``busy_s`` the time
     replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying.
     """
 
@@ -47,10 +47,12 @@ class PipelineResult:
     """What a finished (or cancelled) run gives back.
 
     ``status`` is ``"completed"``, ``"drained"`` (stopped reading the source early, all
-    read batches delivered) or ``"cancelled"``; ``table`` is the collected output for a
-    ``CollectSink`` (else ``None``); ``metrics`` maps stage id (and ``"sink"``) to counters;
+    read batches delivered) or ``"cancelled"`` (``"failed"`` only on the failed run's
+    record; ``result()`` raises the error instead); ``table`` is the collected output for a
+    ``CollectSink`` (else ``None``); ``metrics`` maps stage id, ``"source"`` (rows read;
+    ``dead_letters`` counts bad input records) and ``"sink"`` to counters;
     ``dead_letter_ids`` are the letters written to the dead-letter store, and
-    ``unstored_dead`` holds ``(stage, rows, error)`` when no store directory was set.
+    ``unstored_dead`` holds ``(step, rows, error)`` when no store directory was set.
     """
 
     status: str

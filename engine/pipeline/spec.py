@@ -20,6 +20,7 @@ from engine.common.retry import RetryPolicy
 FilterFn = Callable[[pa.Table], "pa.Table | pa.RecordBatch"]
 
 _STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RESERVED_STAGE_IDS = ("source", "sink")  # they key the source's and the sink's metrics
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,32 @@ class AutoscalePolicy:
             )
         if self.sustain_s < 0:
             raise ValueError(f"AutoscalePolicy.sustain_s must be >= 0, got {self.sustain_s}")
+
+
+@dataclass(frozen=True)
+class SinkBreakerPolicy:
+    """The circuit breaker around sink writes (``engine.common.circuit_breaker``).
+
+    A write that fails transiently (after ``PipelineOptions.sink_retry``, if any) counts
+    one failure; ``failure_threshold`` consecutive failures open the breaker, and the sink
+    is left alone for ``reset_timeout_s``.  Then up to ``half_open_trials`` trial writes
+    are made, one per opening; a successful one closes the breaker and the run goes on, a
+    failed one re-opens it; when no trial is left the run fails naming the sink and its
+    last error.  A write error that is not transient fails the run at once.
+    """
+
+    failure_threshold: int = 5
+    reset_timeout_s: float = 1.0
+    half_open_trials: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("failure_threshold", "half_open_trials"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SinkBreakerPolicy.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.reset_timeout_s, bool) or not isinstance(self.reset_timeout_s, (int, float)) \
+                or not self.reset_timeout_s >= 0:
+            raise ValueError(f"SinkBreakerPolicy.reset_timeout_s must be a number >= 0, got {self.reset_timeout_s!r}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,9 @@ class PipelineOptions:
     - ``max_replica_restarts``: replicas of one stage that may die (and be replaced)
       before the run fails.
     - ``sink_retry``: retry policy for sink writes (transient errors of e.g. a callback
-      into another service); a write that still fails fails the run.
+      into another service).
+    - ``sink_breaker``: the circuit breaker around sink writes (``None``: a write that
+      still fails after ``sink_retry`` fails the run at once).
     """
 
     ordered: bool = False
@@ -124,6 +153,7 @@ class PipelineOptions:
     poll_interval_s: float = 0.01
     max_replica_restarts: int = 20
     sink_retry: RetryPolicy | None = None
+    sink_breaker: SinkBreakerPolicy | None = field(default_factory=SinkBreakerPolicy)
 
     def __post_init__(self) -> None:
         for name in ("sink_capacity", "source_capacity", "inflight_per_replica", "max_replica_restarts"):
@@ -132,6 +162,10 @@ class PipelineOptions:
                 raise ValueError(f"PipelineOptions.{name} must be an int >= 1, got {value!r}")
         if self.sink_retry is not None and not isinstance(self.sink_retry, RetryPolicy):
             raise TypeError(f"PipelineOptions.sink_retry must be a RetryPolicy or None, got {type(self.sink_retry).__name__}")
+        if self.sink_breaker is not None and not isinstance(self.sink_breaker, SinkBreakerPolicy):
+            raise TypeError(
+                f"PipelineOptions.sink_breaker must be a SinkBreakerPolicy or None, got {type(self.sink_breaker).__name__}"
+            )
         if not self.poll_interval_s > 0:
             raise ValueError(f"PipelineOptions.poll_interval_s must be > 0, got {self.poll_interval_s}")
 
@@ -161,6 +195,8 @@ class Pipeline:
         for stage in self.stages:
             if not isinstance(stage, Stage):
                 raise TypeError(f"pipeline stages must be Stage objects, got {type(stage).__name__}")
+            if stage.id in RESERVED_STAGE_IDS:
+                raise ValueError(f"stage id {stage.id!r} is reserved (the metrics of the source and the sink use it)")
             if stage.id in seen:
                 raise ValueError(f"duplicate stage id {stage.id!r}: stage ids must be unique")
             seen.add(stage.id)

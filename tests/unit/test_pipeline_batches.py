@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.pipeline.batches import as_table, hash_column, split_by_key
+from engine.common.hashing import hash_column
+from engine.common.tables import as_table
+from engine.pipeline.batches import split_by_key
 
 pytestmark = pytest.mark.unit
 

@@ -27,9 +27,11 @@ from engine import (
     TextSource,
     replay_dead_letters,
 )
+import json
+
 from engine.pipeline.filtering import apply_filter
 from engine.common.dead_letters import DeadLetterStore
-from engine.errors import RateLimitedError, TransientError
+from engine.errors import PipelineFailedError, RateLimitedError, ResultTimeoutError, TransientError
 from engine.common.rate_limit import RateLimiter
 from engine.common.retry import RetryPolicy
 
@@ -200,3 +202,70 @@ def test_transient_sink_failures_are_retried() -> None:
     options = PipelineOptions(sink_retry=NO_WAIT)
     engine.run(Pipeline(TableSource(pa.table({"x": [1, 2, 3]}), 1), [Stage("id", lambda b: b)], CallbackSink(flaky_sink), options), "inline").result()
     assert delivered == [1, 2, 3]
+
+
+def plain_lines(data: bytes) -> tuple[list[str], list[tuple[int, bytes]]]:
+    """The oracle of the text rule: lines end at \\n and keep it; non-UTF-8 lines are bad."""
+    good, bad, offset = [], [], 0
+    parts = data.split(b"\n")
+    for raw in [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else []):
+        try:
+            good.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append((offset, raw))
+        offset += len(raw)
+    return good, bad
+
+
+@pytest.mark.parametrize("with_store", [True, False])
+def test_bad_source_records_are_dead_lettered_counted_and_never_fatal(tmp_path: Path, with_store: bool) -> None:
+    data = b"alpha\r\n\xff\xfe broken\nbeta\n\nga\xc3mma\ndelta"
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    good, bad = plain_lines(data)
+    store_dir = tmp_path / "dead"
+    options = PipelineOptions(dead_letter_dir=str(store_dir) if with_store else None)
+    result = engine.run(Pipeline(TextSource(str(path)), [Stage("id", lambda b: b)], CollectSink(), options),
+                        "inline").result(timeout_s=60)
+    assert result.table is not None and result.table["line"].to_pylist() == good
+    assert result.metrics["source"].dead_letters == len(bad) == 2
+    assert result.metrics["source"].rows_out == len(good)
+    if not with_store:
+        assert [(step, rows.num_rows) for step, rows, _ in result.unstored_dead] == [("read", 2)]
+        return
+    store = DeadLetterStore(store_dir)
+    listing = store.list("read")
+    assert listing["pattern"].to_pylist() == ["pipeline"] and listing["error_type"].to_pylist() == ["UnicodeDecodeError"]
+    origin = json.loads(listing["source"][0].as_py())
+    assert origin["file"] == str(path) and origin["offsets"] == [offset for offset, _ in bad]
+    assert store.all_rows("read")["line"].to_pylist() == [raw for _, raw in bad]
+    assert len(result.dead_letter_ids) == 1
+
+
+def test_the_inline_handle_has_the_handle_shape() -> None:
+    feed = LiveFeed(capacity=4)
+    handle = engine.run(Pipeline(feed, [Stage("double", add_double)], CollectSink()), "inline")
+    handle.push(pa.table({"x": [1, 2]}))
+    handle.scale("double", 3)
+    assert handle.status()["state"] == "running" and handle.progress() is None and not handle.done()
+    with pytest.raises(ResultTimeoutError):
+        handle.result(timeout_s=0.01)
+    result = handle.close(timeout_s=60)
+    assert handle.status() == {"state": "succeeded", "executor": "inline", "status": "completed"}
+    assert handle.progress() == 1.0 and handle.done()
+    counters = handle.counters()
+    assert counters["double.rows_out"] == 2 and counters["sink.rows_in"] == 2 and counters["source.rows_out"] == 2
+    assert handle.metrics()["double"].replicas == 3 and result.metrics["double"].batches_in == 1
+    with pytest.raises(TypeError, match="LiveFeed"):
+        engine.run(Pipeline(TableSource(pa.table({"x": [1]})), [Stage("id", lambda b: b)], CollectSink()),
+                   "inline").push(pa.table({"x": [1]}))
+
+
+def test_an_inline_source_failure_fails_the_run_naming_the_source() -> None:
+    def broken() -> object:
+        yield pa.table({"x": [1]})
+        raise OSError("network went away")
+
+    handle = engine.run(Pipeline(IteratorSource(broken()), [Stage("id", lambda b: b)], CollectSink()), "inline")
+    with pytest.raises(PipelineFailedError, match=r"^source IteratorSource failed: OSError: network went away$"):
+        handle.result(timeout_s=60)
