@@ -31,7 +31,7 @@ from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import JobOptions, MapReduceJob
 from engine.pipeline.dead_letters import replay_dead_letters
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.spec import AutoscalePolicy, Pipeline, PipelineOptions, Stage
+from engine.pipeline.spec import AutoscalePolicy, Pipeline, PipelineOptions, SinkBreakerPolicy, Stage
 from engine.runtime.handle import Handle
 from engine.runtime.run import run
 from engine.scatter_gather.aggregators import concat_replies, sum_replies, top_k_replies
@@ -42,8 +42,8 @@ __all__ = [
     "ClusterInfo", "Handle", "connect", "run", "shutdown",
     # specs and results
     "AutoscalePolicy", "JobOptions", "JobResult", "MapReduceJob", "Pipeline", "PipelineOptions", "PipelineResult",
-    "Stage", "StageMetrics", "GatherResult", "ScatterGather", "ScatterGatherOptions", "Answer", "IngestAck",
-    "LambdaArchitecture", "LambdaOptions",
+    "SinkBreakerPolicy", "Stage", "StageMetrics", "GatherResult", "ScatterGather", "ScatterGatherOptions",
+    "Answer", "IngestAck", "LambdaArchitecture", "LambdaOptions",
     # sources and sinks
     "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink", "ParquetSource",
     "Sink", "Source", "TableSource", "TextSource",
