@@ -117,12 +117,15 @@ def hash_binary(array: pa.Array | pa.ChunkedArray, seed: int = 0) -> np.ndarray:
     """A uint64 hash per value of a string/binary/large_* array (chunks concatenated in order).
 
     Equal bytes give equal hashes in every process and on every machine (no salted hash);
-    nulls give one fixed value per seed.  Equals ``hash_binary_reference``.
+    nulls give one fixed value per seed (an array of type ``null`` is all nulls).  Equals
+    ``hash_binary_reference``.
     """
     if isinstance(array, pa.ChunkedArray):
         if array.num_chunks == 0:
             return np.zeros(0, np.uint64)
         return np.concatenate([hash_binary(chunk, seed) for chunk in array.chunks])
+    if pa.types.is_null(array.type):  # every row is null
+        array = pa.nulls(len(array), pa.binary())
     data, offsets, valid = binary_buffers(array)
     return _hash_values(data, offsets, valid, np.uint64(seed & MASK64))
 
