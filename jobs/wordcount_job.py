@@ -1,7 +1,9 @@
 """The word-count job as data: its map, combine and reduce functions and a builder.
 
 Kept apart from the command line (``jobs/wordcount.py``) so that worker processes import
-only what they run.
+only what they run.  The job reads its text as whole-line blocks (``TextInput(...,
+records="blocks")``: one zero-copy ``text`` value per split, no per-line objects) and maps
+each block with the compiled ``count_words`` kernel.
 """
 
 from __future__ import annotations
@@ -18,19 +20,30 @@ from engine.mapreduce.spec import JobOptions, MapReduceJob, TextInput
 SUM_COUNTS = GroupByAggregate("word", {"count": "sum"})
 
 
+def count_words_in_text(batch: pa.Table) -> pa.Table:
+    """Map over ``records="blocks"`` input: ``(word, count)`` for the words of the ``text`` column,
+    each value split as ``str.split()`` splits it."""
+    return count_words(batch.column("text"))
+
+
 def count_words_in_lines(batch: pa.Table) -> pa.Table:
-    """Map: ``(word, count)`` for the words of a batch of lines, split as ``str.split()`` does."""
+    """Map over ``records="lines"`` input: ``(word, count)`` for the words of the ``line`` column,
+    each line split as ``str.split()`` splits it."""
     return count_words(batch.column("line"))
 
 
 def wordcount_job(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None, reducers: int | None = None,
                   split_size: int = 64 * 1024 * 1024, options: JobOptions | None = None,
                   name: str = "wordcount") -> MapReduceJob:
-    """A word count over UTF-8 text files: output columns ``word`` (string), ``count`` (int64)."""
+    """A word count over UTF-8 text files: output columns ``word`` (string), ``count`` (int64).
+
+    Each split is read as one block (``batch_size = split_size``), so a map task makes one
+    kernel call and its output is already one row per distinct word.
+    """
     return MapReduceJob(
         name=name,
-        inputs=TextInput(list(inputs), split_size=split_size),
-        map=count_words_in_lines,
+        inputs=TextInput(list(inputs), split_size=split_size, batch_size=split_size, records="blocks"),
+        map=count_words_in_text,
         combine=SUM_COUNTS,
         reduce=SUM_COUNTS,
         keys=["word"],
