@@ -18,6 +18,7 @@ from engine.mapreduce.aggregate import GroupByAggregate
 from engine.mapreduce.spec import JobOptions, MapReduceJob, TextInput
 
 SUM_COUNTS = GroupByAggregate("word", {"count": "sum"})
+_SLACK = 64 * 1024
 
 
 def count_words_in_text(batch: pa.Table) -> pa.Table:
@@ -37,12 +38,13 @@ def wordcount_job(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
                   name: str = "wordcount") -> MapReduceJob:
     """A word count over UTF-8 text files: output columns ``word`` (string), ``count`` (int64).
 
-    Each split is read as one block (``batch_size = split_size``), so a map task makes one
-    kernel call and its output is already one row per distinct word.
+    Each split is read as one block (its line-aligned range exceeds ``split_size`` by less
+    than a line, hence the 64 KiB of slack), so a map task usually makes one kernel call and
+    its output is already one row per distinct word.
     """
     return MapReduceJob(
         name=name,
-        inputs=TextInput(list(inputs), split_size=split_size, batch_size=split_size, records="blocks"),
+        inputs=TextInput(list(inputs), split_size=split_size, batch_size=split_size + _SLACK, records="blocks"),
         map=count_words_in_text,
         combine=SUM_COUNTS,
         reduce=SUM_COUNTS,

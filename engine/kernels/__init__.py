@@ -8,6 +8,8 @@ reference:
 - ``hash_binary`` (``hashing``): stable 64-bit hash per string/binary value;
   ``hash_binary_reference`` is the plain-Python definition.
 - ``first_invalid`` / ``bad_lines`` (``utf8``): UTF-8 validation of a byte block.
+- ``sum_by_key`` / ``partition_by_hash`` (``aggregate``): compiled combine and hash
+  partitioning of (string key, int64) tables (a proposal; the engine does not use them yet).
 - ``warm_up`` (``warmup``): compile or load every kernel before the first task.
 
 Names are loaded on first use, so ``import engine`` does not import numba.
@@ -26,6 +28,8 @@ _EXPORTS = {
     "hash_binary_reference": "engine.kernels.hashing",
     "first_invalid": "engine.kernels.utf8",
     "bad_lines": "engine.kernels.utf8",
+    "sum_by_key": "engine.kernels.aggregate",
+    "partition_by_hash": "engine.kernels.aggregate",
     "warm_up": "engine.kernels.warmup",
 }
 

@@ -65,6 +65,7 @@ configure_cache()
 
 import numba  # noqa: E402  (must follow configure_cache)
 from llvmlite import ir  # noqa: E402
+from llvmlite.binding import llvm_version_info  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
@@ -72,6 +73,10 @@ from numba.extending import intrinsic  # noqa: E402
 def kernel(function: F) -> F:
     """``numba.njit(cache=True, nogil=True)``: compiled on first call, cached on disk, GIL released."""
     return numba.njit(cache=True, nogil=True)(function)
+
+
+# LLVM names the intrinsic by pointer type: opaque pointers (LLVM 15+) or typed i8*.
+_PREFETCH = "llvm.prefetch.p0" if llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -89,7 +94,7 @@ def prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
         byte_pointer = ir.IntType(8).as_pointer()
         int32 = ir.IntType(32)
         function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), "llvm.prefetch.p0")
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), _PREFETCH)
         builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(int32, 0), ir.Constant(int32, 3),
                                 ir.Constant(int32, 1)])
         return context.get_dummy_value()

@@ -21,7 +21,8 @@ def warm_up() -> dict[str, float]:
     from engine.kernels import _jit  # noqa: F401  (imports numba)
 
     seconds["import_numba"] = time.perf_counter() - started
-    for name, run in (("count_words", _count_words), ("hash_binary", _hash_binary), ("utf8", _utf8)):
+    for name, run in (("count_words", _count_words), ("hash_binary", _hash_binary), ("utf8", _utf8),
+                      ("aggregate", _aggregate)):
         begin = time.perf_counter()
         run()
         seconds[name] = time.perf_counter() - begin
@@ -48,3 +49,11 @@ def _utf8() -> None:
 
     first_invalid(b"warm up\n")
     bad_lines(b"warm\n\xff up\n")
+
+
+def _aggregate() -> None:
+    from engine.kernels.aggregate import partition_by_hash, sum_by_key
+
+    table = pa.table({"word": ["warm", "up", "warm"], "count": pa.array([1, 2, 3], pa.int64())})
+    sum_by_key(table)
+    partition_by_hash(table, "word", 2)
