@@ -3,7 +3,8 @@
 Kept apart from the command line (``jobs/wordcount.py``) so that worker processes import
 only what they run.  The job reads its text as whole-line blocks (``TextInput(...,
 records="blocks")``: one zero-copy ``text`` value per split, no per-line objects) and maps
-each block with the compiled ``count_words`` kernel.
+each block with the compiled ``count_words`` kernel; map outputs are combined by the
+compiled ``sum_by_key``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from engine.kernels.aggregate import sum_by_key
 from engine.kernels.text import count_words
 from engine.mapreduce.aggregate import GroupByAggregate
 from engine.mapreduce.spec import JobOptions, MapReduceJob, TextInput
@@ -33,6 +35,14 @@ def count_words_in_lines(batch: pa.Table) -> pa.Table:
     return count_words(batch.column("line"))
 
 
+def sum_word_counts(table: pa.Table) -> pa.Table:
+    """Combine: one ``(word, count)`` row per distinct word with the summed counts, by the
+    compiled ``sum_by_key`` (``SUM_COUNTS``, Arrow's group-by, when a word is null)."""
+    if table.column("word").null_count:
+        return SUM_COUNTS(table)
+    return sum_by_key(table, "word", "count")
+
+
 def wordcount_job(inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None, reducers: int | None = None,
                   split_size: int = 64 * 1024 * 1024, options: JobOptions | None = None,
                   name: str = "wordcount") -> MapReduceJob:
@@ -46,7 +56,7 @@ def wordcount_job(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
         name=name,
         inputs=TextInput(list(inputs), split_size=split_size, batch_size=split_size + _SLACK, records="blocks"),
         map=count_words_in_text,
-        combine=SUM_COUNTS,
+        combine=sum_word_counts,
         reduce=SUM_COUNTS,
         keys=["word"],
         reducers=reducers,

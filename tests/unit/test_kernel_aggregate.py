@@ -59,3 +59,13 @@ def test_partition_by_hash_routes_by_the_stable_hash(keys: list[str], partitions
         assert rows == sorted(rows)  # order kept
         assert all(hashes[r] % partitions == index for r in rows) or partitions == 1
     assert sorted(r for p in parts for r in p.column("row").to_pylist()) == list(range(len(keys)))
+
+
+def test_the_word_count_combiner_sums_with_or_without_null_words() -> None:
+    from jobs.wordcount_job import sum_word_counts
+
+    table = pa.table({"word": ["a", "b", "a"], "count": pa.array([1, 2, 3], pa.int64())})
+    assert sum_word_counts(table).to_pylist() == [{"word": "a", "count": 4}, {"word": "b", "count": 2}]
+    with_null = pa.table({"word": ["a", None, "a", None], "count": pa.array([1, 2, 3, 4], pa.int64())})
+    assert sorted(sum_word_counts(with_null).to_pylist(), key=lambda r: str(r["word"])) == \
+        [{"word": "a", "count": 4}, {"word": None, "count": 6}]
