@@ -21,7 +21,7 @@ from bench.wordcount_measure import RESULT_PREFIX
 
 # The bare Ray process the engine's start-up is compared with (the definition).
 BARE_RAY = ("import ray; ray.init(address='local', num_cpus=2, include_dashboard=False); ray.shutdown()")
-BARE_RAY_CONNECT = "import ray; ray.init(address='auto'); ray.shutdown()"
+BARE_RAY_CONNECT = "import ray; ray.init(); ray.shutdown()"  # with --address: RAY_ADDRESS names the cluster
 
 
 def run_engine(corpus: str, out: str, address: str | None = None, workers: int | None = None) -> dict[str, Any]:
