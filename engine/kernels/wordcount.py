@@ -5,7 +5,8 @@ is split on its own (the end of one value never joins the start of the next), so
 ``count_words(array)`` equals ``Counter(w for v in values for w in v.split())`` over the
 non-null values.
 
-How: words are found eight bytes at a time (a word-parallel test flags the bytes below
+How: one pass over the bytes, 2048 words at a time: the words are found, then counted.
+They are found eight bytes at a time (a word-parallel test flags the bytes below
 ``!`` or above ``\x7f``, the only ones that can start whitespace); a flagged byte is
 classified through a 256-entry table, and only at the lead bytes of multi-byte whitespace
 (``\xc2``, ``\xe1``, ``\xe2``, ``\xe3``) is the character decoded.  Each batch of found
