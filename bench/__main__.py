@@ -6,7 +6,7 @@ import importlib
 import sys
 
 SUITES = {
-    "wordcount": ("bench.wordcount", "word count: engine vs Ray Data vs Polars"),
+    "wordcount": ("bench.wordcount", "word count: engine vs Ray Data, Polars, DuckDB, Daft"),
     "faults": ("bench.faults", "MapReduce under worker/master failures and stragglers"),
     "pipeline": ("bench.pipeline", "3-stage pipeline vs a Ray Data map_batches chain"),
     "scatter-gather": ("bench.scatter_gather", "scatter-gather latency over shard actors"),

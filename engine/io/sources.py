@@ -53,7 +53,8 @@ class SourceBatch:
     """One batch read from a source.
 
     ``row_offsets[i]`` locates row ``i`` inside ``location`` (a byte offset for text, a
-    row number otherwise); ``input_bytes`` is the input the batch covered (text only).
+    row number otherwise); ``input_bytes`` is the input the batch covered (text only);
+    ``records`` counts the input records the rows hold (lines, for text read in blocks).
     """
 
     table: pa.Table
@@ -61,6 +62,12 @@ class SourceBatch:
     row_offsets: np.ndarray
     bad_records: tuple[BadRecord, ...] = ()
     input_bytes: int = 0
+    records: int | None = None
+
+    @property
+    def record_count(self) -> int:
+        """Input records in this batch: ``records`` when given, else its rows."""
+        return self.table.num_rows if self.records is None else self.records
 
 
 def _positive_int(value: object, what: str) -> None:
@@ -116,6 +123,22 @@ class SplittableSource(Source):
             yield from self.read_split(split)
 
 
+def _line_count(column: pa.ChunkedArray) -> int:
+    """Lines in the values of a text-block column: its newlines, plus a last line without one."""
+    lines = 0
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+        offsets = offsets[chunk.offset: chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[int(offsets[0]): int(offsets[-1])]
+        lines += int(np.count_nonzero(data == 0x0A))
+        ends = offsets[1:] - 1
+        nonempty = offsets[1:] > offsets[:-1]
+        lines += int(np.count_nonzero(nonempty & (data[np.maximum(ends - offsets[0], 0)] != 0x0A)))
+    return lines
+
+
 def _file_facts(paths: list[str]) -> list[list]:
     facts = []
     for path in paths:
@@ -165,7 +188,8 @@ class TextSource(SplittableSource):
     def read_split(self, split: InputSplit) -> Iterator[SourceBatch]:
         for table, bad_lines, nbytes, offsets in read_text_split(split, self.batch_size, self.records):
             bad = tuple(BadRecord(b.path, b.offset, b.reason, b.data) for b in bad_lines)
-            yield SourceBatch(table, split.path, offsets, bad, nbytes)
+            lines = _line_count(table.column(0)) if self.records == "blocks" else None
+            yield SourceBatch(table, split.path, offsets, bad, nbytes, lines)
 
     def empty_table(self) -> pa.Table:
         column = TEXT_COLUMN if self.records == "blocks" else LINE_COLUMN

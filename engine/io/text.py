@@ -1,8 +1,18 @@
-"""Reading a text split as Arrow batches of whole lines, with UTF-8 validation.
+"""Reading a text split as Arrow batches of whole lines or whole-line blocks, with UTF-8 validation.
 
-Lines keep their terminator (as Python's file iteration yields them), so a batch's
-string values are a zero-copy view of the bytes read.  A line that is not valid UTF-8 is
-reported as a ``BadLine`` (file, byte offset, reason) and left out of the batch.
+A split owns the lines that *start* in its byte range (Hadoop's rule).  It is read a
+block of about ``batch_size`` bytes at a time, cut after its last newline.  Each block is
+validated in one compiled pass (``engine.kernels.utf8``); a valid block becomes, with no
+copy of its bytes,
+
+- ``records="lines"``: a ``line`` column, one value per line with its terminator kept
+  (as Python's file iteration yields lines);
+- ``records="blocks"``: a ``text`` column with one value, the whole block.
+
+Only a block that fails is examined line by line, in time linear in the block: each line
+that is not valid UTF-8 is reported as a ``BadLine`` (file, byte offset, reason, bytes)
+and left out, and the valid runs between bad lines are copied into one buffer (one value
+per run for ``"blocks"``).  Values never straddle a bad line, so no word joins across one.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from engine.io.splits import InputSplit
 LINE_COLUMN = "line"
 TEXT_COLUMN = "text"  # records="blocks": one value per run of whole lines
 _READ_AHEAD = 64 * 1024
+RECORDS = ("lines", "blocks")
 
 
 @dataclass(frozen=True)
@@ -54,96 +65,89 @@ def split_byte_range(handle: BinaryIO, split: InputSplit, size: int) -> tuple[in
             _line_start_at_or_after(handle, split.end, size))
 
 
-def _lines_array(block: bytes) -> pa.Array:
-    """A string array over ``block`` (valid UTF-8), one value per line, terminators kept."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    newlines = np.flatnonzero(data == 0x0A)
-    ends = newlines + 1
-    if ends.size == 0 or ends[-1] != len(block):
-        ends = np.append(ends, len(block))
-    offsets = np.zeros(ends.size + 1, dtype=np.int64)
-    offsets[1:] = ends
-    return pa.Array.from_buffers(pa.large_string(), int(ends.size),
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(block)])
-
-
-def _find_bad_lines(block: bytes, base_offset: int, path: str) -> tuple[list[tuple[int, int]], list[BadLine]]:
-    """Split ``block`` into valid runs and bad lines, decoding only from each error onward."""
-    good: list[tuple[int, int]] = []
-    bad: list[BadLine] = []
-    position = 0
-    while position < len(block):
-        try:
-            block[position:].decode("utf-8")
-            good.append((position, len(block)))
-            break
-        except UnicodeDecodeError as error:
-            at = position + error.start
-            line_start = block.rfind(b"\n", 0, at) + 1
-            line_end = block.find(b"\n", at)
-            line_end = len(block) if line_end < 0 else line_end + 1
-            if line_start > position:
-                good.append((position, line_start))
-            bad.append(BadLine(path, base_offset + line_start, f"invalid UTF-8: {error.reason} at byte {at - line_start} of the line",
-                               block[line_start:line_end]))
-            position = line_end
-    return good, bad
-
-
 def read_text_split(split: InputSplit, batch_size: int,
                     records: str = "lines") -> Iterator[tuple[pa.Table, list[BadLine], int, np.ndarray]]:
-    """Yield ``(batch, bad_lines, bytes_read, line_offsets)`` for a text split, batch by batch.
+    """Yield ``(batch, bad_lines, bytes_read, row_offsets)`` for a text split, block by block.
 
-    Each batch holds whole lines only and about ``batch_size`` bytes; ``line_offsets``
-    gives each kept line's byte offset in the file.
+    Each batch covers whole lines only, about ``batch_size`` bytes (more when one line is
+    longer); ``bytes_read`` is the block's size and ``row_offsets`` the file byte offset
+    of each value of the batch (a line, or a run of lines for ``records="blocks"``).
     """
-    if records != "lines":
-        raise NotImplementedError(f"text records {records!r} are not readable yet")
+    if records not in RECORDS:
+        raise ValueError(f"text records must be one of {RECORDS}, got {records!r}")
     with open(split.path, "rb") as handle:
         size = handle.seek(0, 2)
         begin, end = split_byte_range(handle, split, size)
         position = begin
         while position < end:
             handle.seek(position)
-            want = min(batch_size, end - position)
-            block = handle.read(want)
-            if position + len(block) < end:
+            block = handle.read(min(batch_size, end - position))
+            length = len(block)
+            if position + length < end:
                 cut = block.rfind(b"\n")
                 if cut >= 0:
-                    block = block[: cut + 1]
+                    length = cut + 1
                 else:  # one line longer than a batch: read on to its end
                     rest = handle.read(end - position - len(block))
                     newline = rest.find(b"\n")
                     block += rest if newline < 0 else rest[: newline + 1]
-            yield _decode_block(block, position, split.path)
-            position += len(block)
+                    length = len(block)
+            yield decode_block(memoryview(block)[:length], position, split.path, records)
+            position += length
 
 
-def _line_starts(lines: pa.Array) -> np.ndarray:
-    return np.frombuffer(lines.buffers()[1], dtype=np.int64)[: len(lines)]
+def decode_block(block: memoryview, offset: int, path: str,
+                 records: str) -> tuple[pa.Table, list[BadLine], int, np.ndarray]:
+    """One block of whole lines (starting at file byte ``offset``) as ``read_text_split`` yields it."""
+    from engine.kernels.utf8 import REASONS, bad_lines, first_invalid  # loads numba on first use only
 
-
-def _decode_block(block: bytes, offset: int, path: str) -> tuple[pa.Table, list[BadLine], int, np.ndarray]:
     data = np.frombuffer(block, dtype=np.uint8)
-    valid = data.size == 0 or int(data.max()) < 0x80
-    if not valid:
-        try:
-            block.decode("utf-8")
-            valid = True
-        except UnicodeDecodeError:
-            pass
-    if valid:
-        lines = _lines_array(block)
-        return pa.table({LINE_COLUMN: lines}), [], len(block), _line_starts(lines) + offset
-    good, bad = _find_bad_lines(block, offset, path)
-    arrays, starts = [], []
-    for a, b in good:
-        if b > a:
-            piece = _lines_array(block[a:b])
-            arrays.append(piece)
-            starts.append(_line_starts(piece) + offset + a)
-    if not arrays:
-        empty = pa.array([], pa.large_string())
-        return pa.table({LINE_COLUMN: empty}), bad, len(block), np.zeros(0, dtype=np.int64)
-    lines = pa.chunked_array(arrays, type=pa.large_string()).combine_chunks()
-    return pa.table({LINE_COLUMN: lines}), bad, len(block), np.concatenate(starts)
+    if first_invalid(data) < 0:
+        runs = np.zeros(1, dtype=np.int64)
+        table, row_offsets = _batch(pa.py_buffer(block), data, runs, runs + offset, records)
+        return table, [], len(block), row_offsets
+    starts, ends, positions, reasons = bad_lines(data)
+    bad = [BadLine(path, offset + int(a), f"invalid UTF-8: {REASONS[int(r)]} at byte {int(p - a)} of the line",
+                   bytes(block[int(a):int(b)])) for a, b, p, r in zip(starts, ends, positions, reasons)]
+    # The valid runs lie between bad lines; copy them next to each other.
+    run_starts = np.concatenate([[0], ends])
+    run_ends = np.concatenate([starts, [len(block)]])
+    keep = run_ends > run_starts
+    run_starts, run_ends = run_starts[keep], run_ends[keep]
+    lengths = run_ends - run_starts
+    inside = np.zeros(len(block) + 1, dtype=np.int64)
+    np.add.at(inside, run_starts, 1)
+    np.add.at(inside, run_ends, -1)
+    compact = data[np.cumsum(inside[:-1]) > 0]
+    packed_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    table, row_offsets = _batch(pa.py_buffer(compact), compact, packed_starts, run_starts + offset, records)
+    return table, bad, len(block), row_offsets
+
+
+def _column(records: str) -> str:
+    return TEXT_COLUMN if records == "blocks" else LINE_COLUMN
+
+
+def _value_ends(data: np.ndarray, run_starts: np.ndarray, records: str) -> np.ndarray:
+    """End of each value in ``data``: each run's end (blocks) or each line's end (lines)."""
+    if data.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if records == "blocks":
+        return np.append(run_starts[1:], data.size).astype(np.int64)
+    ends = np.flatnonzero(data == 0x0A).astype(np.int64) + 1
+    if ends.size == 0 or ends[-1] != data.size:
+        ends = np.append(ends, data.size)
+    return ends
+
+
+def _batch(buffer: pa.Buffer, data: np.ndarray, run_starts: np.ndarray,
+           run_offsets: np.ndarray, records: str) -> tuple[pa.Table, np.ndarray]:
+    """A one-column ``large_string`` table whose values are views of ``buffer`` (no copy), and
+    each value's file byte offset (runs map ``data`` positions back to the file)."""
+    ends = _value_ends(data, run_starts, records)
+    offsets = np.zeros(ends.size + 1, dtype=np.int64)
+    offsets[1:] = ends
+    values = pa.Array.from_buffers(pa.large_string(), int(ends.size), [None, pa.py_buffer(offsets), buffer])
+    starts = offsets[:-1]
+    run = np.searchsorted(run_starts, starts, side="right") - 1
+    return pa.table({_column(records): values}), run_offsets[run] + (starts - run_starts[run])

@@ -1,10 +1,13 @@
-"""Vectorized text kernels with exactly Python's ``str.split()`` semantics.
+"""Text kernels with exactly Python's ``str.split()`` semantics: the numpy reference, and
+``count_words``, the compiled kernel of ``engine.kernels.wordcount``.
 
-A word is a maximal run of characters for which ``str.isspace()`` is false, so
-``count_words`` over valid UTF-8 text equals ``Counter(text.split())``.  The work is done
-on the UTF-8 bytes with numpy: one lookup table for single-byte whitespace, and a small
-check at the (rare) lead bytes of multi-byte whitespace characters such as U+00A0 or
-U+3000.  No Python loop runs per line or per word.
+A word is a maximal run of characters for which ``str.isspace()`` is false, and each value
+is split on its own, so over valid UTF-8 text ``count_words(values)`` equals
+``Counter(w for v in values for w in v.split())``.  ``split_words`` (numpy: one lookup table
+for single-byte whitespace, a small check at the lead bytes of multi-byte whitespace such
+as U+00A0 or U+3000) and ``count_words_reference`` (``split_words`` + Arrow's
+``value_counts``) are kept as the independent reference the compiled kernel is tested
+and benchmarked against.  No Python loop runs per line or per word in either.
 """
 
 from __future__ import annotations
@@ -71,14 +74,31 @@ def _string_values(array: pa.Array) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)[first:last]
 
 
-def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """All words of all values of a string array, in order, as ``str.split()`` finds them
-    (a ``string`` array, or ``large_string`` past 2 GiB of words).
+def _value_starts(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Where each non-null value starts in ``_string_values(array)``'s bytes."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if array.null_count:
+        array = array.drop_null()
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.int64)
+    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if large else np.int32)
+    offsets = offsets[array.offset: array.offset + len(array)].astype(np.int64)
+    return offsets - offsets[0]
 
-    Values are concatenated before splitting, so each value must end in whitespace (a
-    newline, as lines read by the engine's text input do) or words would join across
-    values; ``split_words_per_value`` has no such requirement.
+
+def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """All words of all non-null values of a string array, in order, as ``str.split()`` finds
+    them in each value (a ``string`` array, or ``large_string`` past 2 GiB of words).
+
+    Each value is split on its own: the end of one value and the start of the next never
+    join into one word.
     """
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    if pa.types.is_null(text.type):
+        return pa.array([], type=pa.string())
     data = _string_values(text)
     if data.size == 0:
         return pa.array([], type=pa.string())
@@ -87,6 +107,11 @@ def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     starts_mask[1:] &= ~word_bytes[:-1]
     ends_mask = word_bytes.copy()
     ends_mask[:-1] &= ~word_bytes[1:]
+    # A value boundary ends the word before it and starts the word after it.
+    boundaries = _value_starts(text)
+    boundaries = boundaries[(boundaries > 0) & (boundaries < data.size)]
+    starts_mask[boundaries] |= word_bytes[boundaries]
+    ends_mask[boundaries - 1] |= word_bytes[boundaries - 1]
     starts = np.flatnonzero(starts_mask)
     ends = np.flatnonzero(ends_mask) + 1
     # 32-bit offsets when they fit: Arrow hashes ``string`` a third faster than ``large_string``.
@@ -98,11 +123,24 @@ def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
                                  [None, pa.py_buffer(offsets), pa.py_buffer(compact)])
 
 
-def count_words(text: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """A ``(word: string, count: int64)`` table counting the words of ``text`` (unsorted)."""
+def count_words_reference(text: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``count_words`` computed with numpy and Arrow (``split_words`` + ``value_counts``): a
+    ``(word: string, count: int64)`` table, unsorted.  The reference, not the fast path."""
     words = split_words(text)
     counts = pc.value_counts(words)
     return pa.table({
         "word": counts.field("values").cast(pa.string()),
         "count": counts.field("counts").cast(pa.int64()),
     })
+
+
+def count_words(text: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """A ``(word: string, count: int64)`` table of the words of each non-null value of ``text``:
+    exactly ``Counter(w for v in values for w in v.split())``, rows in first-seen order.
+
+    This is ``engine.kernels.wordcount.count_words`` (compiled); it is imported on the first
+    call so that importing the engine does not load numba.
+    """
+    from engine.kernels.wordcount import count_words as compiled
+
+    return compiled(text)

@@ -82,7 +82,7 @@ def run_map_task(job: MapReduceJob, split: InputSplit, reducers: int) -> MapTask
     with collecting_counters() as counters:
         for batch in job.source.read_split(split):
             input_bytes += batch.input_bytes
-            input_records += batch.table.num_rows
+            input_records += batch.record_count
             if batch.bad_records:
                 invalid += len(batch.bad_records)
                 letters.append(_read_letter(batch))

@@ -59,9 +59,9 @@ class MapReduceWorker:
         import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
 
-        from engine.kernels.text import count_words
+        from engine.kernels import warm_up
 
-        count_words(pa.array(["warm up\n"]))
+        warm_up()
 
     def _watch_idle(self, timeout_s: float) -> None:
         """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""

@@ -1,0 +1,119 @@
+"""The one place that imports numba: where compiled kernels are cached, and the decorator.
+
+Numba's default cache sits beside the source files (``__pycache__``), which an installed,
+read-only package cannot write.  Before numba is imported, ``NUMBA_CACHE_DIR`` is set
+(unless the user set it) to a private per-user directory, ``$XDG_CACHE_HOME`` or
+``~/.cache``, then ``arrow-patterns-engine/numba``, created with mode 0700.  Numba writes
+cache files under a temporary name and renames them, so several worker processes may
+share the directory.  Every kernel module imports ``kernel`` from here.
+
+Numba checks a cached kernel only against its own source file, not against the kernels it
+calls in other files; so the default directory has one subdirectory per digest of this
+package's sources, and an edited helper never runs as stale cached code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, TypeVar
+
+CACHE_ENV = "NUMBA_CACHE_DIR"
+_CHOSEN_ENV = "ARROW_PATTERNS_ENGINE_NUMBA_CACHE"  # set when the value came from configure_cache
+F = TypeVar("F", bound=Callable)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/arrow-patterns-engine/numba`` (``~/.cache/...`` when XDG is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "arrow-patterns-engine" / "numba"
+
+
+def source_digest() -> str:
+    """A short digest of every ``.py`` file of this package (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def configure_cache() -> str:
+    """Point numba's cache at the user's directory unless ``NUMBA_CACHE_DIR`` is set; return it.
+
+    The default is ``default_cache_dir() / source_digest()``, created with mode 0700
+    (compiled code is code: other users must not be able to plant it).  A directory that
+    this function chose in a parent process (inherited through the environment) is chosen
+    again, so a child running other sources gets its own.  Safe to call more than once and
+    after numba is loaded.
+    """
+    chosen = os.environ.get(CACHE_ENV)
+    if not chosen or os.environ.get(_CHOSEN_ENV) == chosen:
+        root = default_cache_dir()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = root / source_digest()
+        path.mkdir(mode=0o700, exist_ok=True)
+        chosen = str(path)
+        os.environ[CACHE_ENV] = os.environ[_CHOSEN_ENV] = chosen
+    if "numba" in sys.modules:  # imported before us: its config has already read the environment
+        sys.modules["numba"].config.CACHE_DIR = chosen
+    return chosen
+
+
+configure_cache()
+
+import numba  # noqa: E402  (must follow configure_cache)
+from llvmlite import ir  # noqa: E402
+from llvmlite.binding import llvm_version_info  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+
+def kernel(function: F) -> F:
+    """``numba.njit(cache=True, nogil=True)``: compiled on first call, cached on disk, GIL released."""
+    return numba.njit(cache=True, nogil=True)(function)
+
+
+# LLVM names the intrinsic by pointer type: opaque pointers (LLVM 15+) or typed i8*.
+_PREFETCH = "llvm.prefetch.p0" if llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
+    """``prefetch(array, i)`` in compiled code: ask the CPU to bring ``array[i]`` into cache
+    (LLVM's ``llvm.prefetch``, read, high locality).  No effect on results; no bounds check
+    is needed because a prefetch never faults."""
+    signature = types.void(array, index)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        array_type = sig.args[0]
+        handle = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, handle, [args[1]], wraparound=False,
+                                           boundscheck=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), _PREFETCH)
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.Constant(int32, 0), ir.Constant(int32, 3),
+                                ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def load_u64(typingctx, array, index):  # type: ignore[no-untyped-def]
+    """``load_u64(data, i)`` in compiled code: the 8 bytes ``data[i:i + 8]`` of a uint8 array as one
+    unaligned native-order uint64 load.  Unchecked: the caller ensures ``0 <= i <= size - 8``."""
+    signature = types.uint64(array, index)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        array_type = sig.args[0]
+        handle = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, handle, [args[1]], wraparound=False,
+                                           boundscheck=False)
+        word = builder.bitcast(pointer, ir.IntType(64).as_pointer())
+        return builder.load(word, align=1)
+
+    return signature, codegen
