@@ -1,0 +1,201 @@
+"""Where a deployment's view shards and speed layer live: in this process, or on Ray.
+
+Both backends hold one :class:`~engine.lambda_arch.shard.ViewShard` per shard (plain
+objects inline, thin actors on Ray), run the same speed stage (synchronously inline, as
+an ``engine.pipeline`` pipeline on Ray) and give the serving layer a gather function
+(a loop inline, ``engine.scatter_gather`` over the actors on Ray).  The deployment
+(``deployment.py``) drives them the same way, so the two executors cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import pyarrow as pa
+
+from engine.lambda_arch.errors import SpeedLayerDown
+from engine.lambda_arch.serving import Gather, ShardOutcome
+from engine.lambda_arch.shard import ViewShard
+from engine.lambda_arch.spec import LambdaArchitecture
+from engine.lambda_arch.speed_layer import DeltaApplier, InlineSpeedLayer, PipelineSpeedLayer, SpeedStage
+
+
+def shard_names(count: int) -> list[str]:
+    """The stable shard ids ``shard-0`` .. ``shard-<count-1>``."""
+    return [f"shard-{index}" for index in range(count)]
+
+
+class InlineBackend:
+    """Shards as objects of this process; the speed stage applied synchronously."""
+
+    name = "inline"
+
+    def __init__(self, spec: LambdaArchitecture) -> None:
+        self.spec = spec
+        self.shards: list[ViewShard] = []
+
+    def create_shards(self, speed_start: int) -> None:
+        """New, empty shards whose real-time state starts at ``speed_start``."""
+        count = self.spec.options.shards
+        self.shards = [ViewShard(index, count, self.spec.views, self.spec.queries, speed_start,
+                                 self.spec.options.compact_speed) for index in range(count)]
+
+    def load_batch(self, version: int, partitions: Sequence[Mapping[str, pa.Table]]) -> None:
+        """Every shard holds its partition of batch view ``version``."""
+        for shard, tables in zip(self.shards, partitions):
+            shard.load_batch(version, tables)
+
+    def pin(self, offset: int) -> None:
+        """Keep ``offset`` a chunk boundary on every shard."""
+        for shard in self.shards:
+            shard.pin(offset)
+
+    def drop_below(self, version: int) -> None:
+        """Every shard forgets state below batch view ``version``."""
+        for shard in self.shards:
+            shard.drop_below(version)
+
+    def applier(self) -> Callable[[int, int, Sequence[Mapping[str, bytes]]], None]:
+        """``apply(begin, end, parts)`` to the shards there are now (not to replacements)."""
+        shards = list(self.shards)
+
+        def apply(begin: int, end: int, parts: Sequence[Mapping[str, bytes]]) -> None:
+            for shard, tables in zip(shards, parts):
+                shard.apply(begin, end, tables)
+
+        return apply
+
+    def gather(self) -> Gather:
+        """Ask every shard in order; a shard that raises is reported, not raised."""
+        names, shards = shard_names(len(self.shards)), list(self.shards)
+
+        def gather(message: dict[str, Any]) -> list[ShardOutcome]:
+            outcomes = []
+            for name, shard in zip(names, shards):
+                try:
+                    outcomes.append(ShardOutcome(name, reply=shard.handle(message)))
+                except Exception as error:
+                    outcomes.append(ShardOutcome(name, failure=f"{type(error).__name__}: {error}"))
+            return outcomes
+
+        return gather
+
+    def probe(self, name: str) -> bool:
+        """In-process shards are always there."""
+        return True
+
+    def healthy(self, timeout_s: float) -> bool:
+        """In-process shards never die on their own."""
+        return True
+
+    def start_speed(self, stage: SpeedStage, applier: DeltaApplier) -> InlineSpeedLayer:
+        """The inline speed layer."""
+        return InlineSpeedLayer(stage, applier)
+
+    def destroy_shards(self) -> None:
+        """Drop the shards."""
+        self.shards = []
+
+    def shard_actors(self) -> list[object]:
+        """No actors inline."""
+        return []
+
+
+class RayBackend(InlineBackend):
+    """Shards as actors (``max_concurrency`` threads each); the speed layer a pipeline."""
+
+    name = "ray"
+
+    def __init__(self, spec: LambdaArchitecture) -> None:
+        from engine.cluster import require_ray
+
+        require_ray("a Lambda deployment on the Ray executor")
+        super().__init__(spec)
+        self.actors: list[Any] = []
+
+    def create_shards(self, speed_start: int) -> None:
+        import ray
+
+        count = self.spec.options.shards
+        actor_class = ray.remote(ViewShard).options(num_cpus=0, max_concurrency=8)
+        self.actors = [actor_class.remote(index, count, self.spec.views, self.spec.queries, speed_start,
+                                          self.spec.options.compact_speed) for index in range(count)]
+        self._call("status", [() for _ in self.actors])  # started (and importable) before the first query
+
+    def _call(self, method: str, arguments: Sequence[tuple], actors: Sequence[Any] | None = None) -> list[Any]:
+        """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDown``."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        actors = list(self.actors if actors is None else actors)
+        try:
+            return ray.get([getattr(actor, method).remote(*args) for actor, args in zip(actors, arguments)])
+        except RayActorError as error:
+            raise SpeedLayerDown(f"a view shard died during {method}: {error}") from error
+
+    def load_batch(self, version: int, partitions: Sequence[Mapping[str, pa.Table]]) -> None:
+        self._call("load_batch", [(version, dict(tables)) for tables in partitions])
+
+    def pin(self, offset: int) -> None:
+        self._call("pin", [(offset,) for _ in self.actors])
+
+    def drop_below(self, version: int) -> None:
+        self._call("drop_below", [(version,) for _ in self.actors])
+
+    def applier(self) -> Callable[[int, int, Sequence[Mapping[str, bytes]]], None]:
+        actors = list(self.actors)
+
+        def apply(begin: int, end: int, parts: Sequence[Mapping[str, bytes]]) -> None:
+            self._call("apply", [(begin, end, dict(tables)) for tables in parts], actors)
+
+        return apply
+
+    def gather(self) -> Gather:
+        from engine.scatter_gather.ray_executor import RayScatterGather
+        from engine.scatter_gather.spec import ScatterGatherOptions
+
+        names = shard_names(len(self.actors))
+        options = ScatterGatherOptions(deadline_s=self.spec.options.query_deadline_s, min_replies=0)
+        service = RayScatterGather.from_actors(list(self.actors), aggregator=list, options=options, names=names)
+
+        def gather(message: dict[str, Any]) -> list[ShardOutcome]:
+            result = service.gather(message)
+            replies = dict(zip(result.answered, result.value or []))
+            return [ShardOutcome(name, reply=replies[name]) if name in replies
+                    else ShardOutcome(name, failure=result.errors.get(name, "no reply within the query deadline"))
+                    for name in names]
+
+        return gather
+
+    def probe(self, name: str) -> bool:
+        import ray
+
+        actor = dict(zip(shard_names(len(self.actors)), self.actors)).get(name)
+        try:
+            ray.get(actor.status.remote(), timeout=self.spec.options.query_deadline_s)  # type: ignore[union-attr]
+        except Exception:
+            return False
+        return True
+
+    def healthy(self, timeout_s: float) -> bool:
+        import ray
+
+        try:
+            ray.get([actor.status.remote() for actor in self.actors], timeout=timeout_s)
+        except Exception:
+            return False
+        return True
+
+    def start_speed(self, stage: SpeedStage, applier: DeltaApplier) -> PipelineSpeedLayer:
+        options = self.spec.options
+        return PipelineSpeedLayer(stage, applier, options.speed_replicas, options.feed_capacity)
+
+    def destroy_shards(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def shard_actors(self) -> list[object]:
+        return list(self.actors)
