@@ -149,6 +149,7 @@ class ServingLayer:
         shard when no consistent answer can be had."""
         query = self._queries.get(name)
         if query is None:
+            self.failed += 1
             raise QueryFailedError(f"unknown query {name!r} (queries: {sorted(self._queries)})")
         started = time.perf_counter()
         if query.prepare is not None:
