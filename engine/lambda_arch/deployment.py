@@ -13,7 +13,6 @@ their batch view).  The batch job itself runs holding only the first.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import Counter
@@ -68,8 +67,6 @@ class LambdaDeployment(Handle):
         self._last_batch_error: str | None = None
         try:
             self._views = load_current(self.directory, self._schemas[1])
-            # (end offset, newest event time stored) after ingests: the default "now" of queries.
-            self._watermarks: list[tuple[int, int]] = [(self.log.end_offset, self.latest_event_time_ms)]
             self.serving = ServingLayer(spec.queries, shard_names(self.options.shards), lambda message: [],
                                         self._views.version, self.options.query_retry, self.options.breaker_failures,
                                         self.options.breaker_reset_s)
@@ -159,7 +156,6 @@ class LambdaDeployment(Handle):
             self._counts.update(ingests=1, accepted=ack.accepted, duplicates=ack.duplicates, rejected=ack.rejected)
             self.freshness.acked(ack.end_offset)
             if stored.num_rows:
-                self._note_watermark(ack.end_offset)
                 self._push(stored)
         return ack
 
@@ -195,6 +191,7 @@ class LambdaDeployment(Handle):
     def recompute_batch(self) -> int:
         """Recompute every view up to the log's end with one MapReduce job and switch to
         it (blue-green); returns its version W."""
+        self._check_open()
         with self._batch_lock:
             with self._ingest_lock, self._shard_lock:
                 version = self.log.end_offset
@@ -282,16 +279,11 @@ class LambdaDeployment(Handle):
         newest = self.log.max_event_time_ms
         return newest if newest is not None else 0
 
-    def _note_watermark(self, end_offset: int) -> None:
-        self._watermarks.append((end_offset, self.latest_event_time_ms))
-        if len(self._watermarks) > 4096:  # keep the last entry the snapshot covers, and everything after
-            position = bisect.bisect_right(self._watermarks, (self.serving.snapshot[1], 2**63)) - 1
-            del self._watermarks[:max(0, position)]
-
     def visible_event_time_ms(self) -> int:
-        """The newest event time among the offsets queries cover now (0 when none)."""
-        position = bisect.bisect_right(self._watermarks, (self.serving.snapshot[1], 2**63)) - 1
-        return self._watermarks[max(0, position)][1] if position >= 0 else 0
+        """The newest event time among the offsets queries cover now (0 when none): the
+        default "now" of queries with a time window."""
+        newest = self.log.newest_time_below(self.serving.snapshot[1])
+        return newest if newest is not None else 0
 
     def rejected_rows(self) -> pa.Table:
         """Every row ingest rejected, with its ``reject_reason`` (from the dead letters)."""

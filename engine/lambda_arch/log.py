@@ -16,6 +16,7 @@ lists them, checks that their offsets are contiguous, and rebuilds the dedup ind
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import os
 import re
@@ -100,6 +101,7 @@ class MasterLog:
         self._lock = threading.Lock()
         self._dedup = DedupIndex(dedup_horizon_ms) if contract.id_column is not None else None
         self._watermark: int | None = None
+        self._time_marks: list[tuple[int, int]] = []  # (segment end, newest event time below it)
         try:
             self._segments: list[Segment] = self._scan()
             self._rebuild_index()
@@ -139,15 +141,16 @@ class MasterLog:
         for segment in self._segments:
             table = read_segment(segment, [time_column] + ([id_column] if id_column else []))
             times = pc.cast(table.column(time_column), pa.int64()).to_numpy()
-            self._advance_watermark(times)
+            self._advance_watermark(times, segment.end)
             if self._dedup is not None:
                 first, second = hash_ids(table.column(id_column))
                 self._dedup.add(first, second, times)
 
-    def _advance_watermark(self, times: np.ndarray) -> None:
+    def _advance_watermark(self, times: np.ndarray, end: int) -> None:
         if len(times):
             newest = int(times.max())
             self._watermark = newest if self._watermark is None else max(self._watermark, newest)
+            self._time_marks.append((end, self._watermark))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -155,6 +158,13 @@ class MasterLog:
     def max_event_time_ms(self) -> int | None:
         """The newest event time stored (epoch ms); None for an empty log or no time column."""
         return self._watermark
+
+    def newest_time_below(self, offset: int) -> int | None:
+        """The newest event time among the segments below ``offset`` (None when there is
+        none): exact at segment ends, as every snapshot offset is."""
+        marks = self._time_marks
+        position = bisect.bisect_right(marks, (offset, 2**63)) - 1
+        return marks[position][1] if position >= 0 else None
 
     @property
     def end_offset(self) -> int:
@@ -211,7 +221,7 @@ class MasterLog:
             if stored.num_rows:
                 segment = self._write_segment(stored, begin, end)
                 if times is not None:
-                    self._advance_watermark(times[keep])
+                    self._advance_watermark(times[keep], end)
                 if self._dedup is not None:
                     self._dedup.add(first[keep], second[keep], times[keep])
                 self._segments = self._segments + [segment]

@@ -118,11 +118,16 @@ def test_ingest_matches_the_oracle_row_for_row(tmp_path_factory: pytest.TempPath
                                                batches: list[pa.Table], horizon_minutes: int) -> None:
     oracle = AdEventOracle(horizon_minutes * 60_000)
     with MasterLog(tmp_path_factory.mktemp("log"), CONTRACT, dedup_horizon_ms=horizon_minutes * 60_000) as log:
+        ends = []
         for batch in batches:
             ack, _ = log.ingest(batch)
             expected = oracle.ingest(batch)
             assert (ack.accepted, ack.duplicates, ack.rejected) == (
                 expected["accepted"], expected["duplicates"], expected["rejected"])
+            ends.append(ack.end_offset)
+        for end in ends:  # the default "now" of queries covering offsets below ``end``
+            times = [row["event_time"] for row in oracle.rows[:end]]
+            assert log.newest_time_below(end) == (max(times) if times else None)
         stored = log.read()
     assert stored.column("event_id").to_pylist() == [row["event_id"] for row in oracle.rows]
     assert stored.column("offset").to_pylist() == list(range(len(oracle.rows)))
