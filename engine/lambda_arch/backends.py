@@ -3,15 +3,18 @@
 Both backends hold one :class:`~engine.lambda_arch.shard.ViewShard` per shard (plain
 objects inline, thin actors on Ray), run the same speed stage (synchronously inline, as
 an ``engine.pipeline`` pipeline on Ray) and give the serving layer a gather function
-(a loop inline, ``engine.scatter_gather`` over the actors on Ray).  The deployment
+(``engine.scatter_gather`` on its inline executor over the objects, or over the actors).  The deployment
 (``deployment.py``) drives them the same way, so the two executors cannot drift.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
+
+from engine.scatter_gather.spec import GatherResult
 
 from engine.lambda_arch.errors import SpeedLayerDown
 from engine.lambda_arch.serving import Gather, ShardOutcome
@@ -23,6 +26,24 @@ from engine.lambda_arch.speed_layer import DeltaApplier, InlineSpeedLayer, Pipel
 def shard_names(count: int) -> list[str]:
     """The stable shard ids ``shard-0`` .. ``shard-<count-1>``."""
     return [f"shard-{index}" for index in range(count)]
+
+
+def outcomes(result: GatherResult, names: Sequence[str]) -> list[ShardOutcome]:
+    """Per shard, its reply or why there is none, from a scatter-gather result."""
+    replies = dict(zip(result.answered, result.value or []))
+    return [ShardOutcome(name, reply=replies[name]) if name in replies
+            else ShardOutcome(name, failure=result.errors.get(name, "no reply within the query deadline"))
+            for name in names]
+
+
+@dataclass(frozen=True)
+class _AskShard:
+    """Scatter-gather handler of the inline backend: the worker's table names its shard."""
+
+    shards: Sequence[ViewShard]
+
+    def __call__(self, table: pa.Table, message: dict[str, Any]) -> dict[str, Any]:
+        return self.shards[table.column("shard")[0].as_py()].handle(message)
 
 
 class InlineBackend:
@@ -66,19 +87,17 @@ class InlineBackend:
         return apply
 
     def gather(self) -> Gather:
-        """Ask every shard in order; a shard that raises is reported, not raised."""
-        names, shards = shard_names(len(self.shards)), list(self.shards)
+        """Scatter-gather over the in-process shards (``engine.run(ScatterGather(...), "inline")``):
+        each worker's "shard" is a one-row table naming the view shard it asks."""
+        from engine.runtime.run import run
+        from engine.scatter_gather.spec import ScatterGather, ScatterGatherOptions
 
-        def gather(message: dict[str, Any]) -> list[ShardOutcome]:
-            outcomes = []
-            for name, shard in zip(names, shards):
-                try:
-                    outcomes.append(ShardOutcome(name, reply=shard.handle(message)))
-                except Exception as error:
-                    outcomes.append(ShardOutcome(name, failure=f"{type(error).__name__}: {error}"))
-            return outcomes
-
-        return gather
+        shards = list(self.shards)
+        spec = ScatterGather(shards=[pa.table({"shard": [index]}) for index in range(len(shards))],
+                             handler=_AskShard(shards), aggregator=list, options=ScatterGatherOptions(min_replies=0))
+        service = run(spec, "inline")
+        names = shard_names(len(shards))
+        return lambda message: outcomes(service.gather(message), names)
 
     def probe(self, name: str) -> bool:
         """In-process shards are always there."""
@@ -158,14 +177,7 @@ class RayBackend(InlineBackend):
         options = ScatterGatherOptions(deadline_s=self.spec.options.query_deadline_s, min_replies=0)
         service = RayScatterGather.from_actors(list(self.actors), aggregator=list, options=options, names=names)
 
-        def gather(message: dict[str, Any]) -> list[ShardOutcome]:
-            result = service.gather(message)
-            replies = dict(zip(result.answered, result.value or []))
-            return [ShardOutcome(name, reply=replies[name]) if name in replies
-                    else ShardOutcome(name, failure=result.errors.get(name, "no reply within the query deadline"))
-                    for name in names]
-
-        return gather
+        return lambda message: outcomes(service.gather(message), names)
 
     def probe(self, name: str) -> bool:
         import ray

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import engine.lambda_arch as lam_api
 from datasets.adevents import AdEventSpec, generate_events
 from engine.common.rate_limit import RateLimiter
-from engine.errors import QueryFailedError, RateLimitedError, SpecError
+from engine.errors import NotConnectedError, QueryFailedError, RateLimitedError, SpecError
 from engine.lambda_arch import LambdaOptions
 from engine.runtime.handle import Handle
 from engine.runtime.run import run
@@ -184,3 +184,7 @@ def test_spec_errors_name_the_bad_part(tmp_path: Path) -> None:
         LambdaOptions(shards=0)
     with pytest.raises(SpecError, match="neither resume"):
         run(adtech_architecture(tmp_path), "inline", resume=True)
+    with pytest.raises(NotConnectedError, match="engine.connect"):  # no auto-connect, nothing opened
+        run(adtech_architecture(tmp_path), "ray")
+    with run(adtech_architecture(tmp_path), "inline") as deployment:  # the directory was not left locked
+        assert deployment.end_offset == 0
