@@ -94,7 +94,8 @@ def _ingest_run(lam: Any, events: Any, batch_rows: int, query_latencies: list[fl
 def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Ingest + speed layer alone, then while the batch layer recomputes continuously."""
     from datasets.adevents import AdEventSpec, generate_events
-    from engine.lambda_arch import LambdaArchitecture, LambdaOptions
+    from engine.lambda_arch import LambdaOptions
+    from jobs.adtech import AdTech
 
     half = args.events // 2
     span_hours = max(2.0, args.events / 5_000_000 * 24)
@@ -103,9 +104,8 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
     result: dict[str, Any] = {}
     try:
-        lam = LambdaArchitecture(directory, LambdaOptions(executor="ray", shards=args.shards,
-                                                          batch_workers=args.batch_workers,
-                                                          feed_capacity=args.feed_capacity))
+        lam = AdTech.start(directory, "ray", LambdaOptions(shards=args.shards, batch_workers=args.batch_workers,
+                                                           feed_capacity=args.feed_capacity))
         lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
         lam.wait_visible()
         lam.freshness.latencies_s.clear()
@@ -187,15 +187,19 @@ def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from datasets.adevents import AdEventSpec, generate_events
-    from engine.lambda_arch.batch_layer import compute_batch_views
+    from engine.lambda_arch import LambdaOptions
+    from engine.lambda_arch.batch_layer import compute_batch_views, view_schemas
     from engine.lambda_arch.log import MasterLog
+    from jobs.adtech import CONTRACT, adtech_architecture
 
     print(f"generating {args.batch_events:,} events for the batch phase ...", flush=True)
     events = generate_events(AdEventSpec(events=args.batch_events, span_hours=48, seed=5))
     directory = Path(tempfile.mkdtemp(prefix="bench-lambda-batch-"))
     result: dict[str, Any] = {"events": args.batch_events}
+    spec = adtech_architecture(directory, LambdaOptions(batch_reducers=4))
+    schemas = view_schemas(spec)
     try:
-        with MasterLog(directory) as log:
+        with MasterLog(directory, CONTRACT) as log:
             started = time.perf_counter()
             for start in range(0, events.num_rows, 200_000):
                 log.ingest(events.slice(start, 200_000))
@@ -204,10 +208,13 @@ def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
             del events
             runs = [("ray", "engine_ray")] + ([] if args.skip_local else [("inline", "engine_inline")])
             for executor, name in runs:
-                views = compute_batch_views(log, version, executor, reducers=4)
-                result[name] = {"elapsed_s": views.elapsed_s, "views": int(pc.sum(views.counts.column("views")).as_py()),
-                                "viewer_pairs": views.viewers.num_rows,
-                                "attributed_revenue": float(pc.sum(views.roi.column("attributed_revenue")).as_py())}
+                views = compute_batch_views(log, spec, version, executor, schemas)
+                tables = views.tables
+                result[name] = {"elapsed_s": views.elapsed_s,
+                                "views": int(pc.sum(tables["counts"].column("views")).as_py()),
+                                "viewer_pairs": tables["viewers"].num_rows,
+                                "attributed_revenue": float(pc.sum(tables["attribution"].column("attributed_revenue"))
+                                                            .as_py() or 0.0)}
                 print(f"batch recomputation of {version:,} events, engine ({executor}): "
                       f"{views.elapsed_s:.1f} s", flush=True)
         result["polars"] = _polars_views(directory, version)

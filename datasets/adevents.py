@@ -1,4 +1,5 @@
-"""Deterministic ad-tech event streams (views, clicks, purchases) for the Lambda job.
+"""Deterministic ad-tech event streams (views, clicks, purchases) for the Lambda job
+(``jobs.adtech``, whose event contract defines the schema).
 
 ``python -m datasets.adevents --events N --out DIR`` writes the stream, in arrival order,
 as ``part-NNNNN.parquet`` files; without ``--out`` it prints a summary.  The same
@@ -29,19 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string()),
-        pa.field("event_time", pa.timestamp("ms", tz="UTC")),
-        pa.field("event_type", pa.string()),
-        pa.field("user_id", pa.int64()),
-        pa.field("ad_id", pa.int64()),
-        pa.field("advertiser_id", pa.int64()),
-        pa.field("cost", pa.float64()),
-        pa.field("revenue", pa.float64()),
-    ]
-)
-EVENT_TYPES = ("view", "click", "purchase")
+from jobs.adtech.events import EVENT_SCHEMA, EVENT_TYPES  # the contract lives with the job
+
 _MS_PER_MINUTE = 60_000
 _MS_PER_HOUR = 3_600_000
 

@@ -1,19 +1,24 @@
-"""The Lambda architecture over Arrow: master log, batch, speed and serving layers.
+"""The Lambda architecture over Arrow, generic over the application's events, views and queries.
 
-See ``system.py`` for the assembled :class:`LambdaArchitecture`; ``log.py`` (master
-dataset), ``batch_layer.py`` (MapReduce views), ``speed_layer.py`` (pipeline),
-``serving.py`` and ``shard.py`` (scatter-gather over view shards), ``views.py`` (pure
-view functions and the combine contract), ``oracle.py`` (plain-Python reference).
+Describe a deployment with :class:`LambdaArchitecture` (an :class:`EventContract`, the
+:class:`View` s, the :class:`Query` s, :class:`LambdaOptions`) and open it with
+``engine.run(spec, "inline" | "ray")``, which returns a ``LambdaDeployment`` handle.
+
+Layers, each built from another pattern: ``log.py`` (the master dataset: durable Arrow IPC
+segments), ``batch_layer.py`` (every view by one MapReduce job, blue-green versions),
+``speed_layer.py`` (a pipeline stage producing real-time partials), ``shard.py`` and
+``serving.py`` (scatter-gather over view shards, batch and real-time merged with the
+views' combiners); ``deployment.py`` ties them together.  The ad-tech application lives
+in ``jobs/adtech``, live word counts in ``jobs/live_wordcount.py``.
 """
 
-from engine.lambda_arch.batch_layer import BatchViews
-from engine.lambda_arch.events import EVENT_SCHEMA, LOG_SCHEMA, REJECT_SCHEMA, validate_events
-from engine.lambda_arch.log import IngestAck, MasterLog
-from engine.lambda_arch.oracle import AdEventOracle
-from engine.lambda_arch.serving import Answer, QueryFailedError
-from engine.lambda_arch.system import LambdaArchitecture, LambdaOptions
-from engine.lambda_arch.views import Combiner
+from engine.errors import QueryFailedError
+from engine.lambda_arch.contract import EventContract, require_fields
+from engine.lambda_arch.errors import SpeedLayerError
+from engine.lambda_arch.log import IngestAck
+from engine.lambda_arch.serving import Answer
+from engine.lambda_arch.shard import ShardSnapshot
+from engine.lambda_arch.spec import LambdaArchitecture, LambdaOptions, Query, QueryContext, QueryResult, View
 
-__all__ = ["AdEventOracle", "Answer", "BatchViews", "Combiner", "EVENT_SCHEMA", "IngestAck", "LOG_SCHEMA",
-           "LambdaArchitecture", "LambdaOptions", "MasterLog", "QueryFailedError", "REJECT_SCHEMA",
-           "validate_events"]
+__all__ = ["Answer", "EventContract", "IngestAck", "LambdaArchitecture", "LambdaOptions", "Query", "QueryContext",
+           "QueryFailedError", "QueryResult", "ShardSnapshot", "SpeedLayerError", "View", "require_fields"]

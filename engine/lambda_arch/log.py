@@ -5,16 +5,18 @@ Layout of ``<directory>/log/``::
     seg-<first offset, 16 digits>-<end offset, 16 digits>.arrow   one per ingest call
     LOCK                                                           held by the open log
 
-Each ingest validates its batch, drops duplicates (see ``dedup.py``), numbers the stored
-rows with consecutive offsets, writes them as one segment (temporary name, ``fsync``,
+Each ingest validates its batch with the deployment's ``EventContract``, drops
+duplicates of its id column (see ``dedup.py``), numbers the stored rows with consecutive
+offsets, writes them as one segment (temporary name, ``fsync``,
 atomic rename, ``fsync`` of the directory) and only then returns an :class:`IngestAck`.
-Rejected rows go to the dead-letter store (stage ``ingest``) with their reason before
-the acknowledgement too.  Segments never change once written; reopening the directory
+Rejected rows go to the engine's dead-letter store (pattern ``lambda``, step ``ingest``)
+with their reason before the acknowledgement too.  Segments never change once written; reopening the directory
 lists them, checks that their offsets are contiguous, and rebuilds the dedup index.
 """
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import os
 import re
@@ -28,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from engine.lambda_arch.dedup import DedupIndex, hash_ids
-from engine.lambda_arch.events import LOG_SCHEMA, REJECT_SCHEMA, validate_events
 from engine.common.atomic_files import remove_temporary_files, write_ipc_atomically
 from engine.common.dead_letters import DeadLetterStore
+from engine.lambda_arch.contract import OFFSET, REASON, EventContract, split_batch
+from engine.lambda_arch.dedup import DedupIndex, hash_ids
 
 _SEGMENT = re.compile(r"^seg-(\d{16})-(\d{16})\.arrow$")
 INGEST_STAGE = "ingest"
@@ -81,9 +83,11 @@ class MasterLog:
     called from any thread while ingests go on (segments are immutable once listed).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], dedup_horizon_ms: int = 24 * 3_600_000,
-                 compression: str | None = "lz4") -> None:
+    def __init__(self, directory: str | os.PathLike[str], contract: EventContract,
+                 dedup_horizon_ms: int = 24 * 3_600_000, compression: str | None = "lz4") -> None:
         self.directory = Path(directory)
+        self.contract = contract
+        self.schema = contract.log_schema
         self.log_directory = self.directory / "log"
         self.log_directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.log_directory / "LOCK", "a+")
@@ -95,9 +99,15 @@ class MasterLog:
         self.dead_letters = DeadLetterStore(self.directory / "dead_letters")
         self._compression = compression
         self._lock = threading.Lock()
-        self._dedup = DedupIndex(dedup_horizon_ms)
-        self._segments: list[Segment] = self._scan()
-        self._rebuild_dedup()
+        self._dedup = DedupIndex(dedup_horizon_ms) if contract.id_column is not None else None
+        self._watermark: int | None = None
+        self._time_marks: list[tuple[int, int]] = []  # (segment end, newest event time below it)
+        try:
+            self._segments: list[Segment] = self._scan()
+            self._rebuild_index()
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening ------------------------------------------------------------------------
 
@@ -115,22 +125,46 @@ class MasterLog:
                 raise RuntimeError(f"master log {self.log_directory}: segment {segment.path.name} does not "
                                    f"start at offset {expected}; the log has a gap or an overlap")
             expected = segment.end
+        if segments:
+            with pa.memory_map(str(segments[0].path)) as source:
+                stored = ipc.open_file(source).schema
+            if not stored.equals(self.schema):
+                raise RuntimeError(f"master log {self.log_directory} stores events of schema {stored.names}, "
+                                   f"but the event contract says {self.schema.names}")
         return segments
 
-    def _rebuild_dedup(self) -> None:
+    def _rebuild_index(self) -> None:
+        """Dedup index and event-time watermark from the stored segments (reopening)."""
+        time_column, id_column = self.contract.time_column, self.contract.id_column
+        if time_column is None:
+            return
         for segment in self._segments:
-            table = read_segment(segment, ["event_id", "event_time"])
-            first, second = hash_ids(table.column("event_id"))
-            times = pc.cast(table.column("event_time"), pa.int64()).to_numpy()
-            self._dedup.add(first, second, times)
+            table = read_segment(segment, [time_column] + ([id_column] if id_column else []))
+            times = pc.cast(table.column(time_column), pa.int64()).to_numpy()
+            self._advance_watermark(times, segment.end)
+            if self._dedup is not None:
+                first, second = hash_ids(table.column(id_column))
+                self._dedup.add(first, second, times)
+
+    def _advance_watermark(self, times: np.ndarray, end: int) -> None:
+        if len(times):
+            newest = int(times.max())
+            self._watermark = newest if self._watermark is None else max(self._watermark, newest)
+            self._time_marks.append((end, self._watermark))
 
     # -- reading ------------------------------------------------------------------------
 
     @property
     def max_event_time_ms(self) -> int | None:
-        """The newest event time stored (epoch ms), None for an empty log."""
-        watermark = self._dedup.watermark
-        return None if watermark == np.iinfo(np.int64).min else int(watermark)
+        """The newest event time stored (epoch ms); None for an empty log or no time column."""
+        return self._watermark
+
+    def newest_time_below(self, offset: int) -> int | None:
+        """The newest event time among the segments below ``offset`` (None when there is
+        none): exact at segment ends, as every snapshot offset is."""
+        marks = self._time_marks
+        position = bisect.bisect_right(marks, (offset, 2**63)) - 1
+        return marks[position][1] if position >= 0 else None
 
     @property
     def end_offset(self) -> int:
@@ -145,10 +179,10 @@ class MasterLog:
         return [segment for segment in segments if segment.end > begin and segment.begin < end]
 
     def read(self, begin: int = 0, end: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """Stored events with offsets in ``[begin, end)`` as one table (``LOG_SCHEMA``)."""
+        """Stored events with offsets in ``[begin, end)`` as one table (``offset`` + contract)."""
         end = self.end_offset if end is None else end
         tables = list(self.iter_tables(begin, end, columns))
-        schema = LOG_SCHEMA if columns is None else pa.schema([LOG_SCHEMA.field(c) for c in columns])
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def iter_tables(self, begin: int, end: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
@@ -164,38 +198,45 @@ class MasterLog:
     def ingest(self, batch: pa.Table | pa.RecordBatch) -> tuple[IngestAck, pa.Table]:
         """Validate, de-duplicate and durably append ``batch``.
 
-        Returns the acknowledgement and the stored rows (``LOG_SCHEMA``, with offsets),
-        which the caller may hand to the speed layer.  Raises ``ValueError`` for a batch
-        that does not have the contract's columns.
+        Returns the acknowledgement and the stored rows (with offsets), which the caller
+        may hand to the speed layer.  Raises ``ValueError`` for a batch that does not have
+        the contract's columns.
         """
-        valid, rejected = validate_events(batch)
-        first, second = hash_ids(valid.column("event_id"))
-        times = pc.cast(valid.column("event_time"), pa.int64()).to_numpy()
+        valid, rejected = split_batch(self.contract, batch)
+        time_column, id_column = self.contract.time_column, self.contract.id_column
+        times = pc.cast(valid.column(time_column), pa.int64()).to_numpy() if time_column else None
+        first = second = None
+        if self._dedup is not None:
+            first, second = hash_ids(valid.column(id_column))
         with self._lock:
-            is_duplicate = self._dedup.duplicates(first, second, times)
+            is_duplicate = (self._dedup.duplicates(first, second, times) if self._dedup is not None
+                            else np.zeros(valid.num_rows, dtype=bool))
             keep = ~is_duplicate
             stored = valid.filter(pa.array(keep)) if is_duplicate.any() else valid
             begin = self.end_offset
             end = begin + stored.num_rows
             offsets = pa.array(np.arange(begin, end, dtype=np.int64))
-            stored = stored.add_column(0, LOG_SCHEMA.field("offset"), offsets)
+            stored = stored.add_column(0, self.schema.field(OFFSET), offsets)
             letter = self._store_rejected(rejected, begin) if rejected.num_rows else None
             if stored.num_rows:
                 segment = self._write_segment(stored, begin, end)
-                self._dedup.add(first[keep], second[keep], times[keep])
+                if times is not None:
+                    self._advance_watermark(times[keep], end)
+                if self._dedup is not None:
+                    self._dedup.add(first[keep], second[keep], times[keep])
                 self._segments = self._segments + [segment]
         ack = IngestAck(begin, end, stored.num_rows, int(is_duplicate.sum()), rejected.num_rows, letter)
         return ack, stored
 
     def _store_rejected(self, rejected: pa.Table, at_offset: int) -> str:
-        reasons = pc.value_counts(rejected.column("reject_reason")).to_pylist()
+        reasons = pc.value_counts(rejected.column(REASON)).to_pylist()
         summary = ", ".join(f"{item['counts']} {item['values']}" for item in reasons)
-        return self.dead_letters.add(INGEST_STAGE, rejected.cast(REJECT_SCHEMA), f"rejected rows: {summary}",
+        return self.dead_letters.add(INGEST_STAGE, rejected, f"rejected rows: {summary}",
                                      source={"log_end_offset": at_offset}, pattern="lambda")
 
     def _write_segment(self, table: pa.Table, begin: int, end: int) -> Segment:
         final = self.log_directory / f"seg-{begin:016d}-{end:016d}.arrow"
-        write_ipc_atomically(final, table.cast(LOG_SCHEMA) if table.schema != LOG_SCHEMA else table, LOG_SCHEMA,
+        write_ipc_atomically(final, table.cast(self.schema) if table.schema != self.schema else table, self.schema,
                              self._compression)
         return Segment(begin, end, final)
 
@@ -203,7 +244,9 @@ class MasterLog:
         """Every row ever rejected by ingest, with its ``reject_reason`` (from the dead letters)."""
         letters = self.dead_letters.list(step=INGEST_STAGE, include_replayed=True)
         tables = [self.dead_letters.rows(letter_id) for letter_id in letters.column("letter_id").to_pylist()]
-        return pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
+        if tables:
+            return pa.concat_tables(tables, promote_options="permissive")
+        return pa.schema([pa.field(REASON, pa.string())]).empty_table()
 
     def close(self) -> None:
         """Release the directory lock (the log can then be opened by another process)."""

@@ -1,48 +1,56 @@
-"""The serving layer: answers queries from a consistent (batch view W, speed offset H) pair.
+"""The serving layer: answers queries from one consistent snapshot ``(W, H)`` of the shards.
 
-The serving layer owns the *snapshot*: the current batch view version ``W`` and the
-published speed high-water offset ``H`` (``H >= W``).  A query reads the snapshot once
-(under a lock), scatters it to every view shard (``engine.scatter_gather`` over shard
-actors on Ray, or a plain loop over in-process shards inline) and merges the replies;
-the answer reports ``(W, H)``: it covers exactly the log offsets below ``H``.
+It owns the snapshot: the batch view version ``W`` served and the published speed offset
+``H >= W``.  A query reads the snapshot once, scatters it to every view shard (a loop
+over in-process shards inline, ``engine.scatter_gather`` over shard actors on Ray) and
+aggregates the replies; the :class:`Answer` reports ``(W, H)``: it covers exactly the
+log offsets below ``H`` (below ``W`` for a batch-only query).
 
-Blue-green switch to a new batch view ``W'``: every shard first loads its part of the new
-view next to the old one; then the snapshot flips to ``(W', max(H, W'))`` in one
-assignment; then shards drop the old view and real-time chunks below ``W'``.  A query
-that still holds the old snapshot and reaches a shard after the drop gets a
-``StaleSnapshotError`` from it and is retried with the new snapshot, so no answer ever
-mixes the old pair and the new pair.
+Blue-green switch to a batch view ``W'``: every shard loads it next to the old one, the
+snapshot flips to ``(W', max(H, W'))`` in one assignment, then shards drop the old view.
+A query holding the old snapshot that reaches a shard after the drop gets a *stale*
+reply and is retried with the new snapshot (``RetryPolicy``), so no answer mixes them.
+
+Every shard call goes through that shard's ``CircuitBreaker``: a shard that keeps
+failing opens it, and queries then fail at once with a ``QueryFailedError`` naming the
+shard, instead of waiting out every retry; after the reset time a health probe lets a
+trial query through (half-open) and a success closes it again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import numpy as np
 
-from engine.lambda_arch.shard import StaleSnapshotError, ViewShard
-from engine.lambda_arch.views import roi_values
-from engine.errors import QueryFailedError
+from engine.common.circuit_breaker import OPEN, CircuitBreakerRegistry
+from engine.common.retry import RetryPolicy
+from engine.errors import CircuitOpenError, QueryFailedError
+from engine.lambda_arch.errors import QueryHandlerError, ShardUnavailableError, StaleSnapshotError
+from engine.lambda_arch.spec import Query, QueryContext, QueryResult
 
 
 @dataclass(frozen=True)
 class Answer:
     """A query's answer and the log offsets it covers.
 
-    ``value`` is an int (counts), or a table (top-k, ROI).  The answer equals the query
-    over the acknowledged, de-duplicated events with offsets below ``speed_offset``:
-    ``[0, batch_offset)`` from the batch view and ``[batch_offset, speed_offset)`` from
-    the real-time view (ROI: batch only, ``speed_offset == batch_offset``).
+    The answer equals the query computed over the acknowledged, de-duplicated events with
+    offsets below ``speed_offset``: ``[0, batch_offset)`` from the batch view and
+    ``[batch_offset, speed_offset)`` from the real-time view (a batch-only query has
+    ``speed_offset == batch_offset``).  ``request`` is the request the shards answered
+    (after the query's ``prepare``); ``extra`` holds details the aggregator attached.
     """
 
+    query: str
     value: Any
     batch_offset: int
     speed_offset: int
     extra: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] = field(default_factory=dict)
 
     @property
     def covers(self) -> tuple[int, int]:
@@ -50,48 +58,54 @@ class Answer:
         return (0, self.speed_offset)
 
 
-Gather = Callable[[dict[str, Any]], list[dict[str, Any]]]
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What one shard did with a query message: its reply dict, or why it gave none."""
+
+    name: str
+    reply: Mapping[str, Any] | None = None
+    failure: str | None = None
 
 
-def inline_gather(shards: Sequence[ViewShard]) -> Gather:
-    """Scatter to in-process shards in order (the inline executor)."""
-
-    def gather(request: dict[str, Any]) -> list[dict[str, Any]]:
-        return [shard.handle(request) for shard in shards]
-
-    return gather
+Gather = Callable[[dict[str, Any]], list[ShardOutcome]]
+Probe = Callable[[str], bool]
 
 
-def ray_gather(actors: Sequence[object], deadline_s: float) -> Gather:
-    """Scatter to view-shard actors with ``engine.scatter_gather`` (deadline per request).
-
-    Any missing shard makes the gather fail (an answer over part of the shards would not
-    equal the query over the offsets it reports), and the serving layer retries.
-    """
-    from engine.scatter_gather import ScatterGatherOptions
-    from engine.scatter_gather.ray_executor import RayScatterGather
-
-    options = ScatterGatherOptions(deadline_s=deadline_s, min_replies=len(actors))
-    service = RayScatterGather.from_actors(list(actors), aggregator=list, options=options)
-
-    def gather(request: dict[str, Any]) -> list[dict[str, Any]]:
-        result = service.gather(request)
-        if result.partial:
-            raise StaleSnapshotError(f"shards missing: {result.missing} {result.errors}")
-        return result.value
-
-    return gather
+def _unwrap(outcome: ShardOutcome) -> Any:
+    """A shard's reply, or the error its outcome stands for."""
+    if outcome.failure is not None or outcome.reply is None:
+        raise ShardUnavailableError(outcome.name, outcome.failure or "no reply")
+    if "stale" in outcome.reply:
+        raise StaleSnapshotError(outcome.reply["stale"])
+    if "error" in outcome.reply:
+        raise QueryHandlerError(f"{outcome.name}: {outcome.reply['error']}")
+    return outcome.reply["reply"]
 
 
 class ServingLayer:
-    """Snapshot owner and query front end over the view shards."""
+    """Snapshot owner and query front end over the view shards named ``shard_names``.
 
-    def __init__(self, gather: Gather, batch_version: int, speed_offset: int, retries: int = 20) -> None:
-        self._gather = gather
+    ``clock`` and ``sleep`` (breakers and retries) are injectable for tests.
+    """
+
+    def __init__(self, queries: Sequence[Query], shard_names: Sequence[str], gather: Gather, batch_version: int,
+                 retry: RetryPolicy, breaker_failures: int = 5, breaker_reset_s: float = 5.0,
+                 probe: Probe | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._queries = {query.name: query for query in queries}
+        self._names = list(shard_names)
+        self._retry = retry
+        self._clock = clock
+        self._sleep = sleep
+        self._breaker_settings = (breaker_failures, breaker_reset_s)
         self._lock = threading.Lock()
-        self._snapshot = (batch_version, max(speed_offset, batch_version))
-        self.retries = retries
-        self.latencies_s: list[float] = []
+        self._snapshot = (batch_version, batch_version)
+        self.latencies_s: deque[float] = deque(maxlen=10_000)
+        self.answered = 0
+        self.failed = 0
+        self.set_gather(gather, probe)
+
+    # -- the snapshot --------------------------------------------------------------------
 
     @property
     def snapshot(self) -> tuple[int, int]:
@@ -113,59 +127,93 @@ class ServingLayer:
                 raise ValueError(f"batch view {version} is older than the served view {old_version}")
             self._snapshot = (version, max(speed, version))
 
-    def set_gather(self, gather: Gather) -> None:
-        """Serve from a new set of shards (after a speed-layer rebuild)."""
-        self._gather = gather
-
-    def reset_speed(self, high_water: int) -> None:
-        """After a speed-layer rebuild: the published offset restarts at ``high_water``."""
+    def reset(self, version: int) -> None:
+        """After a speed-layer rebuild on batch view ``version``: serve ``(version, version)``."""
         with self._lock:
-            version, _ = self._snapshot
-            self._snapshot = (version, max(version, high_water))
+            self._snapshot = (version, version)
 
-    def _ask(self, request: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int]:
-        last_error: Exception | None = None
-        for attempt in range(self.retries):
-            version, speed = self._snapshot
-            try:
-                return self._gather({**request, "version": version, "speed_end": speed}), version, speed
-            except StaleSnapshotError as error:
-                last_error = error
-            except Exception as error:  # scatter-gather reports a shard's StaleSnapshotError as missing
-                if "StaleSnapshot" not in str(error) and "NotEnoughReplies" not in type(error).__name__:
-                    raise
-                last_error = error
-            time.sleep(min(0.05, 0.001 * 2 ** attempt))
-        raise QueryFailedError(f"no consistent answer after {self.retries} attempts: {last_error}")
+    def set_gather(self, gather: Gather, probe: Probe | None = None) -> None:
+        """Serve from a (new) set of shards; their breakers start closed."""
+        failures, reset_s = self._breaker_settings
+        registry = CircuitBreakerRegistry(failure_threshold=failures, reset_timeout_s=reset_s, clock=self._clock,
+                                          failure_on=(ShardUnavailableError,))
+        for name in self._names:
+            registry.get(name, (lambda shard=name: probe(shard)) if probe is not None else None)
+        self._gather = gather
+        self.breakers = registry
 
-    def ads_shown(self, first_minute: int, last_minute: int, advertiser_id: int | None, top_k: int) -> Answer:
-        """Views in the minute window, overall or for one advertiser; top-k advertisers."""
+    # -- queries -------------------------------------------------------------------------
+
+    def query(self, name: str, request: dict[str, Any], visible_event_time_ms: int = 0) -> Answer:
+        """Answer query ``name`` for ``request``; raises ``QueryFailedError`` naming the
+        shard when no consistent answer can be had."""
+        query = self._queries.get(name)
+        if query is None:
+            self.failed += 1
+            raise QueryFailedError(f"unknown query {name!r} (queries: {sorted(self._queries)})")
         started = time.perf_counter()
-        replies, version, speed = self._ask({"op": "ads_shown", "first_minute": first_minute,
-                                             "last_minute": last_minute, "advertiser_id": advertiser_id,
-                                             "top_k": top_k})
-        extra: dict[str, Any] = {}
-        if top_k:
-            tops = [reply["top"] for reply in replies if "top" in reply]
-            merged = pa.concat_tables(tops) if tops else pa.table({"advertiser_id": pa.array([], pa.int64()),
-                                                                   "views": pa.array([], pa.int64())})
-            extra["top"] = merged.sort_by([("views", "descending"), ("advertiser_id", "ascending")]).slice(0, top_k)
-        answer = Answer(sum(int(reply["views"]) for reply in replies), version, speed, extra)
+        if query.prepare is not None:
+            version, speed = self._snapshot
+            request = query.prepare(dict(request), QueryContext(visible_event_time_ms, version, speed))
+        try:
+            replies, version, speed = self._retry.call(self._attempt, query, request, sleep=self._sleep,
+                                                       clock=self._clock)
+        except (CircuitOpenError, ShardUnavailableError, StaleSnapshotError, QueryHandlerError) as error:
+            self.failed += 1
+            raise _failed(name, error) from error
+        result = query.aggregator(replies, request)
+        value, extra = (result.value, dict(result.extra)) if isinstance(result, QueryResult) else (result, {})
         self.latencies_s.append(time.perf_counter() - started)
-        return answer
+        self.answered += 1
+        return Answer(name, value, version, speed, extra, request)
 
-    def active_viewers(self, first_minute: int, last_minute: int) -> Answer:
-        """Distinct users with a view in the minute window (shards hold disjoint users)."""
-        replies, version, speed = self._ask({"op": "active_viewers", "first_minute": first_minute,
-                                             "last_minute": last_minute})
-        return Answer(sum(int(reply["users"]) for reply in replies), version, speed)
+    def _attempt(self, query: Query, request: dict[str, Any]) -> tuple[list[Any], int, int]:
+        version, speed = self._snapshot
+        if query.batch_only:
+            speed = version
+        breakers = {name: self.breakers.get(name) for name in self._names}
+        for name, breaker in breakers.items():
+            if breaker.state == OPEN:  # fail fast: the answer needs every shard
+                raise CircuitOpenError(name, breaker.retry_after_s())
+        outcomes = self._gather({"query": query.name, "version": version, "speed_end": speed, "request": request})
+        replies: list[Any] = []
+        errors: list[BaseException] = []
+        for outcome in outcomes:
+            try:
+                replies.append(breakers[outcome.name].call(_unwrap, outcome))
+            except (CircuitOpenError, ShardUnavailableError, StaleSnapshotError, QueryHandlerError) as error:
+                errors.append(error)
+        for kind in (QueryHandlerError, CircuitOpenError, ShardUnavailableError, StaleSnapshotError):
+            for error in errors:  # the most telling error first: a handler bug is never retried
+                if isinstance(error, kind):
+                    raise error
+        if len(replies) != len(self._names):
+            raise ShardUnavailableError(",".join(self._names), f"{len(replies)} replies from {len(self._names)} shards")
+        return replies, version, speed
 
-    def roi(self, advertiser_id: int | None) -> Answer:
-        """ROI from the batch view: per advertiser (``extra['table']``) and overall (value)."""
-        replies, version, _ = self._ask({"op": "roi", "advertiser_id": advertiser_id})
-        table = pa.concat_tables([reply["roi"] for reply in replies]).sort_by("advertiser_id")
-        table = table.append_column("roi", roi_values(table.column("attributed_revenue"), table.column("spend")))
-        spend = float(pc.sum(table.column("spend")).as_py() or 0.0)
-        revenue = float(pc.sum(table.column("attributed_revenue")).as_py() or 0.0)
-        value = (revenue - spend) / spend if spend != 0 else None
-        return Answer(value, version, version, {"table": table, "spend": spend, "attributed_revenue": revenue})
+    def metrics(self) -> dict[str, Any]:
+        """Query counts, latency percentiles and the breakers' states."""
+        latencies = list(self.latencies_s)
+        return {"answered": self.answered, "failed": self.failed, "breakers": self.breakers.states(),
+                "latency_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+                "latency_p99_s": float(np.percentile(latencies, 99)) if latencies else None}
+
+
+def _failed(name: str, error: BaseException) -> QueryFailedError:
+    attempts = getattr(error, "retry_attempts", 1)
+    if isinstance(error, CircuitOpenError):
+        text = (f"query {name!r}: view shard {error.breaker} is unavailable (its circuit breaker is open; "
+                f"next trial in {error.retry_after_s:.1f}s)")
+        shards = [error.breaker]
+    elif isinstance(error, ShardUnavailableError):
+        text = f"query {name!r} failed after {attempts} attempt(s): {error}"
+        shards = error.shard.split(",")
+    elif isinstance(error, QueryHandlerError):
+        text = f"query {name!r} failed on {error}"
+        shards = [str(error).split(":", 1)[0]]
+    else:
+        text = f"query {name!r}: no consistent snapshot after {attempts} attempt(s): {error}"
+        shards = []
+    failure = QueryFailedError(text)
+    failure.shards = shards  # type: ignore[attr-defined]
+    return failure

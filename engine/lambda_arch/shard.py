@@ -1,208 +1,223 @@
-"""One view shard: its partition of a batch view and of the real-time view, and queries.
+"""One serving shard: its part of every view, batch and real-time, and its query handler.
 
-A shard owns the advertisers with ``hash(advertiser_id) mod S == index`` (view counts,
-spend, ROI) and the users with ``hash(user_id) mod S == index`` (distinct viewers), so
-per-shard answers add up without double counting.  It holds:
+A shard holds, for the rows whose ``shard_by`` hash picks it:
 
-- batch views by version ``W`` (the first offset *not* covered); two versions exist
-  during a blue-green switch, the older is dropped once no snapshot uses it;
-- real-time *chunks*, one per ingest batch ``[begin, end)`` applied in log order.
+- batch views by version ``W`` (the first log offset *not* covered); two versions exist
+  during a blue-green switch, the older is dropped once the switch is done;
+- real-time *chunks*: the partials of log offsets ``[begin, end)``, one per ingest batch
+  as it is applied (in log order), merged size-tiered like a binary counter
+  (``compact=True``) so a shard holds O(log n) chunks whatever the number of batches.
 
-A query names a snapshot ``(W, H)``: it is answered from batch view ``W`` plus the chunks
-with ``W <= begin`` and ``end <= H`` -- exactly the events with offsets below ``H``.
-A shard that cannot answer a snapshot (view version gone, chunks not applied yet)
-raises :class:`StaleSnapshotError` and the serving layer retries with a fresh snapshot.
-The class is plain Python; the Ray executor wraps it in an actor.
+A query names a snapshot ``(W, H)``; it is answered from batch view ``W`` plus chunks
+that tile ``[W, H)`` exactly -- the events with offsets below ``H``, each once.  A shard
+that cannot (view ``W`` gone, chunks not applied yet, or merged across ``H``) replies
+*stale* and the serving layer retries with a fresh snapshot.
+
+Two rules keep merged chunks answerable.  Chunks are merged only *before* a new one is
+appended, when every held chunk is published (the speed layer publishes a batch on all
+shards before it sends the next).  And a ``pin(W')`` -- sent when a batch recomputation
+up to ``W'`` starts -- keeps ``W'`` a chunk boundary, so switching to ``W'`` drops whole
+chunks.  Plain Python (thread-safe); the Ray executor wraps it in an actor.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from engine.lambda_arch.views import COUNTS_SCHEMA, DISTINCT_USERS, VIEWERS_SCHEMA, VIEWS_BY_ADVERTISER, in_window
+from engine.common.bad_records import describe_error
+from engine.lambda_arch.errors import StaleSnapshotError
+from engine.lambda_arch.spec import Query, View
 
-_CHUNK_COLUMNS = [("chunk_begin", pa.int64()), ("chunk_end", pa.int64())]
-SPEED_COUNTS_SCHEMA = pa.schema(_CHUNK_COLUMNS + list(COUNTS_SCHEMA))
-SPEED_VIEWERS_SCHEMA = pa.schema(_CHUNK_COLUMNS + list(VIEWERS_SCHEMA))
-SHARD_ROI_SCHEMA = pa.schema([("advertiser_id", pa.int64()), ("spend", pa.float64()),
-                              ("attributed_revenue", pa.float64())])
-_COMPACT_EVERY = 16
+Where = Callable[[pa.Table], Any]  # table -> boolean mask of the rows wanted
 
 
-class StaleSnapshotError(RuntimeError):
-    """The shard no longer (or not yet) holds the state of the requested snapshot."""
+def decode_rows(payload: bytes | pa.Table) -> pa.Table:
+    """A table sent as Arrow IPC stream bytes (tables pass through unchanged)."""
+    if isinstance(payload, pa.Table):
+        return payload
+    return pa.ipc.open_stream(payload).read_all()
+
+
+@dataclass
+class Chunk:
+    """Partials of log offsets ``[begin, end)`` per view; ``weight``: batches merged in."""
+
+    begin: int
+    end: int
+    weight: int
+    tables: dict[str, pa.Table] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class BatchPartition:
-    """This shard's part of one batch view."""
+class ShardSnapshot:
+    """One shard's part of the views a query reads, at snapshot ``(batch_offset, speed_offset)``.
 
-    version: int
-    counts: pa.Table     # COUNTS_SCHEMA, advertisers of this shard
-    viewers: pa.Table    # VIEWERS_SCHEMA, users of this shard
-    roi: pa.Table        # SHARD_ROI_SCHEMA, advertisers of this shard
+    ``batch(view)`` is the batch part (partials; finalized rows for a batch-only view),
+    ``speed(view)`` the real-time partials of ``[batch_offset, speed_offset)``.
+    """
 
+    shard: int
+    shards: int
+    batch_offset: int
+    speed_offset: int
+    views: Mapping[str, View]
+    batch_tables: Mapping[str, pa.Table]
+    speed_tables: Mapping[str, tuple[pa.Table, ...]]
 
-def empty_partition(version: int = 0) -> BatchPartition:
-    """The batch view of an empty log prefix."""
-    return BatchPartition(version, COUNTS_SCHEMA.empty_table(), VIEWERS_SCHEMA.empty_table(),
-                          SHARD_ROI_SCHEMA.empty_table())
+    def _view(self, name: str) -> View:
+        if name not in self.views:
+            raise KeyError(f"view {name!r} is not among the views this query declares ({sorted(self.views)})")
+        return self.views[name]
+
+    def batch(self, name: str) -> pa.Table:
+        """The batch part of view ``name`` on this shard."""
+        self._view(name)
+        return self.batch_tables[name]
+
+    def speed(self, name: str) -> list[pa.Table]:
+        """The real-time partial tables of view ``name`` on this shard."""
+        self._view(name)
+        return list(self.speed_tables.get(name, ()))
+
+    def parts(self, name: str, where: Where | None = None) -> list[pa.Table]:
+        """Batch part then real-time parts of view ``name``, each filtered by ``where``."""
+        parts = [self.batch(name)] + self.speed(name)
+        return [part.filter(where(part)) for part in parts] if where is not None else parts
+
+    def table(self, name: str, where: Where | None = None) -> pa.Table:
+        """View ``name`` on this shard: the parts merged and finalized by its combiner
+        (a batch-only view's batch part as stored)."""
+        view = self._view(name)
+        parts = self.parts(name, where)
+        if view.batch_only:
+            return parts[0]
+        return view.combine.finalize(parts)
 
 
 class ViewShard:
-    """Batch and real-time view partitions of one shard (thread-safe)."""
+    """Batch and real-time view partitions of shard ``index`` (of ``shards``)."""
 
-    def __init__(self, index: int, speed_start: int = 0) -> None:
+    def __init__(self, index: int, shards: int, views: Sequence[View], queries: Sequence[Query],
+                 speed_start: int = 0, compact: bool = True) -> None:
         self.index = index
+        self.shards = shards
+        self.compact = compact
+        self._views = {view.name: view for view in views}
+        self._queries = {query.name: query for query in queries}
         self._lock = threading.Lock()
-        self._batch: dict[int, BatchPartition] = {0: empty_partition(0)}
+        self._batch: dict[int, dict[str, pa.Table]] = {}
+        self._chunks: list[Chunk] = []
         self._applied_end = speed_start
-        self._speed_counts = SPEED_COUNTS_SCHEMA.empty_table()
-        self._speed_viewers = SPEED_VIEWERS_SCHEMA.empty_table()
-        self._appends = 0
-        self._speed_floor = speed_start  # every held chunk begins at or after this offset
+        self._pins: set[int] = set()
+        self._floor = 0  # the batch view switched to last: chunks below it are never needed again
 
     # -- updates ------------------------------------------------------------------------
 
-    def load_batch(self, partition: BatchPartition) -> int:
-        """Hold a new batch view version (the green one) next to the current one."""
+    def load_batch(self, version: int, tables: Mapping[str, pa.Table | bytes]) -> int:
+        """Hold batch view ``version`` (the green one) next to the current one."""
+        decoded = {name: decode_rows(table) for name, table in tables.items()}
         with self._lock:
-            self._batch[partition.version] = partition
-        return partition.version
+            self._batch[version] = decoded
+        return version
 
-    def apply(self, begin: int, end: int, counts: pa.Table, viewers: pa.Table) -> int:
-        """Apply the real-time delta of log offsets ``[begin, end)``; returns the applied end.
+    def apply(self, begin: int, end: int, parts: Mapping[str, pa.Table | bytes]) -> int:
+        """Apply the real-time partials of log offsets ``[begin, end)``; returns the applied end.
 
-        Deltas must come in log order; a delta already applied (``end <= applied end``) is
-        ignored, so re-delivery after a retry is harmless.
+        Batches must come in log order; one already applied (``end <=`` applied end) is
+        ignored, so re-delivery is harmless.
         """
+        tables = {name: decode_rows(rows) for name, rows in parts.items()}
         with self._lock:
             if end <= self._applied_end:
                 return self._applied_end
             if begin != self._applied_end:
-                raise ValueError(f"shard {self.index}: delta [{begin}, {end}) does not follow applied "
+                raise ValueError(f"shard {self.index}: batch [{begin}, {end}) does not follow applied "
                                  f"offset {self._applied_end}")
-            self._speed_counts = self._append(self._speed_counts, counts, begin, end)
-            self._speed_viewers = self._append(self._speed_viewers, viewers, begin, end)
-            self._appends += 1
-            if self._appends % _COMPACT_EVERY == 0:
-                self._speed_counts = self._speed_counts.combine_chunks()
-                self._speed_viewers = self._speed_viewers.combine_chunks()
             self._applied_end = end
+            if end <= self._floor:  # a lagging speed layer delivering what the batch view covers
+                return end
+            if self.compact:
+                self._merge_published_chunks()
+            self._chunks.append(Chunk(begin, end, 1, {name: t for name, t in tables.items() if t.num_rows}))
             return end
 
-    @staticmethod
-    def _append(table: pa.Table, delta: pa.Table, begin: int, end: int) -> pa.Table:
-        if delta.num_rows == 0:
-            return table
-        rows = delta.num_rows
-        delta = delta.add_column(0, "chunk_end", pa.repeat(pa.scalar(end, pa.int64()), rows))
-        delta = delta.add_column(0, "chunk_begin", pa.repeat(pa.scalar(begin, pa.int64()), rows))
-        return pa.concat_tables([table, delta.select(table.column_names).cast(table.schema)])
+    def _merge_published_chunks(self) -> None:
+        chunks = self._chunks
+        while len(chunks) >= 2 and chunks[-2].weight <= chunks[-1].weight and chunks[-2].end not in self._pins:
+            newer, older = chunks.pop(), chunks.pop()
+            merged = dict(older.tables)
+            for name, table in newer.tables.items():
+                merged[name] = (self._views[name].combine.merge_partials([merged[name], table])
+                                if name in merged else table)
+            chunks.append(Chunk(older.begin, newer.end, older.weight + newer.weight, merged))
+
+    def pin(self, offset: int) -> None:
+        """Keep ``offset`` a chunk boundary (a batch view up to it is being computed)."""
+        with self._lock:
+            if any(chunk.begin < offset < chunk.end for chunk in self._chunks):
+                raise ValueError(f"shard {self.index}: offset {offset} is inside a real-time chunk already")
+            self._pins.add(offset)
 
     def drop_below(self, version: int) -> None:
         """After the switch to batch view ``version``: forget older views and chunks below it."""
         with self._lock:
-            self._batch = {v: p for v, p in self._batch.items() if v >= version}
-            keep = pc.greater_equal(self._speed_counts.column("chunk_begin"), version)
-            self._speed_counts = self._speed_counts.filter(keep).combine_chunks()
-            keep = pc.greater_equal(self._speed_viewers.column("chunk_begin"), version)
-            self._speed_viewers = self._speed_viewers.filter(keep).combine_chunks()
-            self._speed_floor = max(self._speed_floor, version)
-
-    def reset_speed(self, start: int) -> None:
-        """Forget all real-time state; deltas are applied again from offset ``start``."""
-        with self._lock:
-            self._applied_end = start
-            self._speed_floor = start
-            self._speed_counts = SPEED_COUNTS_SCHEMA.empty_table()
-            self._speed_viewers = SPEED_VIEWERS_SCHEMA.empty_table()
+            if any(chunk.begin < version < chunk.end for chunk in self._chunks):
+                raise RuntimeError(f"shard {self.index}: real-time chunk straddles batch view {version} "
+                                   f"(it was not pinned)")
+            self._batch = {v: tables for v, tables in self._batch.items() if v >= version}
+            self._chunks = [chunk for chunk in self._chunks if chunk.begin >= version]
+            self._pins = {pin for pin in self._pins if pin > version}
+            self._floor = max(self._floor, version)
 
     def status(self) -> dict[str, Any]:
-        """Applied real-time offset, held batch versions and row counts."""
+        """Applied real-time offset, held batch versions, chunks and their rows."""
         with self._lock:
             return {"index": self.index, "applied_end": self._applied_end, "versions": sorted(self._batch),
-                    "speed_count_rows": self._speed_counts.num_rows,
-                    "speed_viewer_rows": self._speed_viewers.num_rows}
+                    "chunks": [(chunk.begin, chunk.end) for chunk in self._chunks],
+                    "speed_rows": sum(t.num_rows for chunk in self._chunks for t in chunk.tables.values())}
 
     # -- queries ------------------------------------------------------------------------
 
-    def _snapshot(self, request: dict[str, Any], table: str) -> tuple[BatchPartition, pa.Table]:
-        """The batch partition of the requested version and the real-time ``table``
-        ("counts" or "viewers") restricted to chunks inside ``[version, speed_end)``."""
-        version, speed_end = int(request["version"]), int(request["speed_end"])
+    def snapshot(self, version: int, speed_end: int, views: Sequence[str]) -> ShardSnapshot:
+        """The named views at snapshot ``(version, speed_end)``; raises ``StaleSnapshotError``
+        when this shard cannot give exactly that snapshot."""
         with self._lock:
-            partition = self._batch.get(version)
-            if partition is None:
+            batch = self._batch.get(version)
+            if batch is None:
                 raise StaleSnapshotError(f"shard {self.index} holds batch views {sorted(self._batch)}, not {version}")
             if self._applied_end < speed_end:
                 raise StaleSnapshotError(f"shard {self.index} applied offsets up to {self._applied_end} < {speed_end}")
-            speed = self._speed_counts if table == "counts" else self._speed_viewers
-            # Filtering by chunk is only needed when the snapshot excludes some held chunks.
-            exact = self._speed_floor >= version and self._applied_end <= speed_end
-        return partition, speed if exact else _chunks_within(speed, version, speed_end)
+            chunks = [chunk for chunk in self._chunks if chunk.begin >= version and chunk.end <= speed_end]
+        covered = version
+        for chunk in chunks:
+            if chunk.begin != covered:
+                break
+            covered = chunk.end
+        if covered != speed_end:
+            raise StaleSnapshotError(f"shard {self.index}: real-time chunks do not tile [{version}, {speed_end})")
+        selected = {name: self._views[name] for name in views}
+        speed = {name: tuple(chunk.tables[name] for chunk in chunks if name in chunk.tables) for name in selected}
+        return ShardSnapshot(self.index, self.shards, version, speed_end, selected,
+                             {name: batch[name] for name in selected}, speed)
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one query over snapshot ``(request['version'], request['speed_end'])``."""
-        operation = request.get("op")
-        if operation == "ads_shown":
-            return self._ads_shown(request)
-        if operation == "active_viewers":
-            return self._active_viewers(request)
-        if operation == "roi":
-            return self._roi(request)
-        if operation == "status":
-            return self.status()
-        raise ValueError(f"unknown view-shard request op {operation!r}")
+    def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer one query message (``query``, ``version``, ``speed_end``, ``request``).
 
-    def _ads_shown(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, speed_counts = self._snapshot(request, "counts")
-        first, last = int(request["first_minute"]), int(request["last_minute"])
-        advertiser = request.get("advertiser_id")
-        parts = []
-        for table in (partition.counts, speed_counts):
-            mask = in_window(table.column("minute"), first, last)
-            if advertiser is not None:
-                mask = pc.and_(mask, pc.equal(table.column("advertiser_id"), int(advertiser)))
-            parts.append(table.filter(mask).select(["advertiser_id", "views"]))
-        views = sum(int(pc.sum(part.column("views")).as_py() or 0) for part in parts)
-        reply: dict[str, Any] = {"views": views}
-        top_k = int(request.get("top_k") or 0)
-        if top_k:
-            accumulator = VIEWS_BY_ADVERTISER.create()
-            for part in parts:  # batch part, then real-time part: one combine contract
-                accumulator = VIEWS_BY_ADVERTISER.add(accumulator, part)
-            grouped = VIEWS_BY_ADVERTISER.finalize(accumulator)
-            grouped = grouped.filter(pc.greater(grouped.column("views"), 0))
-            reply["top"] = grouped.sort_by([("views", "descending"), ("advertiser_id", "ascending")]).slice(0, top_k)
-        return reply
-
-    def _active_viewers(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, speed_viewers = self._snapshot(request, "viewers")
-        first, last = int(request["first_minute"]), int(request["last_minute"])
-        accumulator = DISTINCT_USERS.create()
-        for table in (partition.viewers, speed_viewers):
-            accumulator = DISTINCT_USERS.add(accumulator, table.filter(in_window(table.column("minute"), first, last)))
-        return {"users": DISTINCT_USERS.finalize(accumulator).num_rows}
-
-    def _roi(self, request: dict[str, Any]) -> dict[str, Any]:
-        partition, _ = self._snapshot({"version": request["version"], "speed_end": 0}, "counts")
-        table = partition.roi
-        advertiser = request.get("advertiser_id")
-        if advertiser is not None:
-            table = table.filter(pc.equal(table.column("advertiser_id"), int(advertiser)))
-        return {"roi": table}
-
-
-def _chunks_within(table: pa.Table, version: int, speed_end: int) -> pa.Table:
-    """Rows of real-time chunks inside ``[version, speed_end)``."""
-    if table.num_rows == 0:
-        return table
-    mask = pc.and_(pc.greater_equal(table.column("chunk_begin"), version),
-                   pc.less_equal(table.column("chunk_end"), speed_end))
-    return table.filter(mask)
+        Returns ``{"reply": ...}``, ``{"stale": reason}`` or ``{"error": one line}`` (the
+        handler raised): a shard that answers at all is healthy.
+        """
+        query = self._queries.get(message.get("query"))  # type: ignore[arg-type]
+        if query is None:
+            return {"error": f"unknown query {message.get('query')!r} (queries: {sorted(self._queries)})"}
+        try:
+            snapshot = self.snapshot(int(message["version"]), int(message["speed_end"]), query.views)
+        except StaleSnapshotError as error:
+            return {"stale": str(error)}
+        try:
+            return {"reply": query.handler(snapshot, dict(message.get("request") or {}))}
+        except Exception as error:  # reported to the caller, not retried
+            return {"error": describe_error(error).one_line()}

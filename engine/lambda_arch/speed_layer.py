@@ -1,16 +1,16 @@
 """The speed layer: a pipeline from the log's live feed to the real-time view shards.
 
-Each acknowledged ingest batch (stored rows with offsets) is pushed, in log order, to a
-``LiveFeed``.  One pipeline stage, :class:`SpeedDelta`, turns the batch into its
-real-time delta (views and spend per advertiser-minute, distinct viewer pairs), tagged
-with the batch's offset range and each row's shard; the pipeline delivers deltas in log
-order (``ordered=True``) to a callback sink, :class:`DeltaApplier`, which applies each
-shard's part to that shard and then *publishes* the new high-water offset ``H``.  A query
-uses only published offsets, so it never sees a delta applied to some shards and not
-to others.
+Each acknowledged ingest batch (stored rows with offsets) is pushed, in log order, into a
+``LiveFeed``.  One pipeline stage, :class:`SpeedStage`, turns it into its real-time delta:
+per view (batch-only views excepted) the partials ``combine.to_partial(map(events))``,
+split by the view's shard key and encoded as Arrow IPC, one row per (view, shard).
+The pipeline delivers deltas in log order (``ordered=True``) to a callback sink,
+:class:`DeltaApplier`, which applies each shard's part to that shard and then
+*publishes* the batch's end offset ``H``: a query uses only published offsets, so it
+never sees a batch applied to some shards and not to others.
 
-``InlineSpeedLayer`` runs the same stage function and applier synchronously, without
-Ray (the oracle executor); ``PipelineSpeedLayer`` runs them as a pipeline on Ray.
+``InlineSpeedLayer`` applies the same stage function synchronously (the inline
+executor); ``PipelineSpeedLayer`` runs it as ``engine.run(Pipeline(...), "ray")``.
 """
 
 from __future__ import annotations
@@ -26,75 +26,76 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.hashing import partition_ids
-from engine.lambda_arch.views import COUNTS_SCHEMA, VIEWERS_SCHEMA, count_partials, viewer_partials
+from engine.common.bad_records import describe_error
+from engine.common.hashing import hash_partition
+from engine.lambda_arch.errors import SpeedLayerDown, SpeedLayerError
+from engine.lambda_arch.spec import View
 
-DELTA_SCHEMA = pa.schema([
-    ("kind", pa.int8()),            # 0: offset marker, 1: counts row, 2: viewer row
-    ("shard", pa.int32()),
-    ("batch_begin", pa.int64()),
-    ("batch_end", pa.int64()),
-    ("advertiser_id", pa.int64()),
-    ("minute", pa.int64()),
-    ("user_id", pa.int64()),
-    ("views", pa.int64()),
-    ("spend", pa.float64()),
-])
-MARKER, COUNTS_ROW, VIEWER_ROW = 0, 1, 2
+STAGE_ID = "speed-delta"
+DELTA_SCHEMA = pa.schema([("view", pa.string()), ("shard", pa.int32()), ("begin", pa.int64()), ("end", pa.int64()),
+                          ("rows", pa.binary()), ("error", pa.string())])
+
+
+def encode_rows(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes (decoded by ``shard.decode_rows``)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def view_input(view: View, events: pa.Table) -> pa.Table:
+    """The event columns ``view.map`` reads (the same in the batch and the speed layer)."""
+    return events.select(list(view.columns)) if view.columns is not None else events
+
+
+def speed_partials(view: View, events: pa.Table) -> pa.Table:
+    """The real-time partials of one view for a batch of stored events."""
+    return view.combine.to_partial(view.map(view_input(view, events)))
 
 
 @dataclass(frozen=True)
-class SpeedDelta:
+class SpeedStage:
     """Pipeline filter: stored events (with ``offset``) -> one delta table (``DELTA_SCHEMA``).
 
-    Always returns at least the marker row, so every batch reaches the sink and advances
-    the high-water offset even when it holds no views.
+    Always returns the marker row (``view`` empty), so every batch reaches the sink and
+    advances ``H``.  A view function that raises gives an ``error`` row instead (the
+    batch is not split into bad rows: the rows are valid events, the view is at fault).
     """
 
+    views: tuple[View, ...]
     shards: int
 
     def __call__(self, events: pa.Table) -> pa.Table:
         offsets = events.column("offset")
-        begin = int(pc.min(offsets).as_py())
-        end = int(pc.max(offsets).as_py()) + 1
-        counts = count_partials(events)
-        viewers = viewer_partials(events)
-        marker = _rows(MARKER, np.zeros(1, np.int32), begin, end, {})
-        count_rows = _rows(COUNTS_ROW, partition_ids(counts, ["advertiser_id"], self.shards).astype(np.int32),
-                           begin, end, {name: counts.column(name) for name in COUNTS_SCHEMA.names})
-        viewer_rows = _rows(VIEWER_ROW, partition_ids(viewers, ["user_id"], self.shards).astype(np.int32),
-                            begin, end, {name: viewers.column(name) for name in VIEWERS_SCHEMA.names})
-        return pa.concat_tables([marker, count_rows, viewer_rows])
+        begin, end = int(pc.min(offsets).as_py()), int(pc.max(offsets).as_py()) + 1
+        entries: list[tuple[str, int, bytes | None, str | None]] = [("", -1, None, None)]  # the marker
+        for view in self.views:
+            try:
+                parts = hash_partition(speed_partials(view, events), list(view.shard_by), self.shards)
+            except Exception as error:
+                entries.append((view.name, -1, None, describe_error(error).one_line()))
+                continue
+            entries += [(view.name, shard, encode_rows(part), None) for shard, part in enumerate(parts) if part.num_rows]
+        views, shards, payloads, errors = zip(*entries)
+        count = len(entries)
+        return pa.table({"view": list(views), "shard": pa.array(shards, pa.int32()),
+                         "begin": pa.repeat(pa.scalar(begin, pa.int64()), count),
+                         "end": pa.repeat(pa.scalar(end, pa.int64()), count),
+                         "rows": pa.array(payloads, pa.binary()), "error": list(errors)}, schema=DELTA_SCHEMA)
 
 
-def _rows(kind: int, shard: np.ndarray, begin: int, end: int, columns: dict[str, pa.ChunkedArray]) -> pa.Table:
-    count = len(shard)
-    data = {"kind": pa.repeat(pa.scalar(kind, pa.int8()), count), "shard": pa.array(shard, pa.int32()),
-            "batch_begin": pa.repeat(pa.scalar(begin, pa.int64()), count),
-            "batch_end": pa.repeat(pa.scalar(end, pa.int64()), count)}
-    for field in DELTA_SCHEMA:
-        if field.name not in data:
-            data[field.name] = columns.get(field.name, pa.nulls(count, field.type))
-    return pa.table(data, schema=DELTA_SCHEMA)
-
-
-def split_delta(delta: pa.Table, shards: int) -> tuple[int, int, list[tuple[pa.Table, pa.Table]]]:
-    """(begin, end, per shard (counts, viewers)) of one delta table."""
-    begin = int(delta.column("batch_begin")[0].as_py())
-    end = int(delta.column("batch_end")[0].as_py())
-    kind = delta.column("kind").to_numpy()
-    shard = delta.column("shard").to_numpy()
-    parts = []
-    for index in range(shards):
-        mine = shard == index
-        counts = delta.filter(pa.array(mine & (kind == COUNTS_ROW))).select(COUNTS_SCHEMA.names)
-        viewers = delta.filter(pa.array(mine & (kind == VIEWER_ROW))).select(VIEWERS_SCHEMA.names)
-        parts.append((counts, viewers))
+def split_delta(delta: pa.Table, shards: int) -> tuple[int, int, list[dict[str, bytes]]]:
+    """(begin, end, per shard {view: IPC rows}) of one delta; raises ``SpeedLayerError``
+    for a delta that carries a view's error."""
+    begin, end = int(delta.column("begin")[0].as_py()), int(delta.column("end")[0].as_py())
+    parts: list[dict[str, bytes]] = [{} for _ in range(shards)]
+    for row in delta.select(["view", "shard", "rows", "error"]).to_pylist():  # one row per (view, shard)
+        if row["error"] is not None:
+            raise SpeedLayerError(f"view {row['view']!r} failed on log offsets [{begin}, {end}): {row['error']}")
+        if row["shard"] >= 0:
+            parts[row["shard"]][row["view"]] = row["rows"]
     return begin, end, parts
-
-
-class SpeedLayerDown(RuntimeError):
-    """The speed layer cannot take batches any more; rebuild it from the log."""
 
 
 class Freshness:
@@ -105,7 +106,6 @@ class Freshness:
         self._pending: deque[tuple[int, float]] = deque()
         self.latencies_s: deque[float] = deque(maxlen=keep)
         self.visible_events = 0
-        self.started = time.perf_counter()
 
     def acked(self, end_offset: int) -> None:
         """An ingest covering offsets below ``end_offset`` was acknowledged now."""
@@ -127,22 +127,30 @@ class Freshness:
         return float(np.percentile(values, q)) if values else None
 
 
+ApplyToShards = Callable[[int, int, Sequence[dict[str, bytes]]], None]
+
+
 class DeltaApplier:
     """Callback sink: applies each delta to the shards, then publishes its end offset.
 
-    ``apply_to_shards(begin, end, parts)`` performs the shard updates (in-process calls or
-    Ray actor calls) and returns when every shard has applied them.
+    ``apply_to_shards(begin, end, parts)`` performs the shard updates and returns when
+    every shard has applied them.  A view error is remembered in ``error`` and raised.
     """
 
-    def __init__(self, shards: int, apply_to_shards: Callable[[int, int, Sequence[tuple[pa.Table, pa.Table]]], None],
-                 publish: Callable[[int], None], freshness: Freshness) -> None:
+    def __init__(self, shards: int, apply_to_shards: ApplyToShards, publish: Callable[[int], None],
+                 freshness: Freshness) -> None:
         self.shards = shards
         self.apply_to_shards = apply_to_shards
         self.publish = publish
         self.freshness = freshness
+        self.error: SpeedLayerError | None = None
 
     def __call__(self, delta: pa.Table) -> None:
-        begin, end, parts = split_delta(delta, self.shards)
+        try:
+            begin, end, parts = split_delta(delta, self.shards)
+        except SpeedLayerError as error:
+            self.error = error
+            raise
         self.apply_to_shards(begin, end, parts)
         self.publish(end)
         self.freshness.published(end, end - begin)
@@ -151,16 +159,21 @@ class DeltaApplier:
 class InlineSpeedLayer:
     """The speed layer run synchronously in this process: ``push`` applies at once."""
 
-    def __init__(self, stage: SpeedDelta, applier: DeltaApplier) -> None:
+    def __init__(self, stage: SpeedStage, applier: DeltaApplier) -> None:
         self.stage = stage
         self.applier = applier
 
     def push(self, stored: pa.Table) -> None:
-        """Apply one acknowledged batch (never empty) to the real-time view now."""
+        """Apply one acknowledged batch (never empty) to the real-time views now."""
         self.applier(self.stage(stored))
 
-    def drain(self, timeout_s: float = 0.0) -> None:
-        """Nothing is ever in flight inline."""
+    def running(self) -> bool:
+        """Always: nothing runs in the background inline."""
+        return True
+
+    def replica_actors(self) -> list[object]:
+        """No actors inline."""
+        return []
 
     def close(self, abandon: bool = False) -> None:
         """Nothing to stop."""
@@ -169,23 +182,18 @@ class InlineSpeedLayer:
 class PipelineSpeedLayer:
     """The speed layer as an ``engine.pipeline`` pipeline on Ray (live feed -> stage -> sink)."""
 
-    def __init__(self, stage: SpeedDelta, applier: DeltaApplier, replicas: int = 1, feed_capacity: int = 8) -> None:
+    def __init__(self, stage: SpeedStage, applier: DeltaApplier, replicas: int = 1, feed_capacity: int = 8) -> None:
         from engine.io.sinks import CallbackSink
         from engine.io.sources import LiveFeed
         from engine.pipeline.spec import Pipeline, PipelineOptions, Stage
+        from engine.runtime.run import run
 
         self.applier = applier
         self.feed = LiveFeed(capacity=feed_capacity)
-        self.pipeline = Pipeline(
-            source=self.feed,
-            stages=(Stage(id="speed-delta", fn=stage, replicas=replicas, pipe_capacity=feed_capacity),),
-            sink=CallbackSink(applier),
-            options=PipelineOptions(ordered=True),
-        )
-        from engine.runtime.run import run
-
-        self.handle = run(self.pipeline, "ray")
-        self._pushed_end = 0
+        pipeline = Pipeline(source=self.feed,
+                            stages=(Stage(id=STAGE_ID, fn=stage, replicas=replicas, pipe_capacity=feed_capacity),),
+                            sink=CallbackSink(applier), options=PipelineOptions(ordered=True))
+        self.handle = run(pipeline, "ray")
 
     def push(self, stored: pa.Table) -> None:
         """Hand one acknowledged batch to the pipeline (blocks while the feed is full).
@@ -202,8 +210,13 @@ class PipelineSpeedLayer:
             except queue.Full:
                 continue
 
-    def drain(self, timeout_s: float = 30.0) -> None:
-        """Not used: callers wait on the published offset instead."""
+    def running(self) -> bool:
+        """False once the pipeline has stopped."""
+        return not self.handle.done()
+
+    def replica_actors(self) -> list[object]:
+        """The stage's live replica actors (for inspection and fault injection)."""
+        return self.handle.replica_actors(STAGE_ID)
 
     def close(self, abandon: bool = False) -> None:
         """End the feed and wait for the pipeline to deliver what it holds; ``abandon``

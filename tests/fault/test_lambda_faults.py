@@ -1,7 +1,8 @@
 """Lambda faults: a view shard dies, a speed-layer replica dies, the whole driver dies.
 
 Each test runs its own Ray cluster and checks every answer against the oracle after the
-fault, so nothing acknowledged is lost or counted twice.
+fault, so nothing acknowledged is lost or counted twice.  While a shard is dead, queries
+fail with a ``QueryFailedError`` naming it, and fail fast once its circuit breaker opens.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 import ray
 
 from datasets.adevents import AdEventSpec, generate_events
-from engine.lambda_arch import AdEventOracle, LambdaArchitecture, LambdaOptions
-from engine.lambda_arch.testing import check_answers
+from engine.errors import QueryFailedError
+from engine.lambda_arch import LambdaOptions
+from jobs.adtech import AdEventOracle, AdTech
+from jobs.adtech.testing import check_answers
 
 pytestmark = pytest.mark.fault
 
@@ -48,7 +51,7 @@ def test_a_dead_view_shard_is_rebuilt_from_the_log(isolated_ray: None, tmp_path:
     _connect()
     events = generate_events(_SPEC)
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
+    with AdTech.start(tmp_path, "ray", LambdaOptions(batch_executor="inline", shards=2)) as lam:
         for start in range(0, 4_000, 1_000):
             lam.ingest(events.slice(start, 1_000))
             oracle.ingest(events.slice(start, 1_000))
@@ -56,16 +59,22 @@ def test_a_dead_view_shard_is_rebuilt_from_the_log(isolated_ray: None, tmp_path:
         lam.ingest(events.slice(4_000, 1_000))
         oracle.ingest(events.slice(4_000, 1_000))
         lam.wait_visible()
-        ray.kill(lam._shards[1])  # crash: the real-time state of shard 1 is gone
-        _wait_dead(lam._shards[1])
+        ray.kill(lam.shard_actors()[1])  # crash: the real-time state of shard 1 is gone
+        _wait_dead(lam.shard_actors()[1])
         assert not lam.speed_layer_healthy()
+        with pytest.raises(QueryFailedError, match="shard-1") as failure:
+            lam.ads_shown(hours=24)
+        assert failure.value.shards == ["shard-1"]
+        assert lam.metrics()["queries"]["breakers"] == {"shard-0": "closed", "shard-1": "open"}
+        with pytest.raises(QueryFailedError, match="shard-1 is unavailable .*circuit breaker is open"):
+            lam.active_viewers(minutes=5)  # fails fast now
         assert lam.heal()
         lam.ingest(events.slice(5_000, 500))
         oracle.ingest(events.slice(5_000, 500))
         lam.wait_visible()
         check_answers(lam, oracle)
-        ray.kill(lam._shards[0])  # crash again: this time ingest notices and rebuilds by itself
-        _wait_dead(lam._shards[0])
+        ray.kill(lam.shard_actors()[0])  # crash again: this time ingest notices and rebuilds by itself
+        _wait_dead(lam.shard_actors()[0])
         for start in range(5_500, 6_000, 100):
             lam.ingest(events.slice(start, 100))
             oracle.ingest(events.slice(start, 100))
@@ -79,12 +88,12 @@ def test_a_dead_speed_replica_is_replaced_without_loss(isolated_ray: None, tmp_p
     _connect()
     events = generate_events(_SPEC)
     oracle = AdEventOracle()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
+    with AdTech.start(tmp_path, "ray", LambdaOptions(batch_executor="inline", shards=2)) as lam:
         for number, start in enumerate(range(0, events.num_rows, 500)):
             lam.ingest(events.slice(start, 500))
             oracle.ingest(events.slice(start, 500))
             if number == 3:
-                for actor in lam.speed.handle.replica_actors("speed-delta"):
+                for actor in lam.speed_replica_actors():
                     ray.kill(actor)
             if number % 3 == 0:
                 check_answers(lam, oracle)
@@ -99,10 +108,11 @@ _CRASHING_DRIVER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from datasets.adevents import AdEventSpec, generate_events
     from engine.cluster import connect
-    from engine.lambda_arch import LambdaArchitecture, LambdaOptions
+    from engine.lambda_arch import LambdaOptions
+    from jobs.adtech import AdTech
     connect(num_cpus=2)
     events = generate_events(AdEventSpec(**json.loads({spec!r})))
-    lam = LambdaArchitecture({directory!r}, LambdaOptions(executor="ray", batch_executor="inline", shards=2))
+    lam = AdTech.start({directory!r}, "ray", LambdaOptions(batch_executor="inline", shards=2))
     for number, start in enumerate(range(0, 5_000, 1_000)):
         ack = lam.ingest(events.slice(start, 1_000))
         print(json.dumps({{"batch": number, "end": ack.end_offset}}), flush=True)
@@ -125,9 +135,9 @@ def test_the_directory_is_reopened_after_the_driver_dies(isolated_ray: None, tmp
         oracle.ingest(events.slice(start, 1_000))
     assert len(oracle.rows) == acks[-1]["end"]
     _connect()
-    with LambdaArchitecture(tmp_path, LambdaOptions(executor="ray", batch_executor="inline", shards=2)) as lam:
-        assert lam.log.end_offset == acks[-1]["end"]
-        assert lam.serving.snapshot[0] == acks[2]["end"]  # the committed batch view survived
+    with AdTech.start(tmp_path, "ray", LambdaOptions(batch_executor="inline", shards=2)) as lam:
+        assert lam.end_offset == acks[-1]["end"]
+        assert lam.snapshot[0] == acks[2]["end"]  # the committed batch view survived
         lam.wait_visible()
         check_answers(lam, oracle)
         lam.ingest(events.slice(5_000, 1_000))  # and the answers continue

@@ -1,4 +1,4 @@
-"""Master log: validation, dead letters, de-duplication semantics, durability, reopening."""
+"""Master log: the event contract, dead letters, de-duplication semantics, durability, reopening."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datasets.adevents import AdEventSpec, generate_events
+from engine.errors import SpecError
+from engine.lambda_arch import EventContract
 from engine.lambda_arch.dedup import DedupIndex, hash_ids
-from engine.lambda_arch.events import validate_events
 from engine.lambda_arch.log import MasterLog
-from engine.lambda_arch.oracle import AdEventOracle
-from engine.lambda_arch.testing import BASE_MS, build_batch, draw_stream
+from jobs.adtech.app import CONTRACT
+from jobs.adtech.events import validate_events
+from jobs.adtech.oracle import AdEventOracle
+from jobs.adtech.testing import BASE_MS, build_batch, draw_stream
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +56,7 @@ def test_a_batch_without_a_contract_column_is_a_clear_error() -> None:
 
 
 def test_ingest_acknowledges_offsets_and_stores_rejects_as_dead_letters(tmp_path: object) -> None:
-    with MasterLog(tmp_path) as log:
+    with MasterLog(tmp_path, CONTRACT) as log:
         ack, stored = log.ingest(build_batch([_row("a"), _row("b", cost=-2.0), _row("c"), _row("a")]))
         assert (ack.first_offset, ack.end_offset, ack.accepted, ack.duplicates, ack.rejected) == (0, 2, 2, 1, 1)
         assert stored.column("offset").to_pylist() == [0, 1]
@@ -65,7 +68,7 @@ def test_ingest_acknowledges_offsets_and_stores_rejects_as_dead_letters(tmp_path
 
 
 def test_a_duplicate_is_dropped_only_within_the_horizon(tmp_path: object) -> None:
-    with MasterLog(tmp_path, dedup_horizon_ms=60 * 60_000) as log:
+    with MasterLog(tmp_path, CONTRACT, dedup_horizon_ms=60 * 60_000) as log:
         log.ingest(build_batch([_row("x", minute=0)]))
         assert log.ingest(build_batch([_row("x", minute=0)]))[0].duplicates == 1
         log.ingest(build_batch([_row("y", minute=61)]))  # the watermark moves past x's horizon
@@ -75,12 +78,12 @@ def test_a_duplicate_is_dropped_only_within_the_horizon(tmp_path: object) -> Non
 
 def test_reopening_continues_offsets_and_dedup(tmp_path: object) -> None:
     events = generate_events(AdEventSpec(events=5_000, seed=3, span_hours=4))
-    with MasterLog(tmp_path) as log:
+    with MasterLog(tmp_path, CONTRACT) as log:
         for start in range(0, 3_000, 1_000):
             log.ingest(events.slice(start, 1_000))
         end = log.end_offset
     (tmp_path / "log" / ".tmp-seg-crashed.arrow").write_bytes(b"torn")  # an unacknowledged write
-    with MasterLog(tmp_path) as log:
+    with MasterLog(tmp_path, CONTRACT) as log:
         assert log.end_offset == end
         assert not list((tmp_path / "log").glob(".tmp-*"))
         ack, _ = log.ingest(events.slice(0, 1_000))  # everything re-sent: all duplicates or rejects
@@ -90,13 +93,13 @@ def test_reopening_continues_offsets_and_dedup(tmp_path: object) -> None:
 
 
 def test_the_directory_is_locked_against_a_second_writer(tmp_path: object) -> None:
-    with MasterLog(tmp_path):
+    with MasterLog(tmp_path, CONTRACT):
         with pytest.raises(RuntimeError, match="open in another process"):
-            MasterLog(tmp_path)
+            MasterLog(tmp_path, CONTRACT)
 
 
 def test_segments_are_durable_files_with_offsets(tmp_path: object) -> None:
-    with MasterLog(tmp_path) as log:
+    with MasterLog(tmp_path, CONTRACT) as log:
         log.ingest(build_batch([_row("a"), _row("b")]))
         log.ingest(build_batch([_row("c")]))
         names = sorted(path.name for path in (tmp_path / "log").glob("seg-*.arrow"))
@@ -114,12 +117,17 @@ def _streams(draw: st.DrawFn) -> list[pa.Table]:
 def test_ingest_matches_the_oracle_row_for_row(tmp_path_factory: pytest.TempPathFactory,
                                                batches: list[pa.Table], horizon_minutes: int) -> None:
     oracle = AdEventOracle(horizon_minutes * 60_000)
-    with MasterLog(tmp_path_factory.mktemp("log"), dedup_horizon_ms=horizon_minutes * 60_000) as log:
+    with MasterLog(tmp_path_factory.mktemp("log"), CONTRACT, dedup_horizon_ms=horizon_minutes * 60_000) as log:
+        ends = []
         for batch in batches:
             ack, _ = log.ingest(batch)
             expected = oracle.ingest(batch)
             assert (ack.accepted, ack.duplicates, ack.rejected) == (
                 expected["accepted"], expected["duplicates"], expected["rejected"])
+            ends.append(ack.end_offset)
+        for end in ends:  # the default "now" of queries covering offsets below ``end``
+            times = [row["event_time"] for row in oracle.rows[:end]]
+            assert log.newest_time_below(end) == (max(times) if times else None)
         stored = log.read()
     assert stored.column("event_id").to_pylist() == [row["event_id"] for row in oracle.rows]
     assert stored.column("offset").to_pylist() == list(range(len(oracle.rows)))
@@ -137,3 +145,45 @@ def test_dedup_index_survives_many_runs_and_hash_collisions_of_the_first_lane() 
     assert index.duplicates(first, second, times).all()
     forged_first = first[:10].copy()  # same first lane, different second lane: not a duplicate
     assert not index.duplicates(forged_first, second[:10] ^ np.uint64(1), times[:10]).any()
+
+
+_LINES = EventContract(pa.schema([pa.field("line", pa.string(), nullable=False), pa.field("tag", pa.int64())]))
+
+
+def test_the_default_validation_casts_and_rejects_missing_required_fields(tmp_path: object) -> None:
+    batch = pa.table({"line": ["a", None, "c"], "tag": pa.array([1, 2, None], pa.int32()), "extra": [0, 0, 0]})
+    with MasterLog(tmp_path, _LINES) as log:
+        ack, stored = log.ingest(batch)
+        assert (ack.accepted, ack.duplicates, ack.rejected) == (2, 0, 1)  # no id column: nothing is a duplicate
+        assert stored.column_names == ["offset", "line", "tag"] and stored.schema.field("tag").type == pa.int64()
+        assert stored.column("line").to_pylist() == ["a", "c"]
+        assert log.rejected_rows().column("reject_reason").to_pylist() == ["missing line"]
+        assert log.max_event_time_ms is None
+        with pytest.raises(ValueError, match="no column 'tag'"):
+            log.ingest(pa.table({"line": ["x"]}))
+        with pytest.raises(ValueError, match="column 'tag' of type string cannot be cast to int64"):
+            log.ingest(pa.table({"line": ["x"], "tag": ["seven"]}))
+
+
+def test_a_validation_function_that_breaks_its_contract_is_named(tmp_path: object) -> None:
+    def drops_rows(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
+        valid = batch.slice(0, 1).select(["line", "tag"])
+        return valid, pa.table({"reject_reason": pa.array([], pa.string())})
+
+    with MasterLog(tmp_path, EventContract(_LINES.schema, drops_rows)) as log:
+        with pytest.raises(SpecError, match="split 2 rows into 1 valid and 0 rejected"):
+            log.ingest(pa.table({"line": ["a", "b"], "tag": [1, 2]}))
+        assert log.end_offset == 0
+
+
+def test_contract_errors_and_a_log_of_another_contract(tmp_path: object) -> None:
+    with pytest.raises(SpecError, match="may not have a column 'offset'"):
+        EventContract(pa.schema([("offset", pa.int64())]))
+    with pytest.raises(SpecError, match="id_column needs a time_column"):
+        EventContract(_LINES.schema, id_column="line")
+    with pytest.raises(SpecError, match="time_column 'line' has type string"):
+        EventContract(_LINES.schema, time_column="line")
+    with MasterLog(tmp_path, _LINES) as log:
+        log.ingest(pa.table({"line": ["a"], "tag": [1]}))
+    with pytest.raises(RuntimeError, match="the event contract says"):
+        MasterLog(tmp_path, CONTRACT)

@@ -1,4 +1,4 @@
-"""View functions: the combine contract, last-click attribution, ROI, windows."""
+"""Ad-tech view functions: the combine contract, last-click attribution, ROI, windows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.lambda_arch.views import (ATTRIBUTION_WINDOW_MS, COUNTS, VIEWERS, attribute, roi_table, roi_values,
-                                      window_minutes)
+from jobs.adtech.queries import window_minutes
+from jobs.adtech.views import ATTRIBUTION_WINDOW_MS, COUNTS, VIEWERS, Attribution, attribute, roi_table, roi_values
 
 pytestmark = pytest.mark.unit
 
@@ -30,14 +30,16 @@ def _as_dict(table: pa.Table) -> dict[tuple[int, int], tuple[int, float]]:
 
 
 @settings(max_examples=50, deadline=None)
-@given(rows=_counts_rows, cut=st.integers(0, 40), compact=st.integers(1, 4))
-def test_combine_contract_add_merge_finalize_equals_one_reduction(rows: list, cut: int, compact: int) -> None:
-    combiner = type(COUNTS)(COUNTS.keys, COUNTS.sums, COUNTS.schema, compact_after=compact)
+@given(rows=_counts_rows, cut=st.integers(0, 40), second_cut=st.integers(0, 40))
+def test_combine_contract_add_merge_finalize_equals_one_reduction(rows: list, cut: int, second_cut: int) -> None:
+    combiner = COUNTS
     left, right = combiner.create(), combiner.create()
     for row in rows[:cut]:
         left = combiner.add(left, _counts([row]))
     for row in rows[cut:]:
         right = combiner.add(right, _counts([row]))
+    partial = combiner.partial(combiner.merge([left, right]))  # what the batch layer stores
+    later = combiner.merge([[partial], [combiner.to_partial(_counts(rows[:second_cut]))]])  # + a real-time part
     merged = combiner.finalize(combiner.merge([left, right]))
     expected: dict[tuple[int, int], tuple[int, float]] = {}
     for advertiser, minute, views, spend in rows:
@@ -48,6 +50,13 @@ def test_combine_contract_add_merge_finalize_equals_one_reduction(rows: list, cu
     for key, (views, spend) in expected.items():  # pytest >= 9.2's approx refuses tuple values
         assert got[key][0] == views and got[key][1] == pytest.approx(spend)
     assert merged.schema == COUNTS.schema
+    for advertiser, minute, views, spend in rows[:second_cut]:  # the real-time part adds to the batch part
+        old = expected.get((advertiser, minute), (0, 0.0))
+        expected[(advertiser, minute)] = (old[0] + views, old[1] + spend)
+    got = _as_dict(combiner.finalize(later))
+    assert set(got) == set(expected)
+    for key, (views, spend) in expected.items():
+        assert got[key][0] == views and got[key][1] == pytest.approx(spend)
 
 
 def test_distinct_combiner_is_a_set_union() -> None:
@@ -79,6 +88,12 @@ def test_attribution_matches_a_brute_force_reference(touches: list) -> None:
             expected[(user, advertiser)] = expected.get((user, advertiser), 0.0) + revenue
     got = {(r["user_id"], r["advertiser_id"]): r["attributed_revenue"] for r in attribute(table).to_pylist()}
     assert got == pytest.approx(expected)
+    split = Attribution()  # the batch-only combiner: partials of any split, finalized at once
+    half = len(touches) // 2
+    accumulator = split.merge([split.add([], table.slice(0, half)), split.add([], table.slice(half))])
+    from_parts = {(r["user_id"], r["advertiser_id"]): r["attributed_revenue"]
+                  for r in split.finalize(accumulator).to_pylist()}
+    assert from_parts == pytest.approx(expected)
 
 
 def test_roi_is_null_without_spend_and_window_is_minute_aligned() -> None:
@@ -92,28 +107,3 @@ def test_roi_is_null_without_spend_and_window_is_minute_aligned() -> None:
     assert window_minutes(10 * 60_000 + 59_999, 5) == (6, 10)
     with pytest.raises(ValueError, match="at least 1 minute"):
         window_minutes(0, 0)
-
-
-def test_a_switched_away_snapshot_is_refused_and_the_serving_layer_retries() -> None:
-    from engine.lambda_arch.serving import ServingLayer, inline_gather
-    from engine.lambda_arch.shard import BatchPartition, StaleSnapshotError, ViewShard, empty_partition
-
-    shard = ViewShard(0)
-    counts = pa.table({"advertiser_id": pa.array([1], pa.int64()), "minute": pa.array([5], pa.int64()),
-                       "views": pa.array([2], pa.int64()), "spend": pa.array([1.0])})
-    viewers = pa.table({"minute": pa.array([5], pa.int64()), "user_id": pa.array([9], pa.int64())})
-    shard.apply(0, 3, counts, viewers)
-    request = {"op": "ads_shown", "version": 0, "speed_end": 3, "first_minute": 0, "last_minute": 10}
-    assert shard.handle(request)["views"] == 2
-    new_view = empty_partition(3)
-    shard.load_batch(BatchPartition(3, counts, viewers, new_view.roi))  # green view: offsets [0, 3)
-    shard.drop_below(3)
-    with pytest.raises(StaleSnapshotError):
-        shard.handle(request)  # the blue snapshot is gone
-    serving = ServingLayer(inline_gather([shard]), 0, 3)
-    serving.switch_batch(3)
-    answer = serving.ads_shown(0, 10, None, top_k=1)
-    assert (answer.value, answer.batch_offset, answer.speed_offset) == (2, 3, 3)
-    assert answer.extra["top"].to_pylist() == [{"advertiser_id": 1, "views": 2}]
-    with pytest.raises(StaleSnapshotError):
-        shard.handle({**request, "version": 3, "speed_end": 4})  # not applied yet

@@ -1,4 +1,4 @@
-"""The event contract: schema, normalization and vectorized validation of ingested rows.
+"""The ad-tech event contract: schema, normalization and vectorized validation of ingested rows.
 
 ``validate_events(batch)`` splits a batch into rows that satisfy the contract (cast to
 ``EVENT_SCHEMA``) and rejected rows with a one-phrase ``reject_reason`` each.  A row is
@@ -11,7 +11,8 @@ rejected, with the first reason that applies, when:
 - ``cost`` or ``revenue`` is negative or NaN.
 
 A batch that lacks a whole column, or whose column cannot be cast to the contract type,
-is bad input and raises ``ValueError`` naming the column.
+is bad input and raises ``ValueError`` naming the column.  This module imports only
+pyarrow and numpy (``datasets.adevents`` uses its schema).
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datasets.adevents import EVENT_SCHEMA, EVENT_TYPES
+__all__ = ["EVENT_SCHEMA", "EVENT_TYPES", "REJECT_SCHEMA", "validate_events", "minute_of"]
 
-__all__ = ["EVENT_SCHEMA", "EVENT_TYPES", "LOG_SCHEMA", "REJECT_SCHEMA", "validate_events", "minute_of"]
-
-# What the master log stores: the contract plus the offset the log assigned.
-LOG_SCHEMA = pa.schema([pa.field("offset", pa.int64())] + list(EVENT_SCHEMA))
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("event_type", pa.string()),
+        pa.field("user_id", pa.int64()),
+        pa.field("ad_id", pa.int64()),
+        pa.field("advertiser_id", pa.int64()),
+        pa.field("cost", pa.float64()),
+        pa.field("revenue", pa.float64()),
+    ]
+)
+EVENT_TYPES = ("view", "click", "purchase")
 # Rejected rows keep every field as text, so any malformed value can be stored and shown.
 REJECT_SCHEMA = pa.schema([pa.field(f.name, pa.string()) for f in EVENT_SCHEMA] + [("reject_reason", pa.string())])
 _REQUIRED = ("event_id", "event_time", "event_type", "user_id", "advertiser_id", "cost", "revenue")

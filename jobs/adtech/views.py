@@ -1,16 +1,16 @@
-"""Pure per-batch Arrow functions that compute and merge the ad-tech views.
+"""The ad-tech views: pure per-batch Arrow functions and the combiners that merge them.
 
-Every view is a table of *mergeable partials*, so the batch layer (MapReduce), the speed
+Every view is a table of mergeable partials, so the batch layer (MapReduce), the speed
 layer (one delta per ingest batch) and the serving layer (batch view + real-time view)
-combine them with one contract, :class:`Combiner` (create / add / merge / finalize,
-after Beam's ``CombineFn``):
+merge them with one contract, ``engine.common.combine`` (create / add / merge / finalize):
 
 - ``counts``: (advertiser_id, minute, views, spend) -- views and spend per advertiser
-  per event-time minute; merged by summing.
-- ``viewers``: (minute, user_id) -- distinct users with a view in a minute; merged by
-  set union (distinct rows).
+  per event-time minute; summed.  Sharded by advertiser.
+- ``viewers``: (minute, user_id) -- distinct users with a view in a minute; set union.
+  Sharded by user, so per-shard distinct counts add up.
 - ``attribution``: (user_id, advertiser_id, attributed_revenue) -- batch only, because
-  it needs every click and purchase of a (user, advertiser) pair at once.
+  last-click attribution needs every click and purchase of a (user, advertiser) pair at
+  once.  Sharded by advertiser, like ``counts``, so ROI is computed per shard.
 
 Minutes are whole minutes since the epoch of the event time (UTC).
 """
@@ -24,7 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.lambda_arch.events import minute_of
+from engine.common.combine import GroupByAggregate, KeyedCombineFn
+from engine.lambda_arch import View
+from jobs.adtech.events import minute_of
 
 ATTRIBUTION_WINDOW_MS = 24 * 3_600_000
 
@@ -38,89 +40,28 @@ ATTRIBUTION_SCHEMA = pa.schema([("user_id", pa.int64()), ("advertiser_id", pa.in
 ROI_SCHEMA = pa.schema([("advertiser_id", pa.int64()), ("spend", pa.float64()),
                         ("attributed_revenue", pa.float64()), ("roi", pa.float64())])
 
-
-# -- the combine contract ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Combiner:
-    """Merges partial tables of one view: ``create() -> acc``, ``add(acc, table) -> acc``,
-    ``merge(accs) -> acc``, ``finalize(acc) -> table``.
-
-    Groups rows by ``keys``; ``sums`` columns are summed, and with no ``sums`` the result
-    is the distinct key rows (set union).  An accumulator is a list of partial tables,
-    compacted once it holds ``compact_after`` of them, so adding is cheap and amortized.
-    """
-
-    keys: tuple[str, ...]
-    sums: tuple[str, ...] = ()
-    schema: pa.Schema | None = None
-    compact_after: int = 32
-
-    def create(self) -> list[pa.Table]:
-        """An empty accumulator."""
-        return []
-
-    def add(self, accumulator: list[pa.Table], table: pa.Table) -> list[pa.Table]:
-        """The accumulator with ``table``'s rows added."""
-        accumulator = accumulator + [table.select(list(self.keys + self.sums))] if table.num_rows else accumulator
-        if len(accumulator) >= self.compact_after:
-            accumulator = [self.finalize(accumulator)]
-        return accumulator
-
-    def merge(self, accumulators: Sequence[list[pa.Table]]) -> list[pa.Table]:
-        """One accumulator holding all rows of ``accumulators``."""
-        merged: list[pa.Table] = []
-        for accumulator in accumulators:
-            merged.extend(accumulator)
-        return [self.finalize(merged)] if len(merged) >= self.compact_after else merged
-
-    def finalize(self, accumulator: list[pa.Table]) -> pa.Table:
-        """The merged view: one row per key."""
-        return self(pa.concat_tables(accumulator) if accumulator else self.empty())
-
-    def empty(self) -> pa.Table:
-        """A table with no rows and this view's columns."""
-        schema = self.schema or pa.schema([(name, pa.int64()) for name in self.keys + self.sums])
-        return schema.empty_table()
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        """Reduce one table of partials (usable directly as a MapReduce combine/reduce)."""
-        grouped = table.group_by(list(self.keys), use_threads=False).aggregate([(name, "sum") for name in self.sums])
-        columns = {key: grouped.column(key) for key in self.keys}
-        for name in self.sums:
-            columns[name] = grouped.column(f"{name}_sum").cast(table.schema.field(name).type)
-        result = pa.table(columns)
-        return result.cast(self.schema) if self.schema is not None else result
+COUNTS = GroupByAggregate(("advertiser_id", "minute"), {"views": "sum", "spend": "sum"}, COUNTS_SCHEMA)
+VIEWERS = GroupByAggregate(("minute", "user_id"), schema=VIEWERS_SCHEMA)
+ATTRIBUTED = GroupByAggregate(("user_id", "advertiser_id"), {"attributed_revenue": "sum"}, ATTRIBUTION_SCHEMA)
 
 
-COUNTS = Combiner(("advertiser_id", "minute"), ("views", "spend"), COUNTS_SCHEMA)
-VIEWERS = Combiner(("minute", "user_id"), (), VIEWERS_SCHEMA)
-ATTRIBUTED = Combiner(("user_id", "advertiser_id"), ("attributed_revenue",), ATTRIBUTION_SCHEMA)
-# Serving-side merges of a batch-view part and a real-time part.
-VIEWS_BY_ADVERTISER = Combiner(("advertiser_id",), ("views",),
-                               pa.schema([("advertiser_id", pa.int64()), ("views", pa.int64())]))
-DISTINCT_USERS = Combiner(("user_id",), (), pa.schema([("user_id", pa.int64())]))
+# -- map side: events -> rows of a view ------------------------------------------------
 
-
-# -- map side: events -> partials -------------------------------------------------------
-
-def count_partials(events: pa.Table) -> pa.Table:
-    """Views and spend per (advertiser, minute) of a batch of valid events."""
-    is_view = pc.equal(events.column("event_type"), "view")
-    table = pa.table({
+def count_rows(events: pa.Table) -> pa.Table:
+    """One (advertiser, minute, views 0/1, spend) row per event (``COUNTS`` sums them)."""
+    return pa.table({
         "advertiser_id": events.column("advertiser_id"),
         "minute": minute_of(events.column("event_time")),
-        "views": pc.cast(is_view, pa.int64()),
+        "views": pc.cast(pc.equal(events.column("event_type"), "view"), pa.int64()),
         "spend": events.column("cost"),
-    })
-    return COUNTS(table)
+    }, schema=COUNTS_SCHEMA)
 
 
-def viewer_partials(events: pa.Table) -> pa.Table:
-    """Distinct (minute, user) pairs of the view events of a batch."""
+def viewer_rows(events: pa.Table) -> pa.Table:
+    """(minute, user) of every view event (``VIEWERS`` keeps the distinct pairs)."""
     views = events.filter(pc.equal(events.column("event_type"), "view"))
-    table = pa.table({"minute": minute_of(views.column("event_time")), "user_id": views.column("user_id")})
-    return VIEWERS(table)
+    return pa.table({"minute": minute_of(views.column("event_time")), "user_id": views.column("user_id")},
+                    schema=VIEWERS_SCHEMA)
 
 
 def touch_rows(events: pa.Table) -> pa.Table:
@@ -164,6 +105,25 @@ def attribute(touches: pa.Table) -> pa.Table:
     return ATTRIBUTED(table)
 
 
+@dataclass(frozen=True)
+class Attribution(KeyedCombineFn):
+    """The combiner of the batch-only attribution view: partials are the touches of a
+    key, kept as they are; ``finalize`` attributes all touches of its keys at once."""
+
+    keys: tuple[str, ...] = ("user_id", "advertiser_id")
+
+    def to_partial(self, rows: pa.Table) -> pa.Table:
+        return rows.select(TOUCHES_SCHEMA.names).cast(TOUCHES_SCHEMA)
+
+    def merge_partials(self, partials: Sequence[pa.Table]) -> pa.Table:
+        return pa.concat_tables(partials).cast(TOUCHES_SCHEMA) if partials else TOUCHES_SCHEMA.empty_table()
+
+    def finalize(self, accumulator: list[pa.Table]) -> pa.Table:
+        return attribute(self.merge_partials(accumulator))
+
+
+# -- ROI -------------------------------------------------------------------------------
+
 def roi_table(counts: pa.Table, attribution: pa.Table) -> pa.Table:
     """Per advertiser: spend, attributed revenue and ROI (null when spend is 0)."""
     spend = counts.group_by("advertiser_id", use_threads=False).aggregate([("spend", "sum")])
@@ -183,16 +143,12 @@ def roi_values(revenue: pa.Array | pa.ChunkedArray, spend: pa.Array | pa.Chunked
                       pa.scalar(None, pa.float64()))
 
 
-# -- windows -----------------------------------------------------------------------------
+# -- the views -------------------------------------------------------------------------
 
-def window_minutes(as_of_ms: int, minutes: int) -> tuple[int, int]:
-    """Inclusive minute range of 'the last ``minutes`` minutes as of ``as_of_ms``'."""
-    if minutes < 1:
-        raise ValueError(f"window must be at least 1 minute, got {minutes}")
-    last = as_of_ms // 60_000
-    return last - minutes + 1, last
-
-
-def in_window(minute: pa.ChunkedArray | pa.Array, first: int, last: int) -> pa.Array:
-    """Mask of minutes within ``[first, last]``."""
-    return pc.and_(pc.greater_equal(minute, first), pc.less_equal(minute, last))
+COUNTS_VIEW = View("counts", count_rows, COUNTS, shard_by=("advertiser_id",),
+                   columns=("event_time", "event_type", "advertiser_id", "cost"))
+VIEWERS_VIEW = View("viewers", viewer_rows, VIEWERS, shard_by=("user_id",),
+                    columns=("event_time", "event_type", "user_id"))
+ATTRIBUTION_VIEW = View("attribution", touch_rows, Attribution(), shard_by=("advertiser_id",), batch_only=True,
+                        columns=("event_time", "event_type", "user_id", "advertiser_id", "revenue"))
+VIEWS = (COUNTS_VIEW, VIEWERS_VIEW, ATTRIBUTION_VIEW)

@@ -1,8 +1,9 @@
 """Random event streams and an answer checker, shared by the Lambda tests and the demo.
 
-``random_stream(draw)`` (a hypothesis ``@composite`` body) builds small event batches with
-re-sent ids, late and malformed rows; ``check_answers`` compares every query of a
-``LambdaArchitecture`` with :class:`AdEventOracle` over the offsets each answer reports.
+``draw_stream(draw, st)`` (inside a hypothesis ``@composite``) builds small event batches
+with re-sent ids, late and malformed rows; ``check_answers`` compares every query of a
+running ad-tech deployment (:class:`jobs.adtech.AdTech`) with :class:`AdEventOracle` over
+the offsets each answer reports.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from datasets.adevents import EVENT_SCHEMA
-from engine.lambda_arch.oracle import AdEventOracle
-from engine.lambda_arch.views import window_minutes
+from jobs.adtech.events import EVENT_SCHEMA
+from jobs.adtech.oracle import AdEventOracle
+from jobs.adtech.queries import window_minutes
 
 BASE_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 
@@ -62,13 +63,14 @@ def draw_stream(draw: Callable[[Any], Any], st: Any, max_events: int = 120) -> l
 
 def check_answers(lam: Any, oracle: AdEventOracle, as_of_ms: int | None = None) -> dict[str, Any]:
     """Assert every query answer equals the oracle's over the offsets it reports."""
-    as_of = lam.latest_event_ms if as_of_ms is None else as_of_ms
+    as_of = lam.latest_event_time_ms if as_of_ms is None else as_of_ms
     assert as_of == oracle.latest_event_ms() or as_of_ms is not None
     seen: dict[str, Any] = {}
     for minutes in (5, 90, 24 * 60):
         first, last = window_minutes(as_of, minutes)
         shown = lam.ads_shown(as_of=as_of, hours=minutes / 60, top_k=3)
         assert shown.batch_offset <= shown.speed_offset
+        assert (shown.request["first_minute"], shown.request["last_minute"]) == (first, last)
         expected = oracle.ads_shown(shown.speed_offset, first, last)
         assert shown.value == expected, f"ads_shown({minutes} min) {shown} != {expected}"
         by_advertiser = oracle.views_by_advertiser(shown.speed_offset, first, last)
@@ -94,5 +96,13 @@ def check_answers(lam: Any, oracle: AdEventOracle, as_of_ms: int | None = None) 
         assert (row["roi"] is None) == (value is None)
         if value is not None:
             assert math.isclose(row["roi"], value, rel_tol=1e-9, abs_tol=1e-9)
+    total_spend = sum(spend for spend, _, _ in expected_roi.values())
+    total_revenue = sum(revenue for _, revenue, _ in expected_roi.values())
+    assert math.isclose(roi.extra["spend"], total_spend, rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(roi.extra["attributed_revenue"], total_revenue, rel_tol=1e-9, abs_tol=1e-9)
+    if total_spend == 0:
+        assert roi.value is None
+    else:
+        assert math.isclose(roi.value, (total_revenue - total_spend) / total_spend, rel_tol=1e-9, abs_tol=1e-9)
     seen["roi"] = roi
     return seen

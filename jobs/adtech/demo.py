@@ -1,7 +1,7 @@
 """The ad-tech Lambda demo: ``python -m jobs.adtech [--events N] [--rate R] [--dir DIR] [--batch-every S]``.
 
 A producer streams generated ad events (``datasets.adevents``) at ``--rate`` events/s into
-the master log; the speed layer (a pipeline on the embedded Ray cluster) keeps real-time
+the master log of the ad-tech deployment (``jobs.adtech.app``); the speed layer (a pipeline on the embedded Ray cluster) keeps real-time
 views; the batch layer recomputes the batch views with MapReduce every ``--batch-every``
 seconds; once a second the demo prints the three queries' answers (with the offsets
 they cover), the speed layer's freshness and throughput; at the end, a summary per
@@ -103,7 +103,8 @@ def _summary(lam: object, top: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the live demo; returns the process exit code."""
     args = _parse(argv)
-    from engine.lambda_arch import LambdaArchitecture, LambdaOptions
+    from engine.lambda_arch import LambdaOptions
+    from jobs.adtech.app import AdTech
 
     started_ray = False
     if args.executor == "ray":
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.connect()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="adtech-"))
     try:
-        lam = LambdaArchitecture(directory, LambdaOptions(executor=args.executor, shards=args.shards))
+        lam = AdTech.start(directory, args.executor, LambdaOptions(shards=args.shards))
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         if started_ray:
@@ -124,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             engine.shutdown()
         return 2
     try:
-        print(f"master dataset {directory}: {lam.log.end_offset:,} events stored, batch view W="
-              f"{lam.serving.snapshot[0]:,}")
-        events = generate_events(_spec_for(args, lam.latest_event_ms, lam.log.end_offset))
+        print(f"master dataset {directory}: {lam.end_offset:,} events stored, batch view W="
+              f"{lam.snapshot[0]:,}")
+        events = generate_events(_spec_for(args, lam.latest_event_time_ms, lam.end_offset))
         batch_rows = args.batch_rows or max(1_000, int(args.rate / 10))
         done, acked = threading.Event(), [0, 0, 0]
         lam.start_batch_schedule(args.batch_every)
