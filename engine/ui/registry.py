@@ -71,6 +71,7 @@ class Registry:
         self.changed = threading.Event()  # set by add(), so the sampler picks a new handle up at once
         self._lock = threading.Lock()
         self._trackers: list[Any] = []
+        self._sampling: dict[str, threading.Thread] = {}  # tracker id -> the thread sampling it now
         self._numbers = itertools.count(1)
         self._views = _views()
 
@@ -97,15 +98,41 @@ class Registry:
         with self._lock:
             return list(self._trackers)
 
-    def sample_all(self) -> None:
-        """Sample every active tracker, then forget finished ones past their time."""
-        for tracker in self.trackers():
-            try:
-                tracker.sample()
-            except Exception as error:  # a fault of the page, not of the run: show it, keep going
-                logger.debug("status page: sampling %s failed", tracker.id, exc_info=True)
-                tracker.note(f"the status page failed to sample this handle: {type(error).__name__}: {error}")
+    def sample_all(self, timeout_s: float | None = None) -> None:
+        """Sample every active tracker, each in its own thread, waiting up to ``timeout_s``
+        (None: until all are done); then forget finished ones past their time.
+
+        A handle still answering its previous sample is not asked again, and a slow one
+        (a master busy starting workers, a lost node) never holds up the others.
+        """
+        threads = [thread for thread in map(self._start_sample, self.trackers()) if thread is not None]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self.prune()
+
+    def _start_sample(self, tracker: Any) -> threading.Thread | None:
+        with self._lock:
+            if tracker.id in self._sampling:
+                return self._sampling[tracker.id]
+            if not tracker.active:
+                return None
+            # daemon threads: a handle stuck in a call never keeps the interpreter from exiting
+            thread = threading.Thread(target=self._sample_one, args=(tracker,), daemon=True,
+                                      name=f"engine-ui-sample-{tracker.id}")
+            self._sampling[tracker.id] = thread
+            thread.start()  # under the lock: no other caller may join it before it started
+        return thread
+
+    def _sample_one(self, tracker: Any) -> None:
+        try:
+            tracker.sample()
+        except Exception as error:  # a fault of the page, not of the run: show it, keep going
+            logger.debug("status page: sampling %s failed", tracker.id, exc_info=True)
+            tracker.note(f"the status page failed to sample this handle: {type(error).__name__}: {error}")
+        finally:
+            with self._lock:
+                self._sampling.pop(tracker.id, None)
 
     def prune(self) -> None:
         """Forget finished trackers older than ``keep_finished_s`` or beyond ``max_finished``."""
@@ -125,7 +152,8 @@ class Registry:
         handles = []
         for tracker in sorted(self.trackers(), key=lambda t: t.finished_at is not None):  # running ones first
             try:
-                handles.append(tracker.view.render(tracker))
+                with tracker.lock:
+                    handles.append(tracker.view.render(tracker))
             except Exception as error:
                 logger.debug("status page: rendering %s failed", tracker.id, exc_info=True)
                 handles.append({"id": tracker.id, "kind": tracker.kind, "name": tracker.name, "state": tracker.state,

@@ -16,6 +16,7 @@ and one JSON endpoint, which needs no framework.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import socketserver
 import threading
@@ -27,6 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 from engine.ui.page import CONTENT_SECURITY_POLICY, HTML
 from engine.ui.plain import dumps
 from engine.ui.registry import Registry, activate, deactivate
+
+logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_NAMES = frozenset(("127.0.0.1", "localhost", "[::1]"))
@@ -147,8 +150,9 @@ class StatusServer:
         return self
 
     def refresh(self) -> None:
-        """Sample every handle now and rebuild the JSON document."""
-        self.registry.sample_all()
+        """Sample every handle (waiting at most ``interval_s`` for slow ones) and rebuild
+        the JSON document."""
+        self.registry.sample_all(timeout_s=self.interval_s)
         document = dumps(self.registry.document())
         with self._lock:
             self._document = document
@@ -161,7 +165,10 @@ class StatusServer:
     def _sample_loop(self) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # the page must outlive any one bad sample; the next tick tries again
+                logger.warning("the status page failed to refresh", exc_info=True)
             changed = self.registry.changed
             changed.wait(max(0.05, self.interval_s - (time.monotonic() - started)))
             changed.clear()

@@ -11,6 +11,7 @@ to show the final counters or the error, then stops sampling.
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 import weakref
 from collections import deque
@@ -105,6 +106,7 @@ class Tracker:
         self.result_error: str | None = None
         self._result_tries = 0
         self._problems_seen: set[str] = set()
+        self.lock = threading.RLock()  # held while the state changes and while the page renders it
 
     @property
     def state(self) -> str:
@@ -118,31 +120,38 @@ class Tracker:
 
     def note(self, text: str, t: float | None = None) -> None:
         """Record an event (shown newest first on the page)."""
-        self.events.append((self.clock() if t is None else t, text))
+        with self.lock:
+            self.events.append((self.clock() if t is None else t, text))
 
     def sample(self) -> None:
-        """Take one sample of the handle (no-op once finished)."""
+        """Take one sample of the handle (no-op once finished).  The handle's methods are
+        called without the lock, so a slow handle never blocks rendering."""
         if not self.active:
             return
         handle = self._ref() if self._ref is not None else None
         if handle is None:
+            with self.lock:
+                self.released = True
             self._finish("the handle was released by its owner; showing its last state")
-            self.released = True
             return
         sample = self._collect(handle)
+        with self.lock:
+            self._apply(sample)
+        if sample.state in FINAL_STATES:
+            self._fetch_result(handle)
+
+    def _apply(self, sample: Sample) -> None:
         previous, self.last = self.last, sample
+        notes = []
         if previous is None or previous.state != sample.state:
-            before = previous.state if previous is not None else "registered"
-            self.note(f"state {before} → {sample.state}", sample.t)
+            notes.append(f"state {previous.state if previous is not None else 'registered'} → {sample.state}")
         for problem in sample.problems:
             if problem not in self._problems_seen and len(self._problems_seen) < 50:
                 self._problems_seen.add(problem)
-                self.note(problem, sample.t)
-        for text in self.view.observe(previous, sample, self):
-            self.note(text, sample.t)
+                notes.append(problem)
+        notes += self.view.observe(previous, sample, self)
+        self.events.extend((sample.t, text) for text in notes)
         self.history.append((sample.t, self.view.points(previous, sample, self)))
-        if sample.state in FINAL_STATES:
-            self._fetch_result(handle)
 
     def _collect(self, handle: Any) -> Sample:
         problems: list[str] = []
@@ -172,16 +181,20 @@ class Tracker:
     def _fetch_result(self, handle: Any) -> None:
         self._result_tries += 1
         kwargs = {"progress": False} if _accepts(handle.result, "progress") else {}
+        result, error_text = None, None
         try:
-            self.result = summarize_result(handle.result(timeout_s=0, **kwargs))
+            result = summarize_result(handle.result(timeout_s=0, **kwargs))
         except Exception as error:
             if isinstance(error, ResultTimeoutError) and self._result_tries < RESULT_TRIES:
                 return  # the handle reports the end before its result is ready: ask again next time
-            self.result_error = _one_line(error)
+            error_text = _one_line(error)
+        with self.lock:
+            self.result, self.result_error = result, error_text
         self._finish(None)
 
     def _finish(self, why: str | None) -> None:
-        self.finished_at = self.clock()
-        self._ref = None
-        if why:
-            self.note(why)
+        with self.lock:
+            self.finished_at = self.clock()
+            self._ref = None
+            if why:
+                self.events.append((self.finished_at, why))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import http.client
 import json
+import threading
+import time
 import weakref
 from collections import Counter
 from typing import Any
@@ -187,6 +189,7 @@ def test_untrusted_names_and_errors_never_reach_the_html_and_are_escaped_in_json
     handle = Simple("failed", error=ValueError(evil_error))
     try:
         server.registry.add(handle, kind="pipeline", name=evil_name)
+        server.registry.sample_all()  # wait for the sample; refresh() then only rebuilds the document
         server.refresh()
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         connection.request("GET", "/?token=" + "t" * 40)
@@ -211,3 +214,32 @@ def test_counters_of_a_running_handle_are_shown(active: Registry) -> None:
     tracker = active.add(handle, kind="other", name="c")
     tracker.sample()
     assert tracker.last.counters == {"lines": 4}
+
+
+def test_a_slow_handle_holds_up_neither_the_others_nor_itself_twice(active: Registry) -> None:
+    release = threading.Event()
+
+    class Slow(Simple):
+        calls = 0
+
+        def status(self) -> dict:
+            Slow.calls += 1
+            release.wait(60)
+            return {"state": "running"}
+
+    slow, fast = Slow(), Simple("running")
+    slow_tracker = active.add(slow, kind="other", name="slow")
+    fast_tracker = active.add(fast, kind="other", name="fast")
+    try:
+        active.sample_all(timeout_s=0)
+        deadline = time.monotonic() + 60
+        while fast_tracker.last is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fast_tracker.state == "running" and slow_tracker.last is None
+        assert [h["name"] for h in active.document()["handles"]] == ["fast", "slow"]  # rendering is not blocked
+        active.sample_all(timeout_s=0)
+        assert Slow.calls == 1  # still answering the first sample: not asked again
+    finally:
+        release.set()
+    active.sample_all()
+    assert slow_tracker.state == "running" and Slow.calls in (1, 2)  # joined the first, or sampled again
