@@ -27,10 +27,11 @@ class ClusterInfo:
     address: str | None
     cpus: int
     embedded: bool
+    ui_url: str | None = None  # the status page (token included) when connect(ui=True)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, warm: bool = True,
-            allow_insecure: bool = False) -> ClusterInfo:
+            allow_insecure: bool = False, ui: bool = False) -> ClusterInfo:
     """Connect to Ray and return what was connected to.
 
     ``address=None`` starts (or reuses) an embedded local Ray cluster with no dashboard,
@@ -43,6 +44,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     it).  Calling ``connect`` again while connected returns the current connection.
     With ``warm`` the MapReduce worker pool starts in the background (one worker per CPU,
     exiting after a minute unused), so the first job starts at once.
+    With ``ui`` the status page starts in this process (``engine.ui``: 127.0.0.1 only, a
+    free port, a random token; its URL is printed once to standard error) and shows every
+    handle ``engine.run`` returns; ``shutdown()`` stops it.
     """
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -74,12 +78,20 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
         from engine.runtime.supervisor import get_pool
 
         get_pool().prewarm.remote(max(1, cpus))
-    return ClusterInfo(address=address, cpus=max(1, cpus), embedded=address is None)
+    ui_url = None
+    if ui:
+        from engine.ui import start_ui
+
+        ui_url = start_ui().url
+    return ClusterInfo(address=address, cpus=max(1, cpus), embedded=address is None, ui_url=ui_url)
 
 
 def shutdown() -> None:
     """Stop the engine's pooled actors and disconnect from Ray (stopping the embedded
-    cluster if this process started it)."""
+    cluster if this process started it), and stop the status page if one runs."""
+    from engine.ui import stop_ui
+
+    stop_ui()
     if ray.is_initialized():
         from engine.runtime.supervisor import shutdown_pool
 

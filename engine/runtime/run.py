@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import SpecError
 from engine.runtime.handle import Handle
+from engine.ui.registry import register as register_with_ui
 
 EXECUTOR_NAMES = ("inline", "ray")
 
@@ -52,4 +53,6 @@ def run(spec: object, executor: str = "ray", *, resume: bool = False, chaos: Any
     if executor not in EXECUTOR_NAMES:
         raise SpecError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTOR_NAMES)}")
     module = importlib.import_module(_pattern_module(spec))
-    return module.EXECUTORS[executor]().start(spec, RunOptions(resume=resume, chaos=chaos))
+    handle = module.EXECUTORS[executor]().start(spec, RunOptions(resume=resume, chaos=chaos))
+    register_with_ui(handle, spec, executor)  # no-op unless a status page runs (engine.ui)
+    return handle
