@@ -25,7 +25,8 @@ from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
 from engine.io.sources import (DeadLetterSource, IteratorSource, LiveFeed, ParquetSource, Source, TableSource,
                                TextSource)
 from engine.kernels.text import count_words
-from engine.lambda_arch import Answer, IngestAck, LambdaArchitecture, LambdaOptions
+from engine.lambda_arch import (Answer, EventContract, IngestAck, LambdaArchitecture, LambdaOptions, Query,
+                                 QueryContext, QueryResult, ShardSnapshot, SpeedLayerError, View)
 from engine.mapreduce.counters import increment_counter
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.spec import JobOptions, MapReduceJob
@@ -43,7 +44,8 @@ __all__ = [
     # specs and results
     "AutoscalePolicy", "JobOptions", "JobResult", "MapReduceJob", "Pipeline", "PipelineOptions", "PipelineResult",
     "SinkBreakerPolicy", "Stage", "StageMetrics", "GatherResult", "ScatterGather", "ScatterGatherOptions",
-    "Answer", "IngestAck", "LambdaArchitecture", "LambdaOptions",
+    "Answer", "EventContract", "IngestAck", "LambdaArchitecture", "LambdaOptions", "Query", "QueryContext",
+    "QueryResult", "ShardSnapshot", "View",
     # sources and sinks
     "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink", "ParquetSource",
     "Sink", "Source", "TableSource", "TextSource",
@@ -55,6 +57,6 @@ __all__ = [
     # errors
     "CircuitOpenError", "EngineError", "InputNotFoundError", "JobFailedError", "NotConnectedError",
     "NotEnoughRepliesError", "OutputExistsError", "PipelineFailedError", "QueryFailedError", "RateLimitedError",
-    "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "TooManyBadRecordsError",
+    "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "SpeedLayerError", "TooManyBadRecordsError",
     "TransientError", "UnknownRequestError",
 ]

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from engine.scatter_gather.spec import GatherResult
 
-from engine.lambda_arch.errors import SpeedLayerDown
+from engine.lambda_arch.errors import SpeedLayerDownError
 from engine.lambda_arch.serving import Gather, ShardOutcome
 from engine.lambda_arch.shard import ViewShard
 from engine.lambda_arch.spec import LambdaArchitecture
@@ -142,7 +142,7 @@ class RayBackend(InlineBackend):
         self._call("status", [() for _ in self.actors])  # started (and importable) before the first query
 
     def _call(self, method: str, arguments: Sequence[tuple], actors: Sequence[Any] | None = None) -> list[Any]:
-        """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDown``."""
+        """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDownError``."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -150,7 +150,7 @@ class RayBackend(InlineBackend):
         try:
             return ray.get([getattr(actor, method).remote(*args) for actor, args in zip(actors, arguments)])
         except RayActorError as error:
-            raise SpeedLayerDown(f"a view shard died during {method}: {error}") from error
+            raise SpeedLayerDownError(f"a view shard died during {method}: {error}") from error
 
     def load_batch(self, version: int, partitions: Sequence[Mapping[str, pa.Table]]) -> None:
         self._call("load_batch", [(version, dict(tables)) for tables in partitions])

@@ -25,7 +25,7 @@ from engine.common.hashing import hash_partition
 from engine.errors import ResultTimeoutError
 from engine.lambda_arch.backends import InlineBackend, shard_names
 from engine.lambda_arch.batch_layer import BatchViews, commit_current, compute_batch_views, load_current, view_schemas
-from engine.lambda_arch.errors import SpeedLayerDown, SpeedLayerError
+from engine.lambda_arch.errors import SpeedLayerDownError, SpeedLayerError
 from engine.lambda_arch.log import IngestAck, MasterLog
 from engine.lambda_arch.serving import Answer, ServingLayer
 from engine.lambda_arch.spec import LambdaArchitecture
@@ -93,7 +93,7 @@ class LambdaDeployment(Handle):
         def apply_to_shards(begin: int, end: int, parts: Any) -> None:
             try:
                 apply(begin, end, parts)
-            except SpeedLayerDown:
+            except SpeedLayerDownError:
                 if self._applier.apply_to_shards is apply_to_shards:
                     self._speed_broken.set()  # ingest and wait_visible rebuild from the log
                 raise
@@ -162,9 +162,9 @@ class LambdaDeployment(Handle):
     def _push(self, stored: pa.Table) -> None:
         try:
             if self._speed_broken.is_set():
-                raise SpeedLayerDown("a view shard died")
+                raise SpeedLayerDownError("a view shard died")
             self.speed.push(stored)
-        except SpeedLayerDown:
+        except SpeedLayerDownError:
             if self._applier.error is None:
                 self.rebuild_speed_layer()  # the batch is durable: the rebuild replays it
         except SpeedLayerError:
@@ -200,7 +200,7 @@ class LambdaDeployment(Handle):
                 self._pending_pin = version
                 try:
                     self._backend.pin(version)
-                except SpeedLayerDown:
+                except SpeedLayerDownError:
                     self._speed_broken.set()  # the rebuild pins it on the new shards
             views = compute_batch_views(self.log, self.spec, version, self.options.batch_executor or self.executor,
                                         self._schemas)
@@ -215,7 +215,7 @@ class LambdaDeployment(Handle):
         with self._shard_lock:
             try:
                 self._backend.load_batch(views.version, partitions)
-            except SpeedLayerDown:
+            except SpeedLayerDownError:
                 broken = True
             commit_current(self.directory, views.version)
             self._views, self._pending_pin = views, None
@@ -223,7 +223,7 @@ class LambdaDeployment(Handle):
                 self.serving.switch_batch(views.version)
                 try:
                     self._backend.drop_below(views.version)
-                except SpeedLayerDown:
+                except SpeedLayerDownError:
                     broken = True
         if broken:  # the rebuild serves the new version from new shards
             self._speed_broken.set()

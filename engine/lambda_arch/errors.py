@@ -30,7 +30,7 @@ class QueryHandlerError(EngineError, RuntimeError):
     """A query's handler raised on a shard (a bug or a bad request, not a shard failure)."""
 
 
-class SpeedLayerDown(EngineError, RuntimeError):
+class SpeedLayerDownError(EngineError, RuntimeError):
     """The speed layer cannot take batches any more (a shard or the pipeline died);
     it is rebuilt from the master log."""
 

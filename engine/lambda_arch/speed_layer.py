@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from engine.common.bad_records import describe_error
 from engine.common.hashing import hash_partition
-from engine.lambda_arch.errors import SpeedLayerDown, SpeedLayerError
+from engine.lambda_arch.errors import SpeedLayerDownError, SpeedLayerError
 from engine.lambda_arch.spec import View
 
 STAGE_ID = "speed-delta"
@@ -198,12 +198,12 @@ class PipelineSpeedLayer:
     def push(self, stored: pa.Table) -> None:
         """Hand one acknowledged batch to the pipeline (blocks while the feed is full).
 
-        Raises :class:`SpeedLayerDown` when the pipeline has stopped (a crashed sink or
+        Raises :class:`SpeedLayerDownError` when the pipeline has stopped (a crashed sink or
         shard), instead of blocking forever on a feed nobody reads.
         """
         while True:
             if self.handle.done():
-                raise SpeedLayerDown("the speed-layer pipeline has stopped")
+                raise SpeedLayerDownError("the speed-layer pipeline has stopped")
             try:
                 self.feed.push(stored, timeout_s=0.5)
                 return
