@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local", action="store_true", help="run in local mode: in this process, without Ray")
     parser.add_argument("--overwrite", action="store_true", help="replace a result already in --output")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    parser.add_argument("--ui", action="store_true",
+                        help="serve a live status page of the job on 127.0.0.1 (its URL, with a private token, "
+                             "is printed at start); in a terminal, the page stays up until you press Enter")
     return parser
 
 
@@ -95,15 +98,21 @@ def run(args: argparse.Namespace) -> int:
     import engine
 
     if args.local:
+        if args.ui:
+            from engine.ui import start_ui
+
+            start_ui()
         result = engine.run(job, "inline").result()
         where = "inline executor (local mode, no Ray)"
     else:
-        info = engine.connect(address=args.address)
+        info = engine.connect(address=args.address, ui=args.ui)
         connected = time.perf_counter()
         where = f"{'embedded' if info.embedded else 'existing'} Ray cluster, {info.cpus} CPUs"
         print(f"connected to {where} in {connected - started:.1f}s", file=sys.stderr)
         result = engine.run(job).result()
     _report(result, args.top, where)
+    if args.ui and sys.stdin.isatty():
+        input("status page still up: press Enter to exit ")
     return 0
 
 

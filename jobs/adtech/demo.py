@@ -37,6 +37,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     parser.add_argument("--executor", choices=["ray", "inline"], default="ray", help="ray (default) or inline (in this process, no Ray)")
     parser.add_argument("--top", type=int, default=10, help="advertisers in the final summary (default 10)")
+    parser.add_argument("--ui", action="store_true",
+                        help="serve a live status page on 127.0.0.1 (its URL, with a private token, is printed at start)")
     args = parser.parse_args(argv)
     if args.events < 0 or args.rate <= 0 or args.batch_every <= 0 or args.shards < 1:
         parser.error("--events must be >= 0 and --rate, --batch-every, --shards positive")
@@ -113,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         import engine
 
         started_ray = not ray.is_initialized()
-        engine.connect()
+        engine.connect(ui=args.ui)
+    elif args.ui:
+        from engine.ui import start_ui
+
+        start_ui()
     directory = args.dir or Path(tempfile.mkdtemp(prefix="adtech-"))
     try:
         lam = AdTech.start(directory, args.executor, LambdaOptions(shards=args.shards))
