@@ -81,7 +81,7 @@ class Scheduler:
         self.lost: list[str] = []
         self.outcome: Finish | Fail | None = None
         self.events: list[str] = []
-        self.paused = False  # while a takeover adopts attempts: no launches, no end
+        self.paused = False  # while a takeover or a worker report is taken in: no launches, no end
         self.adopted: set[MapKey] = set()  # running attempts with no reply channel (see takeover)
 
     # ----- workers ---------------------------------------------------------------------------
@@ -340,9 +340,12 @@ class Scheduler:
         }
 
     def summary(self) -> dict:
-        """The job's task-level facts for its result: counters, attempts, executions."""
+        """The job's task-level facts for its result: counters, task counts and bytes,
+        attempts and executions per task."""
         tasks = self.table.tasks.values()
+        status = self.status()
         return {
+            **{key: status[key] for key in ("maps", "reduces", "bytes_total", "bytes_done")},
             "counters": dict(self.counters()), "map_tasks": len(self.table.of_kind("map")),
             "reduce_tasks": len(self.table.of_kind("reduce")),
             "attempts": {t.task_id: t.attempt for t in tasks},

@@ -106,16 +106,20 @@ def collect_adopted(scheduler: Scheduler, worker: str, running: Iterable[MapKey]
     reports = {(r.task_id, r.attempt): r for r in finished}
     still_running = {(str(t), int(a)) for t, a in running}
     actions: list[Action] = []
-    for key in sorted(scheduler.adopted):
-        task = scheduler.table.tasks[key[0]]
-        if task.running.get(key[1]) != worker:
-            continue
-        if key in reports:
-            actions += scheduler.succeeded(reports[key])
-        elif key not in still_running:
-            actions += scheduler.failed(key[0], key[1], worker, ErrorDescription(
-                "AttemptLost", f"attempt {key[1]} of {key[0]} ended on {worker} without a report"))
-    return actions
+    scheduler.paused = True  # one report, one decision: launch only once all of it is in
+    try:
+        for key in sorted(scheduler.adopted):
+            task = scheduler.table.tasks[key[0]]
+            if task.running.get(key[1]) != worker:
+                continue
+            if key in reports:
+                actions += scheduler.succeeded(reports[key])
+            elif key not in still_running:
+                actions += scheduler.failed(key[0], key[1], worker, ErrorDescription(
+                    "AttemptLost", f"attempt {key[1]} of {key[0]} ended on {worker} without a report"))
+    finally:
+        scheduler.paused = False
+    return actions + scheduler.tick()
 
 
 def adopted_workers(scheduler: Scheduler) -> list[str]:
