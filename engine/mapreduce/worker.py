@@ -37,6 +37,7 @@ class MapReduceWorker:
         self._tasks_done = 0
         self._chaos = WorkerChaos()
         self._job: str | None = None
+        self._lease_lock = threading.Lock()  # a late release of the last job must not undo a new lease
         self._warm_up()
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
@@ -60,18 +61,20 @@ class MapReduceWorker:
     def lease(self, job_id: str, chaos: WorkerChaos | None) -> str:
         """Start serving ``job_id`` with fresh fault-injection settings; returns the name."""
         self._last_contact = time.monotonic()
-        self._job = job_id
-        self._chaos = chaos or WorkerChaos()
-        self._tasks_done = 0
+        with self._lease_lock:
+            self._job = job_id
+            self._chaos = chaos or WorkerChaos()
+            self._tasks_done = 0
         return self.name
 
     def release(self, job_id: str) -> None:
         """Stop serving ``job_id`` and forget its map outputs."""
         self._last_contact = time.monotonic()
         self._state.release(job_id)
-        if self._job == job_id:
-            self._job = None
-            self._chaos = WorkerChaos()
+        with self._lease_lock:
+            if self._job == job_id:
+                self._job = None
+                self._chaos = WorkerChaos()
 
     def ping(self) -> dict:
         """Liveness: name, attempts running, map outputs held, process and node."""

@@ -16,7 +16,8 @@ import pytest
 import ray
 
 import engine
-from engine import ChaosPlan, JobOptions, MasterChaos, WorkerChaos
+from engine import JobOptions
+from engine.testing import ChaosPlan, MasterChaos, WorkerChaos
 from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines, wordcount_job
 from tests.oracles import table_to_dict, wordcount_oracle
 
@@ -131,8 +132,8 @@ def test_poison_records_are_skipped_into_dead_letters(fault_cluster: None, tmp_p
     dead = result.dead_letters()
     assert result.counters["bad_records_skipped"] == len(poisoned) == dead.num_rows
     assert sorted(r.decode().rstrip("\n") for r in dead.column("record").to_pylist()) == sorted(poisoned)
-    assert set(dead.column("stage").to_pylist()) == {"map"}
-    assert all("cannot handle w13" in reason for reason in dead.column("reason").to_pylist())
+    assert set(dead.column("step").to_pylist()) == {"map"}
+    assert all("cannot handle w13" in reason for reason in dead.column("error").to_pylist())
 
 
 def test_too_many_poison_records_fail_the_job_clearly(fault_cluster: None, tmp_path: Path) -> None:
