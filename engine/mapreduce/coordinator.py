@@ -107,11 +107,19 @@ class JobCoordinator:
         config, policy = self._new_scheduler_parts()
         takeover = Takeover(state, config, snapshots=policy)
         self.next_worker = int(state.get("next_worker", 0))
-        for name in takeover.candidates:
+        asked: dict[str, tuple[Any, Any]] = {}
+        for name in takeover.candidates:  # ask them all at once, then wait for the answers
             try:
                 handle = ray.get_actor(name, namespace=self.config.namespace)
-                report = ray.get(handle.attempts.remote(self.config.job_id), timeout=self.options.heartbeat_timeout_s)
-            except (ValueError, ray.exceptions.RayError):
+            except ValueError:  # gone
+                takeover.worker_unreachable(name)
+                continue
+            asked[name] = (handle, handle.attempts.remote(self.config.job_id))
+        deadline = time.monotonic() + self.options.heartbeat_timeout_s
+        for name, (handle, ref) in asked.items():
+            try:
+                report = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except ray.exceptions.RayError:  # dead, or no answer in time
                 takeover.worker_unreachable(name)
                 continue
             self.handles[name] = handle

@@ -38,6 +38,7 @@ from engine.mapreduce.actions import (Action, AttemptReport, Cancel, CheckWorker
 from engine.mapreduce.counters import add_counters
 from engine.mapreduce.rules import check_bad_records
 from engine.mapreduce.snapshot import SnapshotPolicy
+from engine.mapreduce.spec import JobOptions
 from engine.mapreduce.task_table import Task, TaskState, TaskTable
 
 
@@ -53,21 +54,22 @@ class SchedulerConfig:
     slots_per_worker: int = 1
 
     @staticmethod
-    def from_options(options: object, speculation: bool | None = None) -> "SchedulerConfig":
-        """The settings a job's ``JobOptions`` ask for."""
+    def from_options(options: JobOptions, speculation: bool | None = None) -> "SchedulerConfig":
+        """The settings a job's ``JobOptions`` ask for (``speculation`` overrides theirs)."""
         return SchedulerConfig(
-            max_task_attempts=options.max_task_attempts,  # type: ignore[attr-defined]
-            speculation=options.speculation if speculation is None else speculation,  # type: ignore[attr-defined]
-            speculation_after=options.speculation_after,  # type: ignore[attr-defined]
-            speculation_min_s=options.speculation_min_s,  # type: ignore[attr-defined]
-            max_bad_record_fraction=options.max_bad_record_fraction)  # type: ignore[attr-defined]
+            max_task_attempts=options.max_task_attempts,
+            speculation=options.speculation if speculation is None else speculation,
+            speculation_after=options.speculation_after, speculation_min_s=options.speculation_min_s,
+            max_bad_record_fraction=options.max_bad_record_fraction)
 
 
 class Scheduler:
     """One job's scheduling state and rules; see the module docstring.
 
     ``workers`` maps each live worker to whether it is ready for work; ``lost`` lists the
-    workers lost so far, in order.  Once the job finished or failed (``outcome``), every
+    workers lost so far, in order; ``adopted`` holds the running attempts taken over from
+    an earlier master (no reply will come for them: their workers are polled); while
+    ``paused`` nothing is launched.  Once the job finished or failed (``outcome``), every
     event is refused and returns no action.
     """
 
@@ -81,8 +83,14 @@ class Scheduler:
         self.lost: list[str] = []
         self.outcome: Finish | Fail | None = None
         self.events: list[str] = []
-        self.paused = False  # while a takeover or a worker report is taken in: no launches, no end
-        self.adopted: set[MapKey] = set()  # running attempts with no reply channel (see takeover)
+        self.paused = False
+        self.adopted: set[MapKey] = set()
+
+    def note(self, text: str) -> None:
+        """Note what happened (for the job's summary); only the newest events are kept."""
+        self.events.append(text)
+        if len(self.events) > 1000:
+            del self.events[:-500]
 
     # ----- workers ---------------------------------------------------------------------------
 
@@ -109,7 +117,7 @@ class Scheduler:
         self.lost.append(name)
         self.adopted = {key for key in self.adopted if self.table.tasks[key[0]].running.get(key[1]) != name}
         rerun = self.table.worker_lost(name)
-        self.events.append(f"worker {name} {why}; tasks to run again: {', '.join(rerun) or 'none'}")
+        self.note(f"worker {name} {why}; tasks to run again: {', '.join(rerun) or 'none'}")
         return self._progress()
 
     # ----- replies ---------------------------------------------------------------------------
@@ -162,7 +170,7 @@ class Scheduler:
             return []
         self.adopted.discard((task_id, attempt))
         self.table.fail(task_id, attempt)
-        self.events.append(f"{task_id} attempt {attempt} failed on {worker}: {error.one_line()[:200]}")
+        self.note(f"{task_id} attempt {attempt} failed on {worker}: {error.one_line()[:200]}")
         if task.failures >= self.config.max_task_attempts:
             return self._fail(JobFailedError(f"task {task_id} failed {task.failures} times; "
                                              f"last error: {error.one_line()}"))
@@ -184,7 +192,7 @@ class Scheduler:
             holder = self._lose_map_output(map_id, map_attempt)
             if holder is not None and holder in self.workers:
                 actions.append(DropOutput(holder, ((map_id, map_attempt),)))
-        self.events.append(f"{task_id} attempt {attempt} could not fetch map outputs {lost}")
+        self.note(f"{task_id} attempt {attempt} could not fetch map outputs {lost}")
         actions += [CheckWorker(name) for name in sorted(set(suspects)) if name in self.workers]
         return actions + self._progress()
 
@@ -278,7 +286,7 @@ class Scheduler:
     def _launch(self, task: Task, worker: str, speculative: bool) -> Launch:
         attempt = self.table.start(task.task_id, worker, now=self.clock(), speculative=speculative)
         if speculative:
-            self.events.append(f"speculative attempt {attempt} of {task.task_id} on {worker}")
+            self.note(f"speculative attempt {attempt} of {task.task_id} on {worker}")
         if task.kind == "map":
             return Launch(task.task_id, "map", attempt, worker, speculative, split=task.split)
         sources = {name: tuple(keys) for name, keys in self.table.map_locations().items()}
@@ -310,7 +318,7 @@ class Scheduler:
 
     def _fail(self, error: JobFailedError) -> list[Action]:
         self.outcome = Fail(error)
-        self.events.append(f"job failed: {error}")
+        self.note(f"job failed: {error}")
         return [self.outcome]
 
     # ----- views -----------------------------------------------------------------------------

@@ -61,20 +61,20 @@ class Takeover:
                 continue
             self._adopt(task, report.attempt, name)
             self.actions += scheduler.succeeded(report)
-            scheduler.events.append(f"adopted finished attempt {report.attempt} of {task.task_id} on {name}")
+            scheduler.note(f"adopted finished attempt {report.attempt} of {task.task_id} on {name}")
         for task_id, attempt in running:
             task = table.tasks.get(str(task_id))
             if task is None or task.state is TaskState.COMPLETED or int(attempt) in task.running:
                 continue
             self._adopt(task, int(attempt), name)
             scheduler.adopted.add((task.task_id, int(attempt)))
-            scheduler.events.append(f"adopted running attempt {attempt} of {task.task_id} on {name}")
+            scheduler.note(f"adopted running attempt {attempt} of {task.task_id} on {name}")
 
     def worker_unreachable(self, name: str) -> None:
         """A worker of the old primary did not answer: it counts as lost."""
         if name not in self.scheduler.lost and name not in self.scheduler.workers:
             self.scheduler.lost.append(name)
-            self.scheduler.events.append(f"worker {name} did not answer the takeover")
+            self.scheduler.note(f"worker {name} did not answer the takeover")
 
     def finish(self) -> tuple[Scheduler, list[Action]]:
         """End the adoption: maps whose worker did not report are lost; scheduling starts.
