@@ -52,7 +52,6 @@ class InlineRun:
         self.job_id = f"{job.name}-inline"
         self.lock = threading.Lock()
         self.cancelled = False
-        self.last_error: BaseException | None = None
 
     def run(self) -> JobResult:
         """Run the job to its end; see the class docstring."""
@@ -77,7 +76,7 @@ class InlineRun:
         elif isinstance(action, DropOutput):
             self.worker.drop(self.job_id, list(action.keys))
         elif isinstance(action, Fail):
-            raise action.error from self.last_error
+            raise action.error
         elif isinstance(action, Finish):
             return self._finish()
         # Cancel, CheckWorker, TakeSnapshot: nothing runs beside the task, nothing to check
@@ -101,9 +100,12 @@ class InlineRun:
                 return self.scheduler.map_output_lost(launch.task_id, launch.attempt, launch.worker, error.lost,
                                                       error.workers)
         except Exception as error:  # a task failure: the scheduler retries or fails the job
-            self.last_error = error
             with self.lock:
-                return self.scheduler.failed(launch.task_id, launch.attempt, launch.worker, describe_error(error))
+                actions = self.scheduler.failed(launch.task_id, launch.attempt, launch.worker, describe_error(error))
+            for action in actions:
+                if isinstance(action, Fail):
+                    action.error.__cause__ = error  # the traceback of the last failure, for debugging
+            return actions
         with self.lock:
             return self.scheduler.succeeded(report)
 
