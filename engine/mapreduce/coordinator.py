@@ -343,6 +343,7 @@ class JobCoordinator:
                 **self.scheduler.status(), "master": self.name, "role": self.role,
                 "replaced_workers": max(0, self.next_worker - self.config.workers),
                 "snapshot_seq": self.snapshot_seq, "takeover": self.takeover_at is not None,
+                "counters": dict(self.scheduler.counters()),
             }
             if self.error is not None:
                 status.update(state="failed", error=str(self.error).splitlines()[0])

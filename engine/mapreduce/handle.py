@@ -87,8 +87,10 @@ class JobHandle(Handle):
                 if key in status}
 
     def counters(self) -> Counter:
-        """Counters (complete once the job is done)."""
-        return self._result.counters if self._result is not None else Counter()
+        """Counters of the tasks completed so far (all of them once the job is done)."""
+        if self._result is not None:
+            return self._result.counters
+        return Counter(self.status().get("counters", {}))
 
     def result(self, timeout_s: float | None = None, progress: bool | None = None) -> JobResult:
         """Wait for the job and return its result; raises ``JobFailedError`` if it failed.

@@ -64,7 +64,9 @@ def test_handle_reports_status_progress_and_counters(executor: str, tmp_path: Pa
     handle = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2, split_size=1000),
                         executor)
     assert handle.status()["state"] in ("starting", "running", "succeeded")
+    early = handle.counters()  # the tasks completed so far
     result = handle.result(timeout_s=120)
+    assert all(0 <= value <= result.counters[name] for name, value in early.items())
     assert table_to_dict(result.table()) == {"a": 1000, "b": 1000, "c": 1500, "d": 500}
     assert handle.progress() == 1.0 and handle.done()
     assert handle.status()["state"] == "succeeded"
