@@ -13,7 +13,7 @@ Tools for tests (fault injection) live in ``engine.testing``.
 
 from engine.cluster import ClusterInfo, connect, shutdown
 from engine.common.circuit_breaker import CircuitBreaker
-from engine.common.combine import CombineFn, GroupByAggregate
+from engine.common.combine import CombineFn, GroupByAggregate, KeyedCombineFn
 from engine.common.dead_letters import DeadLetterStore
 from engine.common.rate_limit import RateLimiter
 from engine.common.retry import RetryPolicy
@@ -50,7 +50,7 @@ __all__ = [
     "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink", "ParquetSource",
     "Sink", "Source", "TableSource", "TextSource",
     # combining, user functions' helpers
-    "CombineFn", "GroupByAggregate", "concat_replies", "count_words", "increment_counter", "sum_replies",
+    "CombineFn", "GroupByAggregate", "KeyedCombineFn", "concat_replies", "count_words", "increment_counter", "sum_replies",
     "top_k_replies",
     # reliability
     "CircuitBreaker", "DeadLetterStore", "RateLimiter", "RetryPolicy", "replay_dead_letters",

@@ -1,35 +1,36 @@
-"""Submitting a job to Ray and the handle the user holds while it runs.
+"""The handle of a MapReduce job on Ray: it follows whichever master is primary.
 
-``submit`` validates the job and its inputs in the driver (so a bad path fails before
-any work starts), prepares the output directory, starts the primary master and a
-standby, and returns a ``JobHandle`` at once.  The handle follows whichever master is
-primary, so it keeps working across a master takeover.
+A takeover changes the primary; the handle learns of new masters from the old ones
+(``peers``) and keeps working.  If every master of the job is lost (e.g. with their
+node), it starts a new one that continues from the snapshot store, a few times at most
+(the engine's one ``RetryPolicy``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
-from engine.cluster import available_cpus, require_ray
-from engine.errors import ResultTimeoutError
-from engine.runtime.handle import Handle
-from engine.io.parts import prepare_directory
-from engine.testing.chaos import ChaosPlan
-from engine.mapreduce.rules import default_reducers, resolve_output
-from engine.mapreduce.master import JobFailedError, MasterConfig
-from engine.runtime.supervisor import NAMESPACE, get_pool
+from engine.common.retry import RetryPolicy
+from engine.errors import JobFailedError, ResultTimeoutError
+from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.result import JobResult
-from engine.mapreduce.snapshot import SnapshotStore
+from engine.mapreduce.scheduler import progress_of
 from engine.mapreduce.spec import MapReduceJob
+from engine.runtime.handle import CANCELLED, Handle
 
+
+class _MastersLost(Exception):
+    """Every master this handle knows of is gone."""
+
+
+# The first masters, then up to three new ones started from the snapshot store.
+MASTER_RESTARTS = RetryPolicy(max_attempts=4, backoff="fixed", base_delay_s=0.5, jitter=0.0,
+                              retry_on=(_MastersLost,))
 
 
 class JobHandle(Handle):
@@ -43,6 +44,7 @@ class JobHandle(Handle):
         self._masters = masters
         self._result: JobResult | None = None
         self._last_status: dict = {}
+        self._cancelled = False
 
     def _live_masters(self) -> list[Any]:
         """Known masters, newest first; a primary that took over reports its new standby."""
@@ -61,6 +63,8 @@ class JobHandle(Handle):
         """The primary master's view: state, phase, task counts, workers, snapshots, errors."""
         if self._result is not None:
             return {**self._last_status, "state": "succeeded"}
+        if self._cancelled:
+            return {**self._last_status, "state": CANCELLED}
         for master in self._live_masters():
             try:
                 status = ray.get(master.status.remote(self.job_id, tasks), timeout=10)
@@ -73,18 +77,7 @@ class JobHandle(Handle):
 
     def progress(self) -> float:
         """Fraction of the job done: map bytes (or tasks) weigh 90%, reduce tasks 10%."""
-        status = self.status()
-        if status.get("state") == "succeeded":
-            return 1.0
-        maps, reduces = status.get("maps"), status.get("reduces")
-        if not maps:
-            return 0.0
-        if status.get("bytes_total"):
-            map_part = status["bytes_done"] / status["bytes_total"]
-        else:
-            map_part = maps["completed"] / max(1, sum(maps.values()))
-        reduce_part = reduces["completed"] / max(1, sum(reduces.values()))
-        return 0.9 * map_part + 0.1 * reduce_part
+        return progress_of(self.status())
 
     def metrics(self) -> dict:
         """Task counts per phase, bytes read, workers, snapshots and timings so far."""
@@ -94,10 +87,10 @@ class JobHandle(Handle):
                 if key in status}
 
     def counters(self) -> Counter:
-        """Counters so far (complete once the job is done)."""
+        """Counters of the tasks completed so far (all of them once the job is done)."""
         if self._result is not None:
             return self._result.counters
-        return Counter()
+        return Counter(self.status().get("counters", {}))
 
     def result(self, timeout_s: float | None = None, progress: bool | None = None) -> JobResult:
         """Wait for the job and return its result; raises ``JobFailedError`` if it failed.
@@ -107,6 +100,8 @@ class JobHandle(Handle):
         """
         if self._result is not None:
             return self._result
+        if self._cancelled:
+            raise JobFailedError(f"job {self.job_id} was cancelled")
         show = self.job.options.progress if progress is None else progress
         bar = None
         if show:
@@ -115,41 +110,49 @@ class JobHandle(Handle):
             bar = tqdm(total=100, desc=self.job.name, unit="%", file=sys.stderr,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        runs = list(self._starts)
         try:
-            summary = self._wait(deadline, bar)
+            summary = MASTER_RESTARTS.call(self._follow, runs, deadline, bar)
+        except _MastersLost:
+            self._cleanup()
+            raise JobFailedError(f"job {self.job_id} lost its masters {MASTER_RESTARTS.max_attempts} times") from None
         finally:
             if bar is not None:
                 bar.close()
-            if self._result is None:
-                pass
         self._cleanup()
-        self._result = JobResult(self.job.name, self.config.output, Counter(summary["counters"]), summary["elapsed_s"],
-                                 summary["map_tasks"], summary["reduce_tasks"], summary["attempts"], summary)
+        self._result = JobResult.from_summary(self.job.name, self.config.output, summary)
         return self._result
 
-    def _wait(self, deadline: float | None, bar: Any) -> dict:
-        """Follow the primary's run; on its death follow the standby that takes over."""
-        runs = list(self._starts)
+    def _follow(self, runs: list[Any], deadline: float | None, bar: Any) -> dict:
+        """Wait on the primary's run; on its death follow the standby that takes over.
+        Raises ``_MastersLost`` when no master is left; called again, it starts a new
+        one, which continues from the snapshot store."""
+        if not runs:
+            runs += self._restart_master()
         while True:
+            if not runs:
+                live = self._live_primary()
+                if live is None:
+                    raise _MastersLost()
+                runs.append(live)
             if deadline is not None and time.monotonic() > deadline:
                 raise ResultTimeoutError(f"job {self.job_id} did not finish within the timeout")
-            if not runs:  # both original masters are gone: follow a newer one, or start one
-                runs = self._follow_or_restart_master()
-            current = runs[0]
-            ready, _ = ray.wait([current], timeout=0.25 if bar is not None else 1.0)
+            ready, _ = ray.wait([runs[0]], timeout=0.25 if bar is not None else 1.0)
             if bar is not None:
                 self._update_bar(bar)
             if not ready:
                 continue
             try:
-                summary = ray.get(current)
+                summary = ray.get(runs[0])
             except ray.exceptions.RayActorError:
                 runs.pop(0)
                 continue
             except ray.exceptions.RayTaskError as error:
                 self._cleanup()
-                cause = getattr(error, "cause", None) or error
-                raise JobFailedError(str(cause)) from None
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, JobFailedError):
+                    raise cause from None
+                raise JobFailedError(str(cause or error)) from None
             if summary is None:  # a standby that saw the primary finish
                 runs.pop(0)
                 continue
@@ -158,24 +161,21 @@ class JobHandle(Handle):
                 bar.refresh()
             return summary
 
-    def _follow_or_restart_master(self) -> list[Any]:
-        """The run to wait on after the first two masters died: a live primary started
-        by a takeover, or else (all masters lost, e.g. with their node) a new master that
-        continues from the snapshot store, supervised from here."""
+    def _live_primary(self) -> Any | None:
+        """The run of a live primary started by a takeover, if there is one."""
         for master in self._live_masters():
             try:
                 if ray.get(master.ping.remote(self.job_id), timeout=10).get("role") == "primary":
-                    return [master.wait_done.remote(self.job_id, None)]
+                    return master.wait_done.remote(self.job_id, None)
             except ray.exceptions.RayError:
                 continue
-        self._restarts = getattr(self, "_restarts", 0) + 1
-        if self._restarts > 3:
-            raise JobFailedError(f"job {self.job_id} lost its masters {self._restarts - 1} times")
-        time.sleep(0.5)
-        master = ray.get(get_pool().take_masters.remote(1, list(self._masters)))[0]
+        return None
+
+    def _restart_master(self) -> list[Any]:
+        """Every master is lost: a new one continues from the snapshot store."""
+        master = ray.get(self.config.find_pool().take_masters.remote(1, list(self._masters)))[0]
         self._masters.append(master)
-        job_ref = ray.put(self.job)
-        return [master.take_over.remote(job_ref, self.config, len(self._masters) - 1)]
+        return [master.take_over.remote(ray.put(self.job), self.config, len(self._masters) - 1)]
 
     def _update_bar(self, bar: Any) -> None:
         bar.n = round(100 * self.progress())
@@ -186,51 +186,19 @@ class JobHandle(Handle):
         bar.refresh()
 
     def cancel(self) -> None:
-        """Stop the job: kill its masters and workers.  Parts already written stay."""
+        """Stop the job: its masters stop it and its workers go back to the pool.  Parts
+        already written stay."""
+        if self._result is None:
+            self._cancelled = True
         self._cleanup()
 
     def _cleanup(self) -> None:
         for master in self._masters:
             try:
                 master.forget.remote(self.job_id)
-            except Exception:
+            except Exception:  # a dead master has nothing to forget
                 pass
         try:
-            get_pool().release.remote(self.job_id)
-        except Exception:
+            self.config.pool.release.remote(self.job_id)
+        except Exception:  # a dead pool releases nothing
             pass
-
-
-def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = False) -> JobHandle:
-    """Run ``job`` on the connected Ray cluster (``engine.connect()`` first); returns at once.
-
-    ``resume=True`` continues a job whose driver went away, from its snapshot store:
-    parts already committed are kept and reduce tasks recorded as completed are not run
-    again (map outputs died with the old cluster's workers, so needed maps run again).
-    """
-    require_ray("a MapReduce job on the Ray executor")
-    job.source.plan_splits()  # fail on a missing input before any work starts
-    workers = job.options.workers or available_cpus()
-    reducers = job.reducers or default_reducers(workers)
-    output = resolve_output(job)
-    snapshot_dir = job.options.snapshot_dir or os.path.join(output, "_snapshots")
-    table = None
-    fingerprint = job.fingerprint()
-    if resume:
-        snapshot = SnapshotStore(snapshot_dir, job.name, fingerprint).latest()
-        if snapshot is None:
-            raise FileNotFoundError(f"no usable snapshot of job {job.name!r} in {snapshot_dir}")
-        table = snapshot.state["tasks"]
-        reducers = int(snapshot.state.get("reducers", reducers))
-    else:
-        prepare_directory(output, job.options.overwrite)
-    job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
-    chaos = chaos or ChaosPlan()
-    config = MasterConfig(job_id=job_id, namespace=NAMESPACE, output=output, reducers=reducers, workers=workers,
-                          snapshot_dir=snapshot_dir, fingerprint=fingerprint, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
-    masters = ray.get(get_pool().take_masters.remote(2 if job.options.backup_master else 1))
-    job_ref = ray.put(job)
-    starts = [masters[0].start_primary.remote(job_ref, config, 0, table, [])]
-    if len(masters) > 1:
-        starts.append(masters[1].standby.remote(job_ref, config, 1, [masters[0]]))
-    return JobHandle(job, config, masters, starts)

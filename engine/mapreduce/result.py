@@ -42,6 +42,12 @@ class JobResult:
     attempts: dict[str, int] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
 
+    @staticmethod
+    def from_summary(name: str, output: str, summary: dict) -> "JobResult":
+        """The result of a job from the summary its executor made when it finished."""
+        return JobResult(name, output, Counter(summary["counters"]), summary["elapsed_s"], summary["map_tasks"],
+                         summary["reduce_tasks"], dict(summary["attempts"]), summary)
+
     def table(self) -> pa.Table:
         """The whole result as one table (parts concatenated in partition order)."""
         return read_parts(self.output)

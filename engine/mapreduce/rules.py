@@ -1,5 +1,6 @@
 """Rules of a MapReduce run that every executor follows, in one place: how many reducers,
-where the output goes, when bad records fail the job, how a task's dead letters are kept."""
+where the output goes, what the shuffle carries, when bad records fail the job, how a
+task's dead letters and the finished job are committed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import tempfile
 from collections import Counter
 from typing import Sequence
 
+from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter, DeadLetterStore
 from engine.errors import TooManyBadRecordsError
-from engine.io.parts import DEAD_LETTERS_DIR
+from engine.io.parts import DEAD_LETTERS_DIR, write_success
 from engine.mapreduce.spec import MapReduceJob
 
 
@@ -22,6 +24,14 @@ def default_reducers(workers: int) -> int:
 def resolve_output(job: MapReduceJob) -> str:
     """The job's output directory, or a fresh private temporary one when it has none."""
     return job.output if job.output is not None else tempfile.mkdtemp(prefix=f"engine-{job.name}-")
+
+
+def ships_partials(job: MapReduceJob) -> bool:
+    """True when map tasks shuffle the combiner's partial tables instead of finalized rows:
+    the combine is a ``KeyedCombineFn`` and the reduce is the same combiner, which merges
+    the partials and finalizes them (so a count or a mean comes out right)."""
+    return isinstance(job.combine, KeyedCombineFn) and isinstance(job.reduce, KeyedCombineFn) \
+        and job.reduce == job.combine
 
 
 def check_bad_records(counters: Counter, limit: float) -> None:
@@ -46,3 +56,9 @@ def commit_dead_letters(output: str, task_id: str, letters: Sequence[DeadLetter]
         return []
     store = DeadLetterStore(dead_letter_dir(output))
     return [store.add_letter(letter, "mapreduce", key=f"{task_id}/{index}") for index, letter in enumerate(letters)]
+
+
+def commit_job(output: str, summary: dict) -> None:
+    """Commit a finished job: its summary (``_job.json``, without the event log), then
+    ``_SUCCESS``, last."""
+    write_success(output, {key: value for key, value in summary.items() if key != "events"})

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from engine.common.atomic_files import write_bytes_atomically
 from engine.errors import SnapshotError
@@ -101,3 +102,31 @@ class SnapshotStore:
             os.rmdir(self.directory)
         except OSError:
             pass
+
+
+class SnapshotPolicy:
+    """When a master writes a snapshot: once ``every_tasks`` completions were accepted
+    since the last one, or ``every_s`` seconds passed since it with at least one
+    completion, whichever comes first.  Nothing completed means nothing to write."""
+
+    def __init__(self, every_tasks: int, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_tasks = max(1, int(every_tasks))
+        self.every_s = every_s
+        self.clock = clock
+        self.pending = 0
+        self.last = clock()
+
+    def completed(self, count: int = 1) -> None:
+        """``count`` more completions were accepted."""
+        self.pending += count
+
+    def due(self) -> bool:
+        """True when a snapshot should be written now."""
+        if self.pending == 0:
+            return False
+        return self.pending >= self.every_tasks or self.clock() - self.last >= self.every_s
+
+    def written(self) -> None:
+        """A snapshot holding every completion so far was written."""
+        self.pending = 0
+        self.last = self.clock()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import pyarrow as pa
+from engine.common.combine import KeyedCombineFn
 from engine.common.retry import RetryPolicy
 from engine.errors import SpecError
 from engine.io.sinks import ParquetSink
@@ -139,6 +140,11 @@ class MapReduceJob:
             raise SpecError(f"combine must be callable or None, got {self.combine!r}")
         if not self.keys or not all(isinstance(k, str) and k for k in self.keys):
             raise SpecError(f"keys must be one or more column names, got {self.keys!r}")
+        for role in ("combine", "reduce"):
+            combiner = getattr(self, role)
+            if isinstance(combiner, KeyedCombineFn) and not set(self.keys) <= set(combiner.keys):
+                raise SpecError(f"{role} groups by {list(combiner.keys)}, which does not include the job's keys "
+                                f"{list(self.keys)}")
         if self.reducers is not None and (not isinstance(self.reducers, int) or self.reducers < 1):
             raise SpecError(f"reducers must be at least 1, got {self.reducers}")
         if not isinstance(self.source, SplittableSource):

@@ -144,15 +144,22 @@ class TaskTable:
         task.running.clear()
         return losers
 
-    def fail(self, task_id: str, attempt: int) -> Task:
-        """An attempt failed; the task goes back to idle if nothing else is running it."""
+    def end_attempt(self, task_id: str, attempt: int) -> bool:
+        """An attempt ended without completing the task (and through no fault of the task:
+        its worker died, or its input was lost); the task goes back to idle if nothing else
+        runs it.  False if that attempt was not running."""
         task = self.tasks[task_id]
-        if attempt in task.running:
-            task.running.pop(attempt)
-            task.failures += 1
+        ended = task.running.pop(attempt, None) is not None
         if task.state is TaskState.IN_PROGRESS and not task.running:
             task.state = TaskState.IDLE
-        return task
+        return ended
+
+    def fail(self, task_id: str, attempt: int) -> Task:
+        """An attempt failed; it counts as a failure of the task (if it was running), and
+        the task goes back to idle if nothing else is running it."""
+        if self.end_attempt(task_id, attempt):
+            self.tasks[task_id].failures += 1
+        return self.tasks[task_id]
 
     def lose_output(self, task_id: str) -> None:
         """A completed map's output is gone (its worker died): run it again."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.common.bad_records import ErrorDescription, Isolated, call_isolating_failures
+from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter
 from engine.common.hashing import hash_partition
 from engine.common.tables import concat, sort_by_keys
@@ -24,6 +26,7 @@ from engine.io.parts import write_part
 from engine.io.sources import SourceBatch
 from engine.io.splits import InputSplit
 from engine.mapreduce.counters import collecting_counters
+from engine.mapreduce.rules import ships_partials
 from engine.mapreduce.spec import MapReduceJob
 
 # A combine step runs whenever this many un-combined map output rows have piled up.
@@ -76,8 +79,8 @@ def empty_input(job: MapReduceJob) -> pa.Table:
 def run_map_task(job: MapReduceJob, split: InputSplit, reducers: int) -> MapTaskResult:
     """Read one split, map it batch by batch (combining as it goes) and partition by key."""
     letters: list[DeadLetter] = []
-    outputs: list[pa.Table] = []
-    pending_rows = input_bytes = input_records = invalid = skipped = 0
+    combiner = MapSideCombiner(job)
+    input_bytes = input_records = invalid = skipped = 0
     options = job.options
     with collecting_counters() as counters:
         for batch in job.source.read_split(split):
@@ -93,23 +96,64 @@ def run_map_task(job: MapReduceJob, split: InputSplit, reducers: int) -> MapTask
             letters += _letters("map", isolated, batch.location, batch.row_offsets)
             skipped += isolated.failed_rows
             for mapped in isolated.outputs:
-                outputs.append(mapped)
-                pending_rows += mapped.num_rows
-            if job.combine is not None and pending_rows >= _COMBINE_EVERY_ROWS and len(outputs) > 1:
-                outputs = [job.combine(concat(outputs))]
-                pending_rows = outputs[0].num_rows
-        if not outputs:
-            outputs = [job.map(empty_input(job))]
-        mapped_all = concat(outputs)
-        if job.combine is not None and (len(outputs) > 1 or mapped_all.num_rows > 0):
-            mapped_all = job.combine(mapped_all)
+                combiner.add(mapped)
+        shuffled = combiner.result()
         counters["map_input_records"] += input_records + invalid
         counters["map_input_bytes"] += input_bytes
-        counters["map_output_records"] += mapped_all.num_rows
+        counters["map_output_records"] += shuffled.num_rows
         counters["invalid_input_records"] += invalid
         counters["bad_records_skipped"] += skipped
-    partitions = hash_partition(mapped_all, job.keys, reducers)
+    partitions = hash_partition(shuffled, job.keys, reducers)
     return MapTaskResult(partitions, counters, letters, input_bytes, input_records)
+
+
+class MapSideCombiner:
+    """A map task's output on its way to the shuffle, combined as it grows.
+
+    A ``KeyedCombineFn`` combine accumulates with ``add`` every ``_COMBINE_EVERY_ROWS``
+    rows and ships ``partial(acc)`` when the reduce is the same combiner (so counts and
+    means merge correctly on the reduce side), else the finalized table.  A plain
+    function combine is applied to the concatenated rows, as often.
+    """
+
+    def __init__(self, job: MapReduceJob) -> None:
+        self.job = job
+        self.keyed = isinstance(job.combine, KeyedCombineFn)
+        self.accumulator = job.combine.create() if self.keyed else None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, mapped: pa.Table) -> None:
+        """Take one mapped batch."""
+        self.pending.append(mapped)
+        self.pending_rows += mapped.num_rows
+        if self.job.combine is not None and self.pending_rows >= _COMBINE_EVERY_ROWS:
+            self._combine()
+
+    def _combine(self) -> None:
+        combine = self.job.combine
+        if self.keyed:
+            self.accumulator = combine.add(self.accumulator, concat(self.pending))
+            if len(self.accumulator) > 1:
+                self.accumulator = combine.merge([self.accumulator])
+            self.pending, self.pending_rows = [], 0
+        elif len(self.pending) > 1:
+            self.pending = [combine(concat(self.pending))]
+            self.pending_rows = self.pending[0].num_rows
+
+    def result(self) -> pa.Table:
+        """Everything taken, combined: the table to partition and shuffle."""
+        job, combine = self.job, self.job.combine
+        if not self.pending and not (self.keyed and self.accumulator):
+            self.pending = [job.map(empty_input(job))]
+        if self.keyed:
+            if self.pending:
+                self.accumulator = combine.add(self.accumulator, concat(self.pending))
+            return combine.partial(self.accumulator) if ships_partials(job) else combine.finalize(self.accumulator)
+        mapped = concat(self.pending)
+        if combine is not None and (len(self.pending) > 1 or mapped.num_rows > 0):
+            mapped = combine(mapped)
+        return mapped
 
 
 def _group_bounds(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
@@ -127,6 +171,26 @@ def _group_bounds(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     return np.append(np.flatnonzero(change), table.num_rows)
 
 
+def _reducer(job: MapReduceJob) -> Callable[[pa.Table], pa.Table]:
+    """What the reduce calls on a partition: the job's reduce, or, when map tasks ship
+    partials (``ships_partials``), the combiner's finalize over the merged partials."""
+    if ships_partials(job):
+        combine = job.reduce
+        return lambda partials: combine.finalize([partials])
+    return job.reduce
+
+
+def _empty_shuffle_input(job: MapReduceJob) -> pa.Table:
+    """What the reduce of a partition without map outputs starts from: the mapped and
+    combined form of no rows."""
+    mapped = job.map(empty_input(job))
+    combine = job.combine
+    if isinstance(combine, KeyedCombineFn):
+        accumulator = combine.add(combine.create(), mapped)
+        return combine.partial(accumulator) if ships_partials(job) else combine.finalize(accumulator)
+    return combine(mapped) if combine is not None else mapped
+
+
 def run_reduce_task(job: MapReduceJob, partition: int, inputs: list[pa.Table], output_dir: str) -> ReduceTaskResult:
     """Merge a partition's map outputs, reduce them, sort by key and commit the part.
 
@@ -135,30 +199,28 @@ def run_reduce_task(job: MapReduceJob, partition: int, inputs: list[pa.Table], o
     """
     letters: list[DeadLetter] = []
     options = job.options
+    reduce = _reducer(job)
     with collecting_counters() as counters:
         merged = concat(inputs) if inputs else None
         if merged is None or (merged.num_columns == 0):
-            merged = job.map(empty_input(job))
-            if job.combine is not None:
-                merged = job.combine(merged)
+            merged = _empty_shuffle_input(job)
         counters["reduce_input_records"] += merged.num_rows
         try:
-            reduced_parts = call_isolating_failures(job.reduce, merged, options.retry, strict=True,
+            reduced_parts = call_isolating_failures(reduce, merged, options.retry, strict=True,
                                                     attempts=options.bad_record_attempts,
                                                     isolate_transient=False).outputs
         except Exception as error:  # user code may raise anything
             if merged.num_rows == 0 or options.retry.is_retryable(error):
                 raise
             ordered = sort_by_keys(merged, job.keys)
-            isolated = call_isolating_failures(job.reduce, ordered, options.retry, isolate_transient=False,
+            isolated = call_isolating_failures(reduce, ordered, options.retry, isolate_transient=False,
                                                group_bounds=_group_bounds(ordered, job.keys))
             letters += _letters("reduce", isolated, f"partition-{partition}", np.arange(ordered.num_rows))
             counters["bad_records_skipped"] += isolated.failed_rows
             reduced_parts = isolated.outputs
         if not reduced_parts:
-            reduced_parts = [job.reduce(merged.slice(0, 0))]
+            reduced_parts = [reduce(merged.slice(0, 0))]
         reduced = sort_by_keys(concat(reduced_parts), job.keys)
         counters["reduce_output_records"] += reduced.num_rows
     path = write_part(output_dir, partition, reduced)
     return ReduceTaskResult(path, reduced.num_rows, counters, letters)
-

@@ -1,11 +1,14 @@
-"""A warm pool of MapReduce workers and master processes, shared by the jobs of a cluster.
+"""The supervisor: a warm pool of MapReduce workers and master processes, shared by the
+jobs of a cluster, which outlives them all.
 
 Starting an actor costs a process and its imports (about a second on a small machine),
-which would dominate a small job.  The pool keeps workers (and two spare masters) alive
+which would dominate a small job.  The pool keeps workers (and spare masters) alive
 between jobs, so a small job pays milliseconds.  Master processes host many jobs'
-coordinators; two are kept so that a job's primary and standby live in different ones.  A worker is leased to one job at a time;
-workers unused for ``idle_timeout_s`` exit by themselves and give their CPU back to the
-cluster, so an idle engine does not hold resources other Ray work needs.
+coordinators; several are kept so that a job's primary and standby live in different
+ones.  A worker is leased to one job at a time; workers unused for ``idle_timeout_s``
+exit by themselves and give their CPU back to the cluster, so an idle engine does not
+hold resources other Ray work needs.  Masters get this pool's handle in their
+``MasterConfig``: they never import this module (which creates them).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from typing import Any
 
 import ray
 
+from engine.common.retry import RetryPolicy
+from engine.mapreduce.master import MapReduceMaster
+from engine.mapreduce.worker import MapReduceWorker
 from engine.testing.chaos import WorkerChaos
 
 POOL_NAME = "engine-mapreduce-pool"
 NAMESPACE = "engine"
 DEFAULT_IDLE_TIMEOUT_S = 60.0
+# A warm worker may have died while free: a lease that fails is retried on a fresh worker.
+_LEASE_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0, retry_on=(ray.exceptions.RayError,))
 
 
 @ray.remote(num_cpus=0, max_concurrency=32, max_restarts=0)
@@ -40,8 +48,6 @@ class WorkerPool:
         self._refill_masters()
 
     def _new_worker(self, cpus: float = 1.0) -> tuple[str, Any]:
-        from engine.mapreduce.worker import MapReduceWorker
-
         name = f"engine-worker-{uuid.uuid4().hex[:10]}"
         idle_timeout = self.idle_timeout_s if cpus > 0 else float("inf")  # a spare holds no CPU: it may wait
         handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
@@ -56,8 +62,6 @@ class WorkerPool:
                 self.spare_workers.append(self._new_worker(cpus=0))
 
     def _refill_masters(self) -> None:
-        from engine.mapreduce.master import MapReduceMaster
-
         while len(self.masters) < self.master_target:
             self.masters.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached",
                                                         **self.placement).remote())
@@ -81,21 +85,24 @@ class WorkerPool:
                 chosen[name] = handle
             for name, handle in chosen.items():
                 self.leased[name] = (handle, job_id)
-        # A warm worker may have died while free: check quickly and replace it.
-        checks = {name: handle.lease.remote(job_id, chaos.get(i)) for i, (name, handle) in enumerate(chosen.items())}
-        for index, (name, ref) in enumerate(list(checks.items())):
-            try:
-                ray.get(ref, timeout=30)
-            except ray.exceptions.RayError:
-                with self.lock:
-                    self.leased.pop(name, None)
-                del chosen[name]
-                new_name, handle = self._new_worker()
-                ray.get(handle.lease.remote(job_id, chaos.get(index)))
-                with self.lock:
-                    self.leased[new_name] = (handle, job_id)
-                chosen[new_name] = handle
-        return chosen
+        slots = [{"name": name, "handle": handle, "chaos": chaos.get(index),
+                  "ref": handle.lease.remote(job_id, chaos.get(index))}
+                 for index, (name, handle) in enumerate(chosen.items())]
+        return dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
+
+    def _await_lease(self, job_id: str, slot: dict) -> tuple[str, Any]:
+        """Wait for one lease; if its worker is dead, put a fresh one in the slot and fail
+        (the retry policy waits for that one)."""
+        try:
+            ray.get(slot["ref"], timeout=120)
+            return slot["name"], slot["handle"]
+        except ray.exceptions.RayError:
+            with self.lock:
+                self.leased.pop(slot["name"], None)
+                name, handle = self._new_worker()
+                self.leased[name] = (handle, job_id)
+            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"]))
+            raise
 
     def prewarm(self, count: int) -> int:
         """Start workers until ``count`` are free (so the first job does not wait for them),

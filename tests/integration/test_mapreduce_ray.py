@@ -1,7 +1,10 @@
-"""The Ray executor against local mode and the Counter oracle, on the shared runtime."""
+"""MapReduce on both executors ("inline" and "ray", the ``executor`` fixture) against
+plain-Python oracles: results, counters, dead letters, the output contract, the handle."""
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,35 +20,60 @@ from tests.unit.test_wordcount_local import FILE_BYTES, check_output_contract, w
 pytestmark = pytest.mark.integration
 
 
+def text_facts(files: list[Path]) -> tuple[int, int, list[tuple[str, int, bytes]]]:
+    """Plain Python: (lines, bytes, [(file name, byte offset, line) of lines not UTF-8])."""
+    lines = size = 0
+    invalid = []
+    for path in files:
+        data = path.read_bytes()
+        size += len(data)
+        offset = 0
+        for raw in data.split(b"\n")[: -1 if data.endswith(b"\n") or not data else None]:
+            lines += 1
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                invalid.append((path.name, offset, raw + b"\n" if offset + len(raw) < len(data) else raw))
+            offset += len(raw) + 1
+    return lines, size, invalid
+
+
 @given(contents=st.lists(FILE_BYTES, min_size=1, max_size=3), reducers=st.integers(1, 4),
        split_size=st.integers(4, 60))
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_ray_equals_local_equals_oracle(ray_runtime, tmp_path_factory: pytest.TempPathFactory, contents: list[bytes],
-                                        reducers: int, split_size: int) -> None:
+def test_wordcount_equals_the_counter_oracle(executor: str, tmp_path_factory: pytest.TempPathFactory,
+                                             contents: list[bytes], reducers: int, split_size: int) -> None:
     base = tmp_path_factory.mktemp("wc")
     files = write_files(base / "in", contents)
-    job = wordcount_job([str(base / "in")], str(base / "ray"), reducers=reducers, split_size=split_size)
-    distributed = engine.run(job).result(timeout_s=120)
-    local = engine.run(wordcount_job([str(base / "in")], str(base / "local"), reducers=reducers,
-                                           split_size=split_size), "inline").result()
-    assert distributed.table().equals(local.table())
-    assert table_to_dict(distributed.table()) == wordcount_oracle(files)
-    assert distributed.dead_letters().sort_by("offset").equals(local.dead_letters().sort_by("offset"))
-    for name in ("map_input_records", "map_input_bytes", "invalid_input_records", "reduce_output_records"):
-        assert distributed.counters[name] == local.counters[name], name
-    check_output_contract(base / "ray", reducers)
+    result = engine.run(wordcount_job([str(base / "in")], str(base / "out"), reducers=reducers,
+                                      split_size=split_size), executor).result(timeout_s=120)
+    words = wordcount_oracle(files)
+    assert table_to_dict(result.table()) == words
+    lines, size, invalid = text_facts(files)
+    assert (result.counters["map_input_records"], result.counters["map_input_bytes"]) == (lines, size)
+    assert result.counters["invalid_input_records"] == len(invalid)
+    assert result.counters["reduce_output_records"] == len(words)
+    dead = sorted((Path(d["location"]).name, d["offset"], d["record"]) for d in result.dead_letters().to_pylist())
+    assert dead == sorted(invalid)
+    assert all(count == 1 for count in result.details["executions"].values())
+    check_output_contract(base / "out", reducers)
 
 
-def test_handle_reports_status_progress_and_counters(ray_runtime, tmp_path: Path) -> None:
+def test_handle_reports_status_progress_and_counters(executor: str, tmp_path: Path) -> None:
     write_files(tmp_path / "in", [b"a b c\n" * 1000, b"c d\n" * 500])
-    handle = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2, split_size=1000))
-    first = handle.status()
-    assert first["state"] in ("starting", "running", "succeeded")
+    handle = engine.run(wordcount_job([str(tmp_path / "in")], str(tmp_path / "out"), reducers=2, split_size=1000),
+                        executor)
+    assert handle.status()["state"] in ("starting", "running", "succeeded")
+    early = handle.counters()  # the tasks completed so far
     result = handle.result(timeout_s=120)
+    assert all(0 <= value <= result.counters[name] for name, value in early.items())
     assert table_to_dict(result.table()) == {"a": 1000, "b": 1000, "c": 1500, "d": 500}
-    assert handle.progress() == 1.0
+    assert handle.progress() == 1.0 and handle.done()
+    assert handle.status()["state"] == "succeeded"
     assert handle.counters()["map_input_records"] == 1500
+    assert handle.metrics()["maps"]["completed"] == result.map_tasks
     assert result.map_tasks == len(range(0, 6000, 1000)) + len(range(0, 2000, 1000))
+    assert set(result.attempts) == {f"map-{i:05d}" for i in range(8)} | {"reduce-00000", "reduce-00001"}
     assert all(attempt >= 1 for attempt in result.attempts.values())
 
 
@@ -58,23 +86,20 @@ def tag_rows(table: pa.Table) -> pa.Table:
     return table.select(["key", "value"])
 
 
-def test_table_input_with_user_counters_and_integer_keys(ray_runtime, tmp_path: Path) -> None:
+def test_table_input_with_user_counters_and_integer_keys(executor: str, tmp_path: Path) -> None:
     keys = pa.array([i % 7 for i in range(1000)], pa.int64())
     table = pa.table({"key": keys, "value": pa.array(range(1000), pa.int64()), "other": ["x"] * 1000})
     job = engine.MapReduceJob(name="sums", source=engine.TableSource(table, batch_rows=150), map=tag_rows,
                               combine=sum_by_key, reduce=sum_by_key, keys=["key"], reducers=3,
                               output=str(tmp_path / "out"))
-    result = engine.run(job).result(timeout_s=120)
+    result = engine.run(job, executor).result(timeout_s=120)
     expected = {k: sum(v for v in range(1000) if v % 7 == k) for k in range(7)}
     got = result.table()
     assert dict(zip(got.column("key").to_pylist(), got.column("value").to_pylist())) == expected
     assert result.counters["rows_seen"] == 1000
-    assert engine.run(job.__class__(name="sums", source=job.source, map=tag_rows, combine=sum_by_key,
-                                          reduce=sum_by_key, keys=["key"], reducers=3,
-                                          output=str(tmp_path / "local")), "inline").result().table().equals(got)
 
 
-def test_parquet_input_split_by_row_group(ray_runtime, tmp_path: Path) -> None:
+def test_parquet_input_split_by_row_group(executor: str, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     source = pa.table({"key": pa.array([f"k{i % 5}" for i in range(500)]), "value": pa.array([1] * 500, pa.int64())})
@@ -83,7 +108,56 @@ def test_parquet_input_split_by_row_group(ray_runtime, tmp_path: Path) -> None:
     total = engine.GroupByAggregate("key", {"value": "sum"})
     job = engine.MapReduceJob(name="pq", source=engine.ParquetSource(str(tmp_path / "in")), map=lambda t: t,
                               combine=total, reduce=total, keys="key", reducers=2, output=str(tmp_path / "out"))
-    result = engine.run(job).result(timeout_s=120)
+    result = engine.run(job, executor).result(timeout_s=120)
     assert result.map_tasks == 5
     assert dict(zip(result.table().column("key").to_pylist(), result.table().column("value").to_pylist())) == \
         {f"k{i}": 100 for i in range(5)}
+
+
+def test_count_and_mean_through_combine_and_reduce(executor: str, tmp_path: Path) -> None:
+    rows = [(f"k{i % 6}", None if i % 5 == 0 else (i * 7) % 23) for i in range(300)]
+    table = pa.table({"key": [k for k, _ in rows], "x": pa.array([v for _, v in rows], pa.int64())})
+    values: dict[str, list[int]] = defaultdict(list)
+    for key, value in rows:
+        if value is not None:
+            values[key].append(value)
+    for function, want in (("count", {k: len(v) for k, v in values.items()}),
+                           ("mean", {k: sum(v) / len(v) for k, v in values.items()})):
+        stats = engine.GroupByAggregate("key", {"x": function})
+        job = engine.MapReduceJob(name=f"stats-{function}", source=engine.TableSource(table, batch_rows=13,
+                                                                                      split_rows=40),
+                                  map=lambda t: t, combine=stats, reduce=stats, keys="key", reducers=3,
+                                  output=str(tmp_path / function))
+        got = engine.run(job, executor).result(timeout_s=120).table()
+        assert dict(zip(got.column("key").to_pylist(), got.column("x").to_pylist())) == pytest.approx(want)
+
+
+def flaky_map(table: pa.Table) -> pa.Table:
+    raise engine.TransientError("the source is flaky")
+
+
+def test_a_task_that_keeps_failing_fails_the_job_naming_it(executor: str, tmp_path: Path) -> None:
+    table = pa.table({"key": pa.array([1, 2, 3], pa.int64())})
+    job = engine.MapReduceJob(name="flaky", source=engine.TableSource(table), map=flaky_map, reduce=lambda t: t,
+                              keys="key", reducers=1, output=str(tmp_path / "out"),
+                              options=engine.JobOptions(max_task_attempts=2, retry=engine.RetryPolicy(max_attempts=1)))
+    with pytest.raises(engine.JobFailedError,
+                       match=r"^task map-00000 failed 2 times; last error: TransientError: the source is flaky$"):
+        engine.run(job, executor).result(timeout_s=120)
+
+
+def slow_map(table: pa.Table) -> pa.Table:
+    time.sleep(0.1)
+    return table
+
+
+def test_cancel_stops_the_job(executor: str, tmp_path: Path) -> None:
+    table = pa.table({"key": pa.array(range(40), pa.int64())})
+    job = engine.MapReduceJob(name="slow", source=engine.TableSource(table, batch_rows=1), map=slow_map,
+                              reduce=lambda t: t, keys="key", reducers=1, output=str(tmp_path / "out"))
+    handle = engine.run(job, executor)
+    handle.cancel()
+    with pytest.raises(engine.JobFailedError, match="cancelled"):
+        handle.result(timeout_s=120)
+    assert handle.status()["state"] == "cancelled" and handle.done()
+    assert not (tmp_path / "out" / "_SUCCESS").exists()

@@ -1,4 +1,4 @@
-"""The master's task table transitions and its snapshot store, without Ray."""
+"""The master's task table transitions, its snapshot store and snapshot policy, without Ray."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.io.splits import InputSplit
-from engine.mapreduce.snapshot import SnapshotError, SnapshotStore
+from engine.mapreduce.snapshot import SnapshotError, SnapshotPolicy, SnapshotStore
 from engine.mapreduce.task_table import TaskState, TaskTable
+from tests.fakes import FakeTime
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +98,35 @@ def test_snapshot_of_another_job_is_refused(tmp_path: Path) -> None:
     assert "belongs to job 'other-job'" in store.rejected[0]
     changed_code = SnapshotStore(str(tmp_path), "other-job", "b" * 32)
     assert changed_code.latest() is None
+
+
+def test_snapshot_policy_every_n_completions_or_t_seconds_and_never_for_nothing() -> None:
+    time = FakeTime()
+    policy = SnapshotPolicy(every_tasks=3, every_s=10.0, clock=time.clock)
+    time.sleep(60.0)
+    assert not policy.due()  # nothing completed: nothing to write
+    policy.completed(2)
+    assert policy.due()  # 60 s since the last one
+    policy.written()
+    policy.completed(2)
+    assert not policy.due()
+    policy.completed()
+    assert policy.due()  # three completions
+    policy.written()
+    policy.completed()
+    time.sleep(9.9)
+    assert not policy.due()
+    time.sleep(0.1)
+    assert policy.due()
+
+
+def test_an_ended_attempt_is_not_a_failure() -> None:
+    tasks = table()
+    first = tasks.start("map-00000", "w1")
+    second = tasks.start("map-00000", "w2", speculative=True)
+    assert tasks.end_attempt("map-00000", first) is True
+    assert tasks.tasks["map-00000"].state is TaskState.IN_PROGRESS
+    assert tasks.end_attempt("map-00000", first) is False
+    assert tasks.end_attempt("map-00000", second) is True
+    task = tasks.tasks["map-00000"]
+    assert (task.state, task.failures) == (TaskState.IDLE, 0)

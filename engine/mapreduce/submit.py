@@ -1,0 +1,61 @@
+"""Submitting a MapReduce job to Ray (the "ray" executor).
+
+``submit`` validates the job and its inputs in the driver (so a bad path fails before
+any work starts), prepares the output directory, takes a primary and a standby master
+from the supervisor, hands them the supervisor's handle, and returns a ``JobHandle`` at
+once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import ray
+
+from engine.cluster import available_cpus, require_ray
+from engine.errors import InputNotFoundError
+from engine.io.parts import SNAPSHOTS_DIR, prepare_directory
+from engine.mapreduce.config import MasterConfig
+from engine.mapreduce.handle import JobHandle
+from engine.mapreduce.rules import default_reducers, resolve_output
+from engine.mapreduce.snapshot import SnapshotStore
+from engine.mapreduce.spec import MapReduceJob
+from engine.runtime.supervisor import NAMESPACE, get_pool
+from engine.testing.chaos import ChaosPlan
+
+
+def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = False) -> JobHandle:
+    """Run ``job`` on the connected Ray cluster (``engine.connect()`` first); returns at once.
+
+    ``resume=True`` continues a job whose driver went away, from its snapshot store:
+    parts already committed are kept and reduce tasks recorded as completed are not run
+    again (map outputs died with the old cluster's workers, so needed maps run again).
+    """
+    require_ray("a MapReduce job on the Ray executor")
+    job.source.plan_splits()  # fail on a missing input before any work starts
+    workers = job.options.workers or available_cpus()
+    reducers = job.reducers or default_reducers(workers)
+    output = resolve_output(job)
+    snapshot_dir = job.options.snapshot_dir or os.path.join(output, SNAPSHOTS_DIR)
+    state = None
+    fingerprint = job.fingerprint()
+    if resume:
+        snapshot = SnapshotStore(snapshot_dir, job.name, fingerprint).latest()
+        if snapshot is None:
+            raise InputNotFoundError(f"no usable snapshot of job {job.name!r} in {snapshot_dir}")
+        state = snapshot.state
+        reducers = int(snapshot.state.get("reducers", reducers))
+    else:
+        prepare_directory(output, job.options.overwrite)
+    chaos = chaos or ChaosPlan()
+    pool = get_pool()
+    config = MasterConfig(job_id=f"{job.name}-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE, output=output,
+                          reducers=reducers, workers=workers, snapshot_dir=snapshot_dir, fingerprint=fingerprint,
+                          pool=pool, find_pool=get_pool, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
+    masters = ray.get(pool.take_masters.remote(2 if job.options.backup_master else 1))
+    job_ref = ray.put(job)
+    starts = [masters[0].start_primary.remote(job_ref, config, 0, state)]
+    if len(masters) > 1:
+        starts.append(masters[1].standby.remote(job_ref, config, 1, [masters[0]]))
+    return JobHandle(job, config, masters, starts)
