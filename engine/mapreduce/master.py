@@ -22,8 +22,10 @@ from engine.mapreduce.spec import MapReduceJob
 def _watch(coordinator: JobCoordinator, primary: ray.actor.ActorHandle) -> bool:
     """Ping the primary until it dies (True: take over) or finishes the job (False).
 
-    Overdue means two heartbeat timeouts without an answer: the primary is then killed,
-    so that two primaries never run one job.
+    Only a primary that Ray reports dead, or that stays unanswered for two heartbeat
+    timeouts, is taken over (a ping failing for another reason, e.g. the actor being
+    unavailable for a moment, is a missed ping); an unanswered one is killed first, so
+    that two primaries never run one job.
     """
     options = coordinator.options
     monitor = HeartbeatMonitor(options.heartbeat_interval_s, 2 * options.heartbeat_timeout_s)
@@ -39,8 +41,12 @@ def _watch(coordinator: JobCoordinator, primary: ray.actor.ActorHandle) -> bool:
         if ready:
             try:
                 state = ray.get(pending)
-            except ray.exceptions.RayError:
+            except ray.exceptions.ActorDiedError:
                 return True
+            except ray.exceptions.RayError as error:  # e.g. unavailable for a moment: a missed ping
+                pending = None
+                coordinator.events.append(f"ping of the primary failed: {type(error).__name__}")
+                continue
             pending = None
             monitor.answered("primary")
             if state.get("done"):

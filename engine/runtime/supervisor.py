@@ -40,7 +40,7 @@ class WorkerPool:
         self.idle_timeout_s = idle_timeout_s
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
-        self.placement = control_plane_placement()  # the pool's own node: next to the driver
+        self.placement = control_plane_placement()  # masters go where the pool is: the head node
         self.masters: list[Any] = []
         self.spare_workers: list[tuple[str, Any]] = []
         self.master_target = spare_masters
@@ -178,19 +178,29 @@ class WorkerPool:
                 pass
 
 
-def control_plane_placement() -> dict:
-    """Scheduling options for the pool and masters: next to the driver when possible.
+def control_plane_node() -> str | None:
+    """The head node's id (it holds the GCS: when it goes, the cluster goes), else the
+    node this process runs on, else None."""
+    try:
+        for node in ray.nodes():
+            if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+                return str(node["NodeID"])
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not connected, or an old Ray without the head marker
+        return None
 
-    They use no CPU and would otherwise land on any node; on the driver's node they do
-    not die with a worker node (soft: elsewhere if that node cannot take them).
+
+def control_plane_placement() -> dict:
+    """Scheduling options for the pool and masters: on the head node.
+
+    They use no CPU and would otherwise land on any node; on the head they do not die with
+    a worker node.  The affinity is hard: measured with Ray 2.60, a *soft* node affinity
+    is ignored for detached actors (they landed on worker nodes and died with them).
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    try:
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:
-        return {}
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True)} if node else {}
+    node = control_plane_node()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)} if node else {}
 
 
 def get_pool() -> Any:
