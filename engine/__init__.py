@@ -22,8 +22,8 @@ from engine.errors import (CircuitOpenError, EngineError, InputNotFoundError, Jo
                            RateLimitedError, RequestExpiredError, ResultTimeoutError, ScatterGatherError, SpecError,
                            TooManyBadRecordsError, TransientError, UnknownRequestError)
 from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
-from engine.io.sources import (DeadLetterSource, IteratorSource, LiveFeed, ParquetSource, Source, TableSource,
-                               TextSource)
+from engine.io.dead_letter_source import DeadLetterSource
+from engine.io.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
 from engine.kernels.text import count_words
 from engine.lambda_arch import (Answer, EventContract, IngestAck, LambdaArchitecture, LambdaOptions, Query,
                                  QueryContext, QueryResult, ShardSnapshot, SpeedLayerError, View)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.common.tables import as_table
-from engine.errors import InputNotFoundError, SpecError
+from engine.errors import SpecError
 from engine.io.splits import InputSplit, expand_paths
 from engine.io.text import LINE_COLUMN, TEXT_COLUMN, read_text_split
 
@@ -303,49 +303,6 @@ class TableSource(SplittableSource):
 
 
 @dataclass(frozen=True)
-class DeadLetterSource(SplittableSource):
-    """The rows of the dead letters of one ``step`` in a ``DeadLetterStore`` directory
-    (one split per letter, oldest first): re-run a fixed job or pipeline over them."""
-
-    directory: str
-    step: str
-    include_replayed: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "directory", os.fspath(self.directory))
-
-    def _letters(self) -> list[str]:
-        from engine.common.dead_letters import DeadLetterStore
-
-        if not os.path.isdir(self.directory):
-            raise InputNotFoundError(f"no dead-letter store at {self.directory}")
-        listing = DeadLetterStore(self.directory).list(self.step, include_replayed=self.include_replayed)
-        return listing.column("letter_id").to_pylist()
-
-    def plan_splits(self) -> list[InputSplit]:
-        return [InputSplit("dead-letters", letter_id, index, index + 1)
-                for index, letter_id in enumerate(self._letters())]
-
-    def read_split(self, split: InputSplit) -> Iterator[SourceBatch]:
-        from engine.common.dead_letters import DeadLetterStore
-
-        rows = DeadLetterStore(self.directory).rows(split.path)
-        yield SourceBatch(rows, split.path, np.arange(rows.num_rows))
-
-    def empty_table(self) -> pa.Table:
-        letters = self._letters()
-        if not letters:
-            return pa.table({})
-        from engine.common.dead_letters import DeadLetterStore
-
-        return DeadLetterStore(self.directory).rows(letters[0]).slice(0, 0)
-
-    def describe(self) -> dict:
-        return {"kind": "dead-letters", "directory": str(Path(self.directory).resolve()), "step": self.step,
-                "letters": self._letters()}
-
-
-@dataclass(frozen=True)
 class IteratorSource(Source):
     """Any Python iterable of Arrow tables / record batches (consumed once; pipelines only)."""
 
@@ -415,5 +372,5 @@ class LiveFeed(Source):
             first += table.num_rows
 
 
-__all__ = ["BadRecord", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSource", "Source", "SourceBatch",
+__all__ = ["BadRecord", "IteratorSource", "LiveFeed", "ParquetSource", "Source", "SourceBatch",
            "SplittableSource", "TableSource", "TextSource"]

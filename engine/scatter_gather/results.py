@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
+from engine.common.bad_records import describe_error as describe
 from engine.scatter_gather.replies import flatten_replies
 from engine.scatter_gather.spec import Aggregator, GatherResult, NotEnoughRepliesError
 
@@ -36,9 +37,6 @@ def check_enough(min_replies: int, answered: Sequence[str], missing: Sequence[st
 
 
 def describe_error(error: BaseException) -> str:
-    """A one-line description of a worker's failure for ``GatherResult.errors``."""
-    cause = getattr(error, "cause", None)  # RayTaskError wraps the user's exception
-    if isinstance(cause, BaseException):
-        error = cause
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")
+    """A one-line description of a shard's failure for ``GatherResult.errors`` (the
+    engine's one ``describe_error``, which unwraps the user's error from a Ray task error)."""
+    return describe(error).one_line()

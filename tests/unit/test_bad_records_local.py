@@ -54,3 +54,18 @@ def test_a_failing_map_record_is_bisected_out_of_its_batch(tmp_path: Path) -> No
     assert [(d["step"], d["offset"], d["location"]) for d in dead] == [("map", 13, "table-0")]
     assert dead[0]["error"] == "ValueError: 13 is unlucky"
     assert b'"value": 13' in dead[0]["record"]
+
+
+def test_a_fixed_job_replays_the_dead_letters_of_a_job(tmp_path: Path) -> None:
+    table = pa.table({"key": pa.array([i % 4 for i in range(100)], pa.int64()), "value": pa.array(range(100))})
+    broken = engine.MapReduceJob(name="unlucky", source=engine.TableSource(table, batch_rows=25),
+                                 map=map_refusing_value_13, reduce=TOTAL, keys="key", reducers=2,
+                                 output=str(tmp_path / "out"), options=engine.JobOptions(max_bad_record_fraction=0.05))
+    result = engine.run(broken, "inline").result()
+    letters = result.dead_letter_store().list("map")
+    assert letters.num_rows == 1 and letters.column("pattern").to_pylist() == ["mapreduce"]
+    replay = engine.MapReduceJob(name="unlucky-replay",
+                                 source=engine.DeadLetterSource(result.dead_letter_store().directory, "map"),
+                                 map=lambda t: t, reduce=TOTAL, keys="key", reducers=1, output=str(tmp_path / "replay"))
+    replayed = engine.run(replay, "inline").result().table().to_pylist()
+    assert replayed == [{"key": 13 % 4, "value": 13}]  # exactly the skipped record, once
