@@ -37,7 +37,11 @@ class MapReduceWorker:
         self._tasks_done = 0
         self._chaos = WorkerChaos()
         self._job: str | None = None
-        self._lease_lock = threading.Lock()  # a late release of the last job must not undo a new lease
+        self._lease_lock = threading.Lock()
+        # This actor runs calls on several threads, so a lease and a release sent one after the
+        # other can run in either order: each carries the pool's sequence number, and a call
+        # older than the newest one seen does not change the lease.
+        self._lease_seq = -1
         self._warm_up()
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
@@ -58,29 +62,36 @@ class MapReduceWorker:
             if time.monotonic() - self._last_contact > timeout_s and not self._state.running_any():
                 os._exit(0)
 
-    def lease(self, job_id: str, chaos: WorkerChaos | None) -> str:
-        """Start serving ``job_id`` with fresh fault-injection settings; returns the name."""
+    def lease(self, job_id: str, chaos: WorkerChaos | None, seq: int) -> str:
+        """Start serving ``job_id`` with fresh fault-injection settings, unless a newer lease or
+        release (higher ``seq``) came first; returns the name."""
         self._last_contact = time.monotonic()
         with self._lease_lock:
+            if seq < self._lease_seq:
+                return self.name
+            self._lease_seq = seq
             self._job = job_id
             self._chaos = chaos or WorkerChaos()
             self._tasks_done = 0
         return self.name
 
-    def release(self, job_id: str) -> None:
-        """Stop serving ``job_id`` and forget its map outputs."""
+    def release(self, job_id: str, seq: int) -> None:
+        """Forget ``job_id``'s map outputs and stop serving it (unless a newer lease came first)."""
         self._last_contact = time.monotonic()
         self._state.release(job_id)
         with self._lease_lock:
+            if seq < self._lease_seq:
+                return
+            self._lease_seq = seq
             if self._job == job_id:
                 self._job = None
                 self._chaos = WorkerChaos()
 
     def ping(self) -> dict:
-        """Liveness: name, attempts running, map outputs held, process and node."""
+        """Liveness: name, job leased to (or None), attempts running, map outputs held, process and node."""
         self._last_contact = time.monotonic()
         running, outputs = self._state.counts()
-        return {"worker": self.name, "running": running, "outputs": outputs, "pid": os.getpid(),
+        return {"worker": self.name, "job": self._job, "running": running, "outputs": outputs, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
     def _after_task(self, kind: str, elapsed: float) -> None:

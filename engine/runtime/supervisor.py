@@ -13,6 +13,7 @@ hold resources other Ray work needs.  Masters get this pool's handle in their
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ class WorkerPool:
         self.spare_workers: list[tuple[str, Any]] = []
         self.master_target = spare_masters
         self.lock = threading.Lock()
+        self._lease_seq = itertools.count()  # orders the lease and release calls a worker gets
         self._refill_masters()
 
     def _new_worker(self, cpus: float = 1.0) -> tuple[str, Any]:
@@ -86,7 +88,7 @@ class WorkerPool:
             for name, handle in chosen.items():
                 self.leased[name] = (handle, job_id)
         slots = [{"name": name, "handle": handle, "chaos": chaos.get(index),
-                  "ref": handle.lease.remote(job_id, chaos.get(index))}
+                  "ref": handle.lease.remote(job_id, chaos.get(index), next(self._lease_seq))}
                  for index, (name, handle) in enumerate(chosen.items())]
         return dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
 
@@ -101,7 +103,7 @@ class WorkerPool:
                 self.leased.pop(slot["name"], None)
                 name, handle = self._new_worker()
                 self.leased[name] = (handle, job_id)
-            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"]))
+            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"], next(self._lease_seq)))
             raise
 
     def prewarm(self, count: int) -> int:
@@ -121,7 +123,7 @@ class WorkerPool:
             self.free.pop(dead, None)
             name, handle = self.spare_workers.pop() if self.spare_workers else self._new_worker()
             self.leased[name] = (handle, job_id)
-        handle.lease.remote(job_id, chaos)
+        handle.lease.remote(job_id, chaos, next(self._lease_seq))
         threading.Thread(target=self._refill_spare, daemon=True).start()
         return name, handle
 
@@ -133,7 +135,7 @@ class WorkerPool:
             for name, (handle, owner) in list(self.leased.items()):
                 if owner == job_id:
                     del self.leased[name]
-                    handle.release.remote(job_id)
+                    handle.release.remote(job_id, next(self._lease_seq))
                     self.free[name] = (handle, now)
                     released += 1
         return released

@@ -161,3 +161,25 @@ def test_cancel_stops_the_job(executor: str, tmp_path: Path) -> None:
         handle.result(timeout_s=120)
     assert handle.status()["state"] == "cancelled" and handle.done()
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_worker_ignores_a_lease_or_release_older_than_the_newest(ray_runtime: object) -> None:
+    # A worker runs calls on several threads: a lease sent before a release may run after it.
+    import ray
+
+    from engine.mapreduce.worker import MapReduceWorker
+    from engine.testing import WorkerChaos
+
+    worker = MapReduceWorker.options(num_cpus=0).remote("engine-worker-order-test", float("inf"))
+    try:
+        ray.get(worker.lease.remote("job-b", None, 3))
+        ray.get(worker.lease.remote("job-a", WorkerChaos(die_after_tasks=1), 1))  # late, from before
+        assert ray.get(worker.ping.remote())["job"] == "job-b"
+        ray.get(worker.release.remote("job-b", 2))  # older than the lease: ignored
+        assert ray.get(worker.ping.remote())["job"] == "job-b"
+        ray.get(worker.release.remote("job-b", 4))
+        assert ray.get(worker.ping.remote())["job"] is None
+        ray.get(worker.lease.remote("job-b", None, 3))  # the lease a later release ended stays ended
+        assert ray.get(worker.ping.remote())["job"] is None
+    finally:
+        ray.kill(worker)
