@@ -1,6 +1,8 @@
 """Master snapshots: the task table and output locations, written atomically as JSON.
 
-A snapshot is ``snapshot-<seq>.json`` in the snapshot directory: the job name, the
+A snapshot is ``snapshot-<job>-<fingerprint prefix>-<seq>.json`` in the snapshot
+directory (so several jobs can share one directory without pruning each other's
+snapshots), holding the job name, the
 fingerprint of its specification, a sequence number, the task table and the live
 workers, plus a SHA-256 of that content.  Loading never unpickles anything; a file that
 is corrupt or belongs to another job is refused with a clear message and the newest
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ class SnapshotStore:
         self.fingerprint = fingerprint
         self.keep = keep
         self.rejected: list[str] = []
+        self.prefix = f"{_PREFIX}{re.sub(r'[^A-Za-z0-9_.]', '_', job)}-{fingerprint[:12]}-"
 
     def write(self, seq: int, state: dict) -> str:
         """Write snapshot ``seq`` atomically (temp file, fsync, rename) and prune old ones."""
@@ -51,7 +55,7 @@ class SnapshotStore:
                 "state": state}
         content = json.dumps(body, sort_keys=True, separators=(",", ":"))
         document = json.dumps({"sha256": hashlib.sha256(content.encode()).hexdigest(), "content": content})
-        path = os.path.join(self.directory, f"{_PREFIX}{seq:08d}.json")
+        path = os.path.join(self.directory, f"{self.prefix}{seq:08d}.json")
         write_bytes_atomically(path, document.encode())
         for old in self._files()[:-self.keep]:
             try:
@@ -63,7 +67,8 @@ class SnapshotStore:
     def _files(self) -> list[str]:
         if not os.path.isdir(self.directory):
             return []
-        names = sorted(n for n in os.listdir(self.directory) if n.startswith(_PREFIX) and n.endswith(".json"))
+        names = sorted(n for n in os.listdir(self.directory)
+                       if n.startswith(self.prefix) and n.endswith(".json") and n[len(self.prefix):-5].isdigit())
         return [os.path.join(self.directory, n) for n in names]
 
     def read(self, path: str) -> Snapshot:
@@ -95,7 +100,8 @@ class SnapshotStore:
         return None
 
     def clear(self) -> None:
-        """Remove this job's snapshot files (after the job succeeded)."""
+        """Remove this job's snapshot files (after the job succeeded), and the directory
+        if nothing else is left in it."""
         for path in self._files():
             os.unlink(path)
         try:

@@ -73,7 +73,8 @@ def test_snapshot_store_round_trip_and_pruning(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path), "job", "f" * 32, keep=2)
     for seq in range(1, 5):
         store.write(seq, {"tasks": [], "n": seq})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot-00000003.json", "snapshot-00000004.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"snapshot-job-{'f' * 12}-00000003.json",
+                                                          f"snapshot-job-{'f' * 12}-00000004.json"]
     latest = store.latest()
     assert latest is not None and latest.seq == 4 and latest.state["n"] == 4
 
@@ -92,12 +93,28 @@ def test_corrupt_snapshot_is_refused_and_previous_good_one_used(tmp_path: Path) 
 
 
 def test_snapshot_of_another_job_is_refused(tmp_path: Path) -> None:
-    SnapshotStore(str(tmp_path), "other-job", "a" * 32).write(7, {"n": 1})
+    other = Path(SnapshotStore(str(tmp_path), "other-job", "a" * 32).write(7, {"n": 1}))
     store = SnapshotStore(str(tmp_path), "job", "f" * 32)
+    assert store.latest() is None and store.rejected == []  # not even looked at: another job's name
+    other.rename(tmp_path / f"snapshot-job-{'f' * 12}-00000007.json")  # renamed to pass for this job's
     assert store.latest() is None
     assert "belongs to job 'other-job'" in store.rejected[0]
     changed_code = SnapshotStore(str(tmp_path), "other-job", "b" * 32)
     assert changed_code.latest() is None
+
+
+def test_jobs_sharing_a_snapshot_directory_keep_their_own_snapshots(tmp_path: Path) -> None:
+    stores = [SnapshotStore(str(tmp_path), name, fingerprint * 32, keep=1)
+              for name, fingerprint in [("wordcount", "a"), ("wordcount", "b"), ("adtech views", "a")]]
+    for seq in range(1, 4):
+        for index, store in enumerate(stores):
+            store.write(seq, {"job": index, "seq": seq})
+    for index, store in enumerate(stores):
+        latest = store.latest()
+        assert latest is not None and latest.state == {"job": index, "seq": 3}
+    assert len(list(tmp_path.iterdir())) == 3
+    stores[0].clear()
+    assert [s.latest() is not None for s in stores] == [False, True, True]
 
 
 def test_snapshot_policy_every_n_completions_or_t_seconds_and_never_for_nothing() -> None:
