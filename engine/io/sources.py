@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from engine.common.tables import as_table
 from engine.errors import SpecError
 from engine.io.splits import InputSplit, expand_paths
-from engine.io.text import LINE_COLUMN, TEXT_COLUMN, read_text_split
+from engine.io.text import DEFAULT_MAX_LINE_BYTES, LINE_COLUMN, TEXT_COLUMN, read_text_split
 
 PathsLike = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 TEXT_RECORDS = ("lines", "blocks")
@@ -155,21 +155,26 @@ class TextSource(SplittableSource):
       terminator kept; ``"blocks"``: one ``text`` column, each value a run of whole lines
       (about ``batch_size`` bytes) viewed zero-copy over the bytes read.
     - ``split_size``: bytes per split (one MapReduce map task); ``batch_size``: bytes per batch.
+    - ``max_line_bytes``: a line longer than this and than a batch is not read into memory:
+      it is skipped as a bad record (its first KiB in the dead letter).
     """
 
     paths: tuple[str, ...]
     split_size: int = 64 * 1024 * 1024
     batch_size: int = 8 * 1024 * 1024
     records: str = "lines"
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     def __init__(self, paths: PathsLike, split_size: int = 64 * 1024 * 1024, batch_size: int = 8 * 1024 * 1024,
-                 records: str = "lines") -> None:
+                 records: str = "lines", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         object.__setattr__(self, "paths", _as_paths(paths, "TextSource"))
         object.__setattr__(self, "split_size", split_size)
         object.__setattr__(self, "batch_size", batch_size)
         object.__setattr__(self, "records", records)
+        object.__setattr__(self, "max_line_bytes", max_line_bytes)
         _positive_int(split_size, "TextSource.split_size")
         _positive_int(batch_size, "TextSource.batch_size")
+        _positive_int(max_line_bytes, "TextSource.max_line_bytes")
         if records not in TEXT_RECORDS:
             raise SpecError(f"TextSource.records must be one of {TEXT_RECORDS}, got {records!r}")
 
@@ -186,7 +191,8 @@ class TextSource(SplittableSource):
         return splits
 
     def read_split(self, split: InputSplit) -> Iterator[SourceBatch]:
-        for table, bad_lines, nbytes, offsets in read_text_split(split, self.batch_size, self.records):
+        for table, bad_lines, nbytes, offsets in read_text_split(split, self.batch_size, self.records,
+                                                                   self.max_line_bytes):
             bad = tuple(BadRecord(b.path, b.offset, b.reason, b.data) for b in bad_lines)
             lines = _line_count(table.column(0)) if self.records == "blocks" else None
             yield SourceBatch(table, split.path, offsets, bad, nbytes, lines)
@@ -197,7 +203,7 @@ class TextSource(SplittableSource):
 
     def describe(self) -> dict:
         return {"kind": "text", "files": _file_facts(self.files()), "split_size": self.split_size,
-                "records": self.records}
+                "records": self.records, "max_line_bytes": self.max_line_bytes}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ class InputSplit:
 def expand_paths(paths: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[str]:
     """Files named by paths, directories (recursively) and globs, sorted, de-duplicated.
 
-    Raises ``InputNotFoundError`` naming the first path that matches nothing.  Hidden
+    Raises ``InputNotFoundError`` naming the first path that matches nothing or names only
+    directories without (matching) files.  Hidden
     files and Hadoop-style markers (``_SUCCESS``, ``.crc``) inside directories are skipped.
     """
     found: list[str] = []
@@ -58,6 +59,7 @@ def expand_paths(paths: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[s
         matches = sorted(glob.glob(raw, recursive=True)) if glob.has_magic(raw) else [raw]
         if not matches or not any(os.path.exists(m) for m in matches):
             raise InputNotFoundError(f"input path does not exist: {raw}")
+        before = len(found)
         for match in matches:
             if os.path.isdir(match):
                 for root, dirs, files in os.walk(match):
@@ -70,5 +72,8 @@ def expand_paths(paths: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[s
                         found.append(os.path.join(root, name))
             elif os.path.exists(match):
                 found.append(match)
+        if len(found) == before:
+            kind = " or ".join(f"*{suffix}" for suffix in suffixes) + " " if suffixes else ""
+            raise InputNotFoundError(f"input directory holds no {kind}files: {raw}")
     unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
     return unique

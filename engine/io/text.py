@@ -9,6 +9,10 @@ copy of its bytes,
   (as Python's file iteration yields lines);
 - ``records="blocks"``: a ``text`` column with one value, the whole block.
 
+A line longer than both a batch and ``max_line_bytes`` is never held in memory: it is scanned past in
+small chunks and reported as a ``BadLine`` carrying its first ``PREVIEW_BYTES`` bytes
+(Hadoop's ``linerecordreader.line.maxlength`` rule).
+
 Only a block that fails is examined line by line, in time linear in the block: each line
 that is not valid UTF-8 is reported as a ``BadLine`` (file, byte offset, reason, bytes)
 and left out, and the valid runs between bad lines are copied into one buffer (one value
@@ -28,6 +32,8 @@ from engine.io.splits import InputSplit
 LINE_COLUMN = "line"
 TEXT_COLUMN = "text"  # records="blocks": one value per run of whole lines
 _READ_AHEAD = 64 * 1024
+PREVIEW_BYTES = 1024  # of a line too long to keep, in its dead letter
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 RECORDS = ("lines", "blocks")
 
 
@@ -65,13 +71,36 @@ def split_byte_range(handle: BinaryIO, split: InputSplit, size: int) -> tuple[in
             _line_start_at_or_after(handle, split.end, size))
 
 
-def read_text_split(split: InputSplit, batch_size: int,
-                    records: str = "lines") -> Iterator[tuple[pa.Table, list[BadLine], int, np.ndarray]]:
+def _line_end(handle: BinaryIO, position: int, end: int) -> int:
+    """Just past the first newline at or after ``position`` (or ``end``), read in small chunks."""
+    handle.seek(position)
+    while position < end:
+        chunk = handle.read(min(_READ_AHEAD, end - position))
+        if not chunk:
+            return end
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return position + found + 1
+        position += len(chunk)
+    return end
+
+
+def _too_long(path: str, offset: int, length: int, preview: bytes, limit: int,
+              records: str) -> tuple[pa.Table, list[BadLine], int, np.ndarray]:
+    bad = BadLine(path, offset, f"line of {length} bytes is longer than max_line_bytes ({limit}); "
+                                f"its first {len(preview)} bytes are kept", preview)
+    return pa.table({_column(records): pa.array([], pa.large_string())}), [bad], length, np.zeros(0, np.int64)
+
+
+def read_text_split(split: InputSplit, batch_size: int, records: str = "lines",
+                    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                    ) -> Iterator[tuple[pa.Table, list[BadLine], int, np.ndarray]]:
     """Yield ``(batch, bad_lines, bytes_read, row_offsets)`` for a text split, block by block.
 
     Each batch covers whole lines only, about ``batch_size`` bytes (more when one line is
-    longer); ``bytes_read`` is the block's size and ``row_offsets`` the file byte offset
-    of each value of the batch (a line, or a run of lines for ``records="blocks"``).
+    longer, up to ``max_line_bytes``; a line longer than both is skipped as a bad line); ``bytes_read``
+    is the block's size and ``row_offsets`` the file byte offset of each value of the batch
+    (a line, or a run of lines for ``records="blocks"``).
     """
     if records not in RECORDS:
         raise ValueError(f"text records must be one of {RECORDS}, got {records!r}")
@@ -87,10 +116,16 @@ def read_text_split(split: InputSplit, batch_size: int,
                 cut = block.rfind(b"\n")
                 if cut >= 0:
                     length = cut + 1
-                else:  # one line longer than a batch: read on to its end
-                    rest = handle.read(end - position - len(block))
-                    newline = rest.find(b"\n")
-                    block += rest if newline < 0 else rest[: newline + 1]
+                else:  # one line longer than a batch: find its end first, then read it if allowed
+                    line_end = _line_end(handle, position + len(block), end)
+                    if line_end - position > max_line_bytes:
+                        handle.seek(position)
+                        preview = handle.read(min(PREVIEW_BYTES, line_end - position))
+                        yield _too_long(split.path, position, line_end - position, preview, max_line_bytes, records)
+                        position = line_end
+                        continue
+                    handle.seek(position + len(block))
+                    block += handle.read(line_end - position - len(block))
                     length = len(block)
             yield decode_block(memoryview(block)[:length], position, split.path, records)
             position += length

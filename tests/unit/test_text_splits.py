@@ -143,6 +143,21 @@ def test_missing_input_is_named(tmp_path: Path) -> None:
         expand_paths([str(tmp_path / "nothing*")])
 
 
+def test_directory_without_files_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "_SUCCESS").write_text("")  # markers and hidden files are not input
+    (empty / ".hidden").write_text("x\n")
+    with pytest.raises(InputNotFoundError) as error:
+        expand_paths([str(empty)])
+    assert str(error.value) == f"input directory holds no files: {empty}"
+    (empty / "notes.txt").write_text("a\n")
+    assert expand_paths([str(empty)]) == [str(empty / "notes.txt")]
+    with pytest.raises(InputNotFoundError) as error:
+        expand_paths([str(empty)], suffixes=(".parquet", ".pq"))
+    assert str(error.value) == f"input directory holds no *.parquet or *.pq files: {empty}"
+
+
 def test_directories_and_globs_expand_sorted_without_markers(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("b\n")
     (tmp_path / "a.txt").write_text("a\n")
@@ -155,3 +170,22 @@ def test_directories_and_globs_expand_sorted_without_markers(tmp_path: Path) -> 
 def test_split_round_trips_through_json() -> None:
     split = InputSplit("text", "/x", 3, 9)
     assert InputSplit.from_json(split.to_json()) == split
+
+
+@pytest.mark.parametrize("split_size", [7, 64, 100_000])
+def test_a_line_longer_than_max_line_bytes_is_skipped_as_a_bad_line_with_a_preview(tmp_path: Path,
+                                                                                   split_size: int) -> None:
+    lines = [b"a" * 9, b"b" * 49, b"c" * 149, b"d" * 2999, b"e" * 99, b"f" * 5]
+    data = b"".join(line + b"\n" for line in lines)
+    path = tmp_path / "input.txt"
+    path.write_bytes(data)
+    kept, bad = [], []
+    for split in TextSource([str(path)], split_size=split_size, max_line_bytes=100).plan_splits():
+        for table, bad_lines, _, _ in read_text_split(split, 16, "lines", max_line_bytes=100):
+            kept += [v.encode() for v in table.column("line").to_pylist()]
+            bad += bad_lines
+    assert kept == [line + b"\n" for line in lines if len(line) + 1 <= 100]
+    offsets = {line[:1]: data.index(line) for line in lines}
+    assert [(b.offset, b.data) for b in bad] == [(offsets[b"c"], b"c" * 149 + b"\n"), (offsets[b"d"], b"d" * 1024)]
+    assert bad[1].reason == "line of 3000 bytes is longer than max_line_bytes (100); its first 1024 bytes are kept"
+    assert bad[0].reason.startswith("line of 150 bytes")
