@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="text files, directories or globs (default: generate a "
-                             f"{DEFAULT_CORPUS_SIZE} Zipf corpus under the system temp directory)")
+                             f"{DEFAULT_CORPUS_SIZE} Zipf corpus once, in your private cache directory "
+                             "$XDG_CACHE_HOME/arrow-patterns-engine/ or ~/.cache/arrow-patterns-engine/)")
     parser.add_argument("--output", "-o", help="output directory (default: a new directory under the system temp directory)")
     parser.add_argument("--reducers", "-r", type=int, help="reduce partitions = output parts (default: 2 x workers)")
     parser.add_argument("--workers", "-w", type=int, help="worker actors (default: the cluster's CPUs)")
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-size", default="64MiB", help="bytes of text per map task (default 64MiB)")
     parser.add_argument("--local", action="store_true", help="run in local mode: in this process, without Ray")
     parser.add_argument("--overwrite", action="store_true", help="replace a result already in --output")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.01, metavar="F",
+                        help="fail the job when more than this fraction of the lines are bad (not UTF-8, or "
+                             "longer than 64 MiB); they are skipped and kept in _dead_letters/ (default 0.01)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--ui", action="store_true",
                         help="serve a live status page of the job on 127.0.0.1 (its URL, with a private token, "
@@ -59,6 +63,8 @@ def _check_arguments(args: argparse.Namespace) -> int:
         raise UsageError(f"--reducers must be at least 1, got {args.reducers}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if not 0.0 <= args.max_bad_fraction <= 1.0:
+        raise UsageError(f"--max-bad-fraction must be within [0, 1], got {args.max_bad_fraction}")
     if args.top < 0:
         raise UsageError(f"--top must be 0 or more, got {args.top}")
     try:
@@ -73,7 +79,11 @@ def _check_arguments(args: argparse.Namespace) -> int:
 def _default_corpus() -> list[str]:
     from datasets.text import TextCorpusSpec, parse_size, write_text_corpus
 
-    directory = Path(tempfile.gettempdir()) / "engine-default-corpus"
+    # A per-user directory made 0700, not a predictable name under /tmp where another local
+    # user could plant files or a symlink first.
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arrow-patterns-engine"
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = base / f"default-corpus-{DEFAULT_CORPUS_SIZE}"
     spec = TextCorpusSpec(parse_size(DEFAULT_CORPUS_SIZE))
     expected = [directory / f"part-{i:05d}.txt" for i in range(spec.file_count())]
     if not all(p.exists() for p in expected):
@@ -92,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = args.inputs or _default_corpus()
     expand_paths(inputs)  # a missing input fails here, before anything starts
     output = args.output or tempfile.mkdtemp(prefix="wordcount-")
-    options = JobOptions(workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    options = JobOptions(workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
+                         max_bad_record_fraction=args.max_bad_fraction)
     job = wordcount_job(inputs, output, reducers=args.reducers, split_size=split_size, options=options)
     started = time.perf_counter()
     import engine

@@ -36,6 +36,7 @@ class AttemptReport:
     path: str | None = None
     input_bytes: int = 0
     rows: int = 0
+    schema: str = ""  # a reduce part's schema (``tasks.schema_text``)
 
 
 @dataclass(frozen=True)

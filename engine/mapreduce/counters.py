@@ -3,7 +3,9 @@
 User code calls ``engine.increment_counter(name, amount)`` from inside a map, combine or
 reduce function.  Counts go to the attempt that is running in this thread; the master
 adds an attempt's counters only when that attempt is the one that completed the task, so
-a task that ran twice is counted once.
+a task that ran twice is counted once.  Within an attempt, a call of user code that raised
+(one retried, or one half of a batch being bisected for a bad record) adds nothing
+(``counted``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections import Counter
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+R = TypeVar("R")
 
 _current: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("engine_task_counters", default=None)
 
@@ -32,6 +36,25 @@ def collecting_counters() -> Iterator[Counter]:
         yield counters
     finally:
         _current.reset(token)
+
+
+def counted(fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn`` whose counter increments are kept only when a call returns: a call that
+    raises adds nothing to the running attempt's counters."""
+    def call(*args: Any, **kwargs: Any) -> R:
+        outer = _current.get()
+        if outer is None:
+            return fn(*args, **kwargs)
+        inner: Counter = Counter()
+        token = _current.set(inner)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+        add_counters(outer, inner)
+        return result
+
+    return call
 
 
 def add_counters(total: Counter, part: Mapping[str, int]) -> None:

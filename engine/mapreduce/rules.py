@@ -35,13 +35,34 @@ def ships_partials(job: MapReduceJob) -> bool:
 
 
 def check_bad_records(counters: Counter, limit: float) -> None:
-    """Fail the job when skipped records exceed ``limit`` of the input records."""
-    skipped = counters.get("bad_records_skipped", 0)
+    """Fail the job when bad records (skipped by the map or reduce, or not readable, such
+    as invalid UTF-8) exceed ``limit`` of the input records."""
+    skipped = counters.get("bad_records_skipped", 0) + counters.get("invalid_input_records", 0)
     total = max(1, counters.get("map_input_records", 0))
     if skipped and skipped / total > limit:
         raise TooManyBadRecordsError(
             f"{skipped} of {total} records were bad ({skipped / total:.1%}), above the allowed "
             f"{limit:.1%} (JobOptions.max_bad_record_fraction); see the dead letters for the first ones")
+
+
+def check_bad_records_so_far(counters: Counter, limit: float, done_fraction: float) -> None:
+    """Fail a running job early when its bad records already exceed ``limit`` of all the
+    records it will read, even if the rest of the input held no bad record at all.
+
+    The total is estimated from the input read so far (``map_input_records`` over
+    ``done_fraction``, the share of the input mapped), so a job whose maps fail on every
+    row stops after its first map tasks instead of bisecting all of its input.
+    """
+    skipped = counters.get("bad_records_skipped", 0) + counters.get("invalid_input_records", 0)
+    read = counters.get("map_input_records", 0)
+    if not skipped or not 0.0 < done_fraction < 1.0:
+        return
+    estimated_total = read / done_fraction
+    if skipped > limit * estimated_total:
+        raise TooManyBadRecordsError(
+            f"{skipped} of the first {read} records were bad, more than the allowed {limit:.1%} "
+            f"(JobOptions.max_bad_record_fraction) of the about {estimated_total:.0f} records of the "
+            f"whole input even if the rest were good: stopped early; see the dead letters for the first ones")
 
 
 def dead_letter_dir(output: str) -> str:

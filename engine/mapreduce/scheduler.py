@@ -36,7 +36,7 @@ from engine.errors import JobFailedError
 from engine.mapreduce.actions import (Action, AttemptReport, Cancel, CheckWorker, Commit, DropOutput, Fail, Finish,
                                       Launch, MapKey, TakeSnapshot)
 from engine.mapreduce.counters import add_counters
-from engine.mapreduce.rules import check_bad_records
+from engine.mapreduce.rules import check_bad_records, check_bad_records_so_far
 from engine.mapreduce.snapshot import SnapshotPolicy
 from engine.mapreduce.spec import JobOptions
 from engine.mapreduce.task_table import Task, TaskState, TaskTable
@@ -85,6 +85,7 @@ class Scheduler:
         self.events: list[str] = []
         self.paused = False
         self.adopted: set[MapKey] = set()
+        self.part_schema: tuple[str, str] | None = None  # (task, schema) of the first reduce part accepted
 
     def note(self, text: str) -> None:
         """Note what happened (for the job's summary); only the newest events are kept."""
@@ -146,7 +147,22 @@ class Scheduler:
             return []
         return [DropOutput(report.worker, ((report.task_id, report.attempt),))]
 
+    def _bad_part(self, task: Task, report: AttemptReport) -> JobFailedError | None:
+        """Why a reduce part cannot be part of the result: its schema differs from the parts
+        accepted before it (the result would not read back as one table)."""
+        if self.part_schema is None:
+            self.part_schema = (task.task_id, report.schema)
+        elif report.schema != self.part_schema[1]:
+            first, schema = self.part_schema
+            return JobFailedError(f"{task.task_id} wrote a part whose schema ({_one_line(report.schema)}) differs "
+                                  f"from {first}'s ({_one_line(schema)}); every reduce must return the same schema")
+        return None
+
     def _accept(self, task: Task, report: AttemptReport) -> list[Action]:
+        if task.kind == "reduce" and report.schema:
+            error = self._bad_part(task, report)
+            if error is not None:
+                return self._fail(error)
         location = report.worker if task.kind == "map" else (report.path or "")
         details = {"elapsed_s": report.elapsed_s, "worker": report.worker}
         if task.kind == "map":
@@ -159,8 +175,8 @@ class Scheduler:
             actions.append(Cancel(task.task_id, attempt, worker))
         if self.snapshots is not None:
             self.snapshots.completed()
-        if task.kind == "map" and self.table.phase_done("map"):
-            actions += self._check_bad_records()
+        if task.kind == "map":
+            actions += self._check_bad_records() if self.table.phase_done("map") else self._check_bad_records_so_far()
         return actions
 
     def failed(self, task_id: str, attempt: int, worker: str, error: ErrorDescription) -> list[Action]:
@@ -309,6 +325,17 @@ class Scheduler:
             return self._fail(error)
         return []
 
+    def _check_bad_records_so_far(self) -> list[Action]:
+        maps = self.table.of_kind("map")
+        weights = {t.task_id: max(1, t.split.size_bytes()) if t.split is not None else 1 for t in maps}
+        done = sum(weights[t.task_id] for t in maps if t.state is TaskState.COMPLETED)
+        try:
+            check_bad_records_so_far(self.counters(), self.config.max_bad_record_fraction,
+                                     done / max(1, sum(weights.values())))
+        except JobFailedError as error:
+            return self._fail(error)
+        return []
+
     def _finish(self) -> list[Action]:
         failure = self._check_bad_records()
         if failure:
@@ -362,6 +389,10 @@ class Scheduler:
             "failed_workers": list(self.lost),
             "speculative_attempts": sum(t.speculative_attempts for t in tasks),
         }
+
+
+def _one_line(schema: str) -> str:
+    return schema.replace("\n", ", ")
 
 
 def progress_of(status: dict) -> float:

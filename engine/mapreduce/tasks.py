@@ -22,10 +22,11 @@ from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter
 from engine.common.hashing import hash_partition
 from engine.common.tables import concat, sort_by_keys
+from engine.errors import SpecError
 from engine.io.parts import write_part
 from engine.io.sources import SourceBatch
 from engine.io.splits import InputSplit
-from engine.mapreduce.counters import collecting_counters
+from engine.mapreduce.counters import collecting_counters, counted
 from engine.mapreduce.rules import ships_partials
 from engine.mapreduce.spec import MapReduceJob
 
@@ -52,6 +53,7 @@ class ReduceTaskResult:
     rows: int
     counters: Counter
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    schema: str = ""  # the part's Arrow schema as text (the master checks all parts agree)
 
 
 def _read_letter(batch: SourceBatch) -> DeadLetter:
@@ -91,7 +93,7 @@ def run_map_task(job: MapReduceJob, split: InputSplit, reducers: int) -> MapTask
                 letters.append(_read_letter(batch))
             if batch.table.num_rows == 0:
                 continue
-            isolated = call_isolating_failures(job.map, batch.table, options.retry,
+            isolated = call_isolating_failures(counted(job.map), batch.table, options.retry,
                                                attempts=options.bad_record_attempts, isolate_transient=False)
             letters += _letters("map", isolated, batch.location, batch.row_offsets)
             skipped += isolated.failed_rows
@@ -199,7 +201,7 @@ def run_reduce_task(job: MapReduceJob, partition: int, inputs: list[pa.Table], o
     """
     letters: list[DeadLetter] = []
     options = job.options
-    reduce = _reducer(job)
+    reduce = counted(_reducer(job))
     with collecting_counters() as counters:
         merged = concat(inputs) if inputs else None
         if merged is None or (merged.num_columns == 0):
@@ -220,7 +222,17 @@ def run_reduce_task(job: MapReduceJob, partition: int, inputs: list[pa.Table], o
             reduced_parts = isolated.outputs
         if not reduced_parts:
             reduced_parts = [reduce(merged.slice(0, 0))]
-        reduced = sort_by_keys(concat(reduced_parts), job.keys)
+        reduced = concat(reduced_parts)
+        missing = [key for key in job.keys if key not in reduced.column_names]
+        if missing:
+            raise SpecError(f"the reduce of partition {partition} returned no key column {missing[0]!r} "
+                            f"(its columns: {', '.join(reduced.column_names) or 'none'}); a reduce must keep the keys")
+        reduced = sort_by_keys(reduced, job.keys)
         counters["reduce_output_records"] += reduced.num_rows
     path = write_part(output_dir, partition, reduced)
-    return ReduceTaskResult(path, reduced.num_rows, counters, letters)
+    return ReduceTaskResult(path, reduced.num_rows, counters, letters, schema_text(reduced.schema))
+
+
+def schema_text(schema: pa.Schema) -> str:
+    """A schema as comparable text: field names, types and nullability, no metadata."""
+    return schema.remove_metadata().to_string(show_field_metadata=False, show_schema_metadata=False)

@@ -98,7 +98,8 @@ class WorkerState:
             self._end(key, None)
             raise
         report = AttemptReport(task_id, attempt, self.name, "reduce", fetch_s + time.perf_counter() - started,
-                               dict(result.counters), result.dead_letters, path=result.path, rows=result.rows)
+                               dict(result.counters), result.dead_letters, path=result.path, rows=result.rows,
+                               schema=result.schema)
         self._end(key, report)
         return report
 

@@ -45,8 +45,9 @@ def test_wordcount_equals_the_counter_oracle(executor: str, tmp_path_factory: py
                                              contents: list[bytes], reducers: int, split_size: int) -> None:
     base = tmp_path_factory.mktemp("wc")
     files = write_files(base / "in", contents)
-    result = engine.run(wordcount_job([str(base / "in")], str(base / "out"), reducers=reducers,
-                                      split_size=split_size), executor).result(timeout_s=120)
+    result = engine.run(wordcount_job([str(base / "in")], str(base / "out"), reducers=reducers, split_size=split_size,
+                                      options=engine.JobOptions(max_bad_record_fraction=1.0)),
+                        executor).result(timeout_s=120)
     words = wordcount_oracle(files)
     assert table_to_dict(result.table()) == words
     lines, size, invalid = text_facts(files)
@@ -172,14 +173,14 @@ def test_worker_ignores_a_lease_or_release_older_than_the_newest(ray_runtime: ob
 
     worker = MapReduceWorker.options(num_cpus=0).remote("engine-worker-order-test", float("inf"))
     try:
-        ray.get(worker.lease.remote("job-b", None, 3))
-        ray.get(worker.lease.remote("job-a", WorkerChaos(die_after_tasks=1), 1))  # late, from before
+        ray.get(worker.lease.remote("job-b", None, (7, 3)))
+        ray.get(worker.lease.remote("job-a", WorkerChaos(die_after_tasks=1), (7, 1)))  # late, from before
         assert ray.get(worker.ping.remote())["job"] == "job-b"
-        ray.get(worker.release.remote("job-b", 2))  # older than the lease: ignored
+        ray.get(worker.release.remote("job-b", (7, 2)))  # older than the lease: ignored
         assert ray.get(worker.ping.remote())["job"] == "job-b"
-        ray.get(worker.release.remote("job-b", 4))
+        ray.get(worker.release.remote("job-b", (8, 0)))
         assert ray.get(worker.ping.remote())["job"] is None
-        ray.get(worker.lease.remote("job-b", None, 3))  # the lease a later release ended stays ended
+        ray.get(worker.lease.remote("job-b", None, (7, 3)))  # the lease a later release ended stays ended
         assert ray.get(worker.ping.remote())["job"] is None
     finally:
         ray.kill(worker)

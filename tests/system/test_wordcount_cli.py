@@ -30,6 +30,8 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     (["--reducers", "0"], "error: --reducers must be at least 1, got 0"),
     (["--workers", "0"], "error: --workers must be at least 1, got 0"),
     (["--split-size", "lots"], "error: --split-size: not a size: 'lots'"),
+    (["--max-bad-fraction", "1.5"], "error: --max-bad-fraction must be within [0, 1], got 1.5"),
+    (["--max-bad-fraction", "nan"], "error: --max-bad-fraction must be within [0, 1], got nan"),
 ])
 def test_cli_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
     done = run_cli(*args)
@@ -37,6 +39,13 @@ def test_cli_errors_are_one_line_without_traceback(args: list[str], message: str
     assert done.stderr.strip().splitlines() == [message + done.stderr.strip()[len(message):]]
     assert done.stderr.startswith(message)
     assert "Traceback" not in done.stderr
+
+
+def test_cli_names_an_input_directory_without_files(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = run_cli(str(tmp_path / "empty"), "--local")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: input directory holds no files: {tmp_path / 'empty'}"
 
 
 def test_existing_output_is_refused_then_overwritten(tmp_path: Path) -> None:
