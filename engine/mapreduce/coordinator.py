@@ -296,8 +296,7 @@ class JobCoordinator:
         chaos = self.config.master_chaos
         if self.number == 0 and chaos.die_after_completions is not None \
                 and self.completions >= chaos.die_after_completions:
-            self._write_snapshot(self.scheduler.snapshot_state())
-            os._exit(1)
+            os._exit(1)  # at once: the completions since the last snapshot are lost with it
 
     def _write_snapshot(self, state: dict) -> None:
         self.snapshot_seq += 1
@@ -317,8 +316,10 @@ class JobCoordinator:
         self.store.clear()
         self._mark("finished")
         self.summary = summary
-        if self.pool is not None:
-            self.pool.release.remote(self.config.job_id)
+        try:  # through a new pool if the one the job started with died
+            self._call_pool("release", self.config.job_id)
+        except Exception as error:  # the job is done: its workers give their CPU back when idle anyway
+            self.events.append(f"could not release the workers: {type(error).__name__}")
 
     def _mark(self, event: str) -> None:
         """Record when a milestone of the job was reached (seconds since the master started)."""

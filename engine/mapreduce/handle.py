@@ -199,6 +199,6 @@ class JobHandle(Handle):
             except Exception:  # a dead master has nothing to forget
                 pass
         try:
-            self.config.pool.release.remote(self.job_id)
-        except Exception:  # a dead pool releases nothing
+            self.config.find_pool().release.remote(self.job_id)  # the pool now: it may have been replaced
+        except Exception:  # no pool to be found releases nothing
             pass

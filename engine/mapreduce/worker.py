@@ -30,8 +30,9 @@ from engine.testing.chaos import WorkerChaos
 class MapReduceWorker:
     """A pooled worker process, leased to one job at a time.  See the module docstring."""
 
-    def __init__(self, name: str, idle_timeout_s: float = 60.0) -> None:
+    def __init__(self, name: str, idle_timeout_s: float = 60.0, reserves_cpu: bool = True) -> None:
         self.name = name
+        self.reserves_cpu = reserves_cpu  # False for the pool's spare (it holds no CPU while it waits)
         self._state = WorkerState(name)
         self._last_contact = time.monotonic()
         self._tasks_done = 0
@@ -41,7 +42,7 @@ class MapReduceWorker:
         # This actor runs calls on several threads, so a lease and a release sent one after the
         # other can run in either order: each carries the pool's sequence number, and a call
         # older than the newest one seen does not change the lease.
-        self._lease_seq = -1
+        self._lease_seq: tuple[int, int] = (-1, -1)
         self._warm_up()
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
@@ -62,7 +63,7 @@ class MapReduceWorker:
             if time.monotonic() - self._last_contact > timeout_s and not self._state.running_any():
                 os._exit(0)
 
-    def lease(self, job_id: str, chaos: WorkerChaos | None, seq: int) -> str:
+    def lease(self, job_id: str, chaos: WorkerChaos | None, seq: tuple[int, int]) -> str:
         """Start serving ``job_id`` with fresh fault-injection settings, unless a newer lease or
         release (higher ``seq``) came first; returns the name."""
         self._last_contact = time.monotonic()
@@ -75,7 +76,7 @@ class MapReduceWorker:
             self._tasks_done = 0
         return self.name
 
-    def release(self, job_id: str, seq: int) -> None:
+    def release(self, job_id: str, seq: tuple[int, int]) -> None:
         """Forget ``job_id``'s map outputs and stop serving it (unless a newer lease came first)."""
         self._last_contact = time.monotonic()
         self._state.release(job_id)
@@ -88,10 +89,11 @@ class MapReduceWorker:
                 self._chaos = WorkerChaos()
 
     def ping(self) -> dict:
-        """Liveness: name, job leased to (or None), attempts running, map outputs held, process and node."""
+        """Liveness: name, job leased to (or None), whether it reserves a CPU, attempts
+        running, map outputs held, process and node."""
         self._last_contact = time.monotonic()
         running, outputs = self._state.counts()
-        return {"worker": self.name, "job": self._job, "running": running, "outputs": outputs, "pid": os.getpid(),
+        return {"worker": self.name, "job": self._job, "reserves_cpu": self.reserves_cpu, "running": running, "outputs": outputs, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
     def _after_task(self, kind: str, elapsed: float) -> None:

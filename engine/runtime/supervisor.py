@@ -28,6 +28,9 @@ from engine.testing.chaos import WorkerChaos
 
 POOL_NAME = "engine-mapreduce-pool"
 NAMESPACE = "engine"
+WORKER_PREFIX = "engine-worker-"
+MASTER_PREFIX = "engine-master-"
+ADOPT_TIMEOUT_S = 5.0  # a new pool waits this long for the survivors of an earlier one to answer
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 # A warm worker may have died while free: a lease that fails is retried on a fresh worker.
 _LEASE_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0, retry_on=(ray.exceptions.RayError,))
@@ -46,14 +49,58 @@ class WorkerPool:
         self.spare_workers: list[tuple[str, Any]] = []
         self.master_target = spare_masters
         self.lock = threading.Lock()
-        self._lease_seq = itertools.count()  # orders the lease and release calls a worker gets
+        # Orders the lease and release calls a worker gets, also across pools: a pool that
+        # replaces a dead one starts a later epoch.
+        self._epoch = time.time_ns()
+        self._counter = itertools.count()
+        self._adopt_survivors()
         self._refill_masters()
 
+    def _next_seq(self) -> tuple[int, int]:
+        return (self._epoch, next(self._counter))
+
+    def _adopt_survivors(self) -> None:
+        """Rebuild what an earlier pool of this cluster knew, if it died: its workers and
+        masters are named actors that outlive it; each says in its ping whether it is
+        leased, and to which job.  One that does not answer within ``ADOPT_TIMEOUT_S`` is
+        stopped (a job using it sees a worker die and replaces it).  A first pool finds none."""
+        try:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a.get("namespace") == NAMESPACE and a["name"].startswith((WORKER_PREFIX, MASTER_PREFIX))]
+        except Exception:  # an older Ray, or a GCS hiccup: start empty, as a first pool does
+            return
+        handles = {}
+        for name in names:
+            try:
+                handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                continue
+        pings = {handle.ping.remote(): name for name, handle in handles.items()}
+        answered, silent = ray.wait(list(pings), num_returns=len(pings), timeout=ADOPT_TIMEOUT_S) if pings else ([], [])
+        for ref in silent:  # still starting (or stuck): its state is unknown, so it is not kept
+            ray.kill(handles[pings[ref]], no_restart=True)
+        now = time.monotonic()
+        for ref in answered:
+            name = pings[ref]
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue
+            handle = handles[name]
+            if name.startswith(MASTER_PREFIX):
+                self.masters.append(handle)
+            elif info.get("job"):
+                self.leased[name] = (handle, info["job"])
+            elif not info.get("reserves_cpu", True) and not self.spare_workers:
+                self.spare_workers.append((name, handle))
+            else:
+                self.free[name] = (handle, now)
+
     def _new_worker(self, cpus: float = 1.0) -> tuple[str, Any]:
-        name = f"engine-worker-{uuid.uuid4().hex[:10]}"
+        name = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
         idle_timeout = self.idle_timeout_s if cpus > 0 else float("inf")  # a spare holds no CPU: it may wait
         handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
-                                         scheduling_strategy="SPREAD").remote(name, idle_timeout)
+                                         scheduling_strategy="SPREAD").remote(name, idle_timeout, cpus > 0)
         return name, handle
 
     def _refill_spare(self) -> None:
@@ -65,7 +112,8 @@ class WorkerPool:
 
     def _refill_masters(self) -> None:
         while len(self.masters) < self.master_target:
-            self.masters.append(MapReduceMaster.options(namespace=NAMESPACE, lifetime="detached",
+            self.masters.append(MapReduceMaster.options(name=f"{MASTER_PREFIX}{uuid.uuid4().hex[:10]}",
+                                                        namespace=NAMESPACE, lifetime="detached",
                                                         **self.placement).remote())
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
@@ -88,7 +136,7 @@ class WorkerPool:
             for name, handle in chosen.items():
                 self.leased[name] = (handle, job_id)
         slots = [{"name": name, "handle": handle, "chaos": chaos.get(index),
-                  "ref": handle.lease.remote(job_id, chaos.get(index), next(self._lease_seq))}
+                  "ref": handle.lease.remote(job_id, chaos.get(index), self._next_seq())}
                  for index, (name, handle) in enumerate(chosen.items())]
         return dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
 
@@ -103,7 +151,7 @@ class WorkerPool:
                 self.leased.pop(slot["name"], None)
                 name, handle = self._new_worker()
                 self.leased[name] = (handle, job_id)
-            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"], next(self._lease_seq)))
+            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"], self._next_seq()))
             raise
 
     def prewarm(self, count: int) -> int:
@@ -123,7 +171,7 @@ class WorkerPool:
             self.free.pop(dead, None)
             name, handle = self.spare_workers.pop() if self.spare_workers else self._new_worker()
             self.leased[name] = (handle, job_id)
-        handle.lease.remote(job_id, chaos, next(self._lease_seq))
+        handle.lease.remote(job_id, chaos, self._next_seq())
         threading.Thread(target=self._refill_spare, daemon=True).start()
         return name, handle
 
@@ -135,7 +183,7 @@ class WorkerPool:
             for name, (handle, owner) in list(self.leased.items()):
                 if owner == job_id:
                     del self.leased[name]
-                    handle.release.remote(job_id, next(self._lease_seq))
+                    handle.release.remote(job_id, self._next_seq())
                     self.free[name] = (handle, now)
                     released += 1
         return released
@@ -163,6 +211,13 @@ class WorkerPool:
                 self._refill_masters()
                 chosen = [m for m in self.masters if all(m != e for e in exclude)]
         return chosen[:count]
+
+    def members(self) -> dict:
+        """What this pool holds: free and spare worker names, leased workers with their
+        job, and how many master processes."""
+        with self.lock:
+            return {"free": sorted(self.free), "spares": [name for name, _ in self.spare_workers],
+                    "leased": {name: job for name, (_, job) in self.leased.items()}, "masters": len(self.masters)}
 
     def shutdown(self) -> None:
         """Kill every pooled worker and spare master."""

@@ -45,7 +45,9 @@ class WorkerChaos:
 
 @dataclass(frozen=True)
 class MasterChaos:
-    """Faults the primary master injects: exit after ``die_after_completions`` completions."""
+    """Faults the primary master injects: exit abruptly while committing its
+    ``die_after_completions``-th completion, before any snapshot of it (so completions
+    since the last snapshot are lost, as in a real crash)."""
 
     die_after_completions: int | None = None
 
