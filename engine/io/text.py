@@ -51,18 +51,7 @@ def _line_start_at_or_after(handle: BinaryIO, position: int, size: int) -> int:
     """The first line start >= ``position``: 0, or just past the first newline at >= position-1."""
     if position <= 0:
         return 0
-    if position >= size:
-        return size
-    handle.seek(position - 1)
-    scanned = position - 1
-    while True:
-        chunk = handle.read(_READ_AHEAD)
-        if not chunk:
-            return size
-        found = chunk.find(b"\n")
-        if found >= 0:
-            return scanned + found + 1
-        scanned += len(chunk)
+    return size if position >= size else _line_end(handle, position - 1, size)
 
 
 def split_byte_range(handle: BinaryIO, split: InputSplit, size: int) -> tuple[int, int]:
