@@ -26,7 +26,7 @@ hashed in slices of at most ``SLICE_BYTES``, and an id longer than that piece by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -86,13 +86,21 @@ def hash_ids(values: pa.Array) -> np.ndarray:
     return hashes
 
 
+def _subset_order(order: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The stable sort order of the rows where ``mask`` is true, from that of all rows."""
+    position = np.cumsum(mask) - 1
+    return position[order[mask[order]]]
+
+
 @dataclass(frozen=True)
 class EventIds:
-    """The ids of a batch, prepared for the index: normalized values, hashes, validity."""
+    """The ids of a batch, prepared for the index: normalized values, hashes, validity,
+    and (once asked for) the stable order of the hashes."""
 
     values: pa.Array
     hashes: np.ndarray
     valid: np.ndarray
+    _order: list = field(default_factory=list, compare=False, repr=False)
 
     @staticmethod
     def of(column: pa.Array | pa.ChunkedArray) -> "EventIds":
@@ -105,11 +113,18 @@ class EventIds:
     def __len__(self) -> int:
         return len(self.values)
 
+    def order(self) -> np.ndarray:
+        """Row positions sorted by hash (stable), computed once."""
+        if not self._order:
+            self._order.append(np.argsort(self.hashes, kind="stable"))
+        return self._order[0]
+
     def take(self, mask: np.ndarray) -> "EventIds":
         """The ids of the rows where ``mask`` is true."""
         if mask.all():
             return self
-        return EventIds(self.values.filter(pa.array(mask)), self.hashes[mask], self.valid[mask])
+        order = [_subset_order(self._order[0], mask)] if self._order else []
+        return EventIds(self.values.filter(pa.array(mask)), self.hashes[mask], self.valid[mask], order)
 
 
 @dataclass
@@ -130,15 +145,34 @@ def _codes(values: pa.Array) -> np.ndarray:
     return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _make_run(hashes: np.ndarray, time: np.ndarray, ids: pa.Array, cutoff: int) -> _Run:
-    """Sort by hash, drop expired entries, keep one entry (the newest time) per id.
+def _later_copies(codes: np.ndarray, time: np.ndarray, cutoff: int) -> np.ndarray:
+    """Rows (in row order) that repeat an earlier row of the same code within the horizon."""
+    count = len(codes)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.ones(count, dtype=bool)
+    starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    start_positions = np.flatnonzero(starts)
+    eligible_index = np.where(time[order] >= cutoff, order, count)
+    first_eligible = np.minimum.reduceat(eligible_index, start_positions)
+    later = np.zeros(count, dtype=bool)
+    later[order] = np.repeat(first_eligible, np.diff(np.append(start_positions, count))) < order
+    return later
+
+
+def _make_run(hashes: np.ndarray, time: np.ndarray, ids: pa.Array, cutoff: int,
+              order: np.ndarray | None = None) -> _Run:
+    """Sort by hash (``order``: the sort order, when known), drop expired entries, keep
+    one entry (the newest time) per id.
 
     Inputs that are concatenations of sorted runs sort in linear time (timsort merges runs).
     """
     live = time >= cutoff
     if not live.all():
+        order = _subset_order(order, live) if order is not None else None
         hashes, time, ids = hashes[live], time[live], ids.filter(pa.array(live))
-    order = np.argsort(hashes, kind="stable")
+    if order is None:
+        order = np.argsort(hashes, kind="stable")
     hashes, time, ids = hashes[order], time[order], ids.take(pa.array(order))
     if len(hashes) > 1 and np.any(hashes[1:] == hashes[:-1]):
         # The same id twice, or distinct ids with one hash: group exactly by (hash, id).
@@ -181,42 +215,46 @@ class DedupIndex:
         is_duplicate = np.zeros(count, dtype=bool)
         if count == 0:
             return is_duplicate
-        # Within the batch: a later row repeats an earlier row that is within the horizon.
-        codes = _codes(ids.values)
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        starts = np.ones(count, dtype=bool)
-        starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
-        start_positions = np.flatnonzero(starts)
-        eligible_index = np.where(time[order] >= cutoff, order, count)
-        first_eligible = np.minimum.reduceat(eligible_index, start_positions)
-        group_sizes = np.diff(np.append(start_positions, count))
-        is_duplicate[order] = np.repeat(first_eligible, group_sizes) < order
+        order = ids.order()
+        sorted_hashes = ids.hashes[order]
+        # Within the batch: only rows whose hash another row shares can repeat one; their
+        # ids are grouped exactly.
+        same = sorted_hashes[1:] == sorted_hashes[:-1]
+        if same.any():
+            shared = np.zeros(count, dtype=bool)
+            shared[1:] |= same
+            shared[:-1] |= same
+            rows = np.sort(order[shared])
+            codes = _codes(ids.values.take(pa.array(rows)))
+            is_duplicate[rows] = _later_copies(codes, time[rows], cutoff)
         is_duplicate &= ids.valid
-        for run in self._runs:  # against earlier batches
-            is_duplicate |= self._matches(run, ids, cutoff)
+        # Against earlier batches; querying in hash order keeps the binary searches cache-friendly.
+        found = np.zeros(count, dtype=bool)
+        for run in self._runs:
+            found |= self._matches(run, ids, order, sorted_hashes, cutoff)
+        is_duplicate[order] |= found
         return is_duplicate
 
     @staticmethod
-    def _matches(run: _Run, ids: EventIds, cutoff: int) -> np.ndarray:
-        """Rows whose id has a live entry in ``run``: every entry with the row's hash is
-        compared exactly (a span longer than one only on a hash collision)."""
-        count = len(ids)
-        found = np.zeros(count, dtype=bool)
+    def _matches(run: _Run, ids: EventIds, order: np.ndarray, sorted_hashes: np.ndarray, cutoff: int) -> np.ndarray:
+        """By hash-sorted position: rows whose id has a live entry in ``run``.  Every entry
+        with the row's hash is compared exactly (more than one only on a hash collision)."""
+        found = np.zeros(len(sorted_hashes), dtype=bool)
         if len(run) == 0:
             return found
-        left = np.searchsorted(run.hashes, ids.hashes, side="left")
-        span = np.where(ids.valid, np.searchsorted(run.hashes, ids.hashes, side="right") - left, 0)
-        total = int(span.sum())
-        if total == 0:
+        left = np.searchsorted(run.hashes, sorted_hashes, side="left")
+        hit = (run.hashes[np.minimum(left, len(run) - 1)] == sorted_hashes) & ids.valid[order]
+        hits = np.flatnonzero(hit)
+        if len(hits) == 0:
             return found
-        rows = np.repeat(np.arange(count), span)
-        within = np.arange(total) - np.repeat(np.cumsum(span) - span, span)
-        positions = np.repeat(left, span) + within
+        span = np.searchsorted(run.hashes, sorted_hashes[hits], side="right") - left[hits]
+        total = int(span.sum())
+        rows = np.repeat(hits, span)
+        positions = np.repeat(left[hits], span) + np.arange(total) - np.repeat(np.cumsum(span) - span, span)
         live = run.time[positions] >= cutoff
         rows, positions = rows[live], positions[live]
         if len(rows):
-            same = pc.equal(ids.values.take(pa.array(rows)), run.ids.take(pa.array(positions)))
+            same = pc.equal(ids.values.take(pa.array(order[rows])), run.ids.take(pa.array(positions)))
             found[rows[same.to_numpy(zero_copy_only=False)]] = True
         return found
 
@@ -227,7 +265,7 @@ class DedupIndex:
         self.watermark = max(self.watermark, int(time.max()))
         cutoff = self.cutoff
         ids, time = ids.take(ids.valid), time[ids.valid]
-        self._runs.append(_make_run(ids.hashes, time, ids.values, cutoff))
+        self._runs.append(_make_run(ids.hashes, time, ids.values, cutoff, ids.order()))
         while len(self._runs) > 1 and len(self._runs[-2]) <= len(self._runs[-1]):
             newer = self._runs.pop()
             older = self._runs.pop()
