@@ -8,10 +8,10 @@ the serving shards by stable hash, so the query ``top_words(prefix, k)`` -- the 
 frequent words starting with ``prefix`` (ties by word) -- takes each shard's top ``k`` and
 merges them::
 
-    import engine, pyarrow as pa
+    import engine, pyarrow as pa, tempfile
     from jobs.live_wordcount import live_wordcount
 
-    with engine.run(live_wordcount("/tmp/words"), "inline") as words:
+    with engine.run(live_wordcount(tempfile.mkdtemp()), "inline") as words:
         words.ingest(pa.table({"line": ["the cat sat", "the dog"]}))
         words.query("top_words", prefix="", k=2).value     # [("the", 2), ("cat", 1)]
         words.recompute_batch()                             # the counts now come from MapReduce

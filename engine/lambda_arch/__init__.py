@@ -14,11 +14,13 @@ in ``jobs/adtech``, live word counts in ``jobs/live_wordcount.py``.
 
 from engine.errors import QueryFailedError
 from engine.lambda_arch.contract import EventContract, require_fields
-from engine.lambda_arch.errors import SpeedLayerError
+from engine.lambda_arch.errors import BatchLayerError, SpeedLayerError
+from engine.lambda_arch.event_time import EventTimeWindow
 from engine.lambda_arch.log import IngestAck
 from engine.lambda_arch.serving import Answer
 from engine.lambda_arch.shard import ShardSnapshot
 from engine.lambda_arch.spec import LambdaArchitecture, LambdaOptions, Query, QueryContext, QueryResult, View
 
-__all__ = ["Answer", "EventContract", "IngestAck", "LambdaArchitecture", "LambdaOptions", "Query", "QueryContext",
-           "QueryFailedError", "QueryResult", "ShardSnapshot", "SpeedLayerError", "View", "require_fields"]
+__all__ = ["Answer", "BatchLayerError", "EventContract", "EventTimeWindow", "IngestAck", "LambdaArchitecture",
+           "LambdaOptions", "Query", "QueryContext", "QueryFailedError", "QueryResult", "ShardSnapshot",
+           "SpeedLayerError", "View", "require_fields"]

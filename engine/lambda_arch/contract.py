@@ -15,13 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.common.bad_records import call_isolating_failures
+from engine.common.retry import RetryPolicy
 from engine.errors import SpecError
 
 REASON = "reject_reason"
 OFFSET = "offset"
+_NO_RETRY = RetryPolicy(max_attempts=1)
 
 Validation = Callable[[pa.Table], "tuple[pa.Table, pa.Table]"]
 
@@ -74,30 +78,94 @@ class EventContract:
         return pa.schema([pa.field(OFFSET, pa.int64())] + list(self.schema))
 
 
+def cast_rows(column: pa.Array | pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array | pa.ChunkedArray,
+                                                                                np.ndarray | None]:
+    """``column`` cast to ``target`` row by row: ``(cast column, mask of the rows whose
+    value could not be cast)``; those rows are null in the result, and the mask is
+    ``None`` when every row cast.  One bad value never fails the others: the rows are
+    isolated with the engine's one bisector.  Raises ``ValueError`` when the column's type
+    cannot be cast to ``target`` at all."""
+    try:
+        return pc.cast(column, target), None
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise ValueError(f"of type {column.type} cannot be cast to {target}") from None
+    except pa.ArrowInvalid:
+        pass
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    isolated = call_isolating_failures(lambda piece: pc.cast(piece.column(0), target), pa.table({"value": column}),
+                                       _NO_RETRY)
+    bad = np.zeros(len(column), dtype=bool)
+    for group in isolated.failed:
+        bad[group.positions] = True
+    return pc.cast(pc.if_else(pa.array(bad), pa.scalar(None, column.type), column), target), bad
+
+
+def as_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Values as strings, so that any rejected value can be stored and shown."""
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        # Only rejected rows get here (invalid UTF-8, nested values): a loop is fine.
+        return pa.array([None if value is None else value.decode("utf-8", "backslashreplace")
+                         if isinstance(value, bytes) else str(value) for value in column.to_pylist()], pa.string())
+
+
 def require_fields(schema: pa.Schema, batch: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """The default validation: cast ``batch`` to ``schema`` (a missing column or a bad
-    cast raises ``ValueError`` naming the column) and reject rows with a null in a
-    non-nullable field, with reason ``"missing <field>"`` (the first such field)."""
-    columns = {}
+    """The default validation: cast each column of ``batch`` to ``schema`` row by row and
+    reject, with the first reason that applies in schema order, rows with a value that
+    cannot be cast (``"invalid <field> (not <type>)"``) and rows with a null in a
+    non-nullable field (``"missing <field>"``).  Rejected rows keep every field as text.
+    A missing column, or a column whose type cannot be cast at all, raises ``ValueError``
+    naming the column."""
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    checks: list[tuple[pa.Array | pa.ChunkedArray, str]] = []
     for field in schema:
         if field.name not in batch.column_names:
             raise ValueError(f"event batch has no column {field.name!r} (columns: {batch.column_names})")
         try:
-            columns[field.name] = pc.cast(batch.column(field.name), field.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise ValueError(f"event batch column {field.name!r} of type {batch.column(field.name).type} "
-                             f"cannot be cast to {field.type}: {error}") from None
+            columns[field.name], invalid = cast_rows(batch.column(field.name), field.type)
+        except ValueError as error:
+            raise ValueError(f"event batch column {field.name!r} {error}") from None
+        if invalid is not None:
+            checks.append((pa.array(invalid), f"invalid {field.name} (not {field.type})"))
+        if not field.nullable:
+            checks.append((pc.is_null(columns[field.name]), f"missing {field.name}"))
     reason = pa.nulls(batch.num_rows, pa.string())
-    for field in reversed([f for f in schema if not f.nullable]):  # the first failing field wins
-        reason = pc.if_else(pc.is_null(columns[field.name]), pa.scalar(f"missing {field.name}"), reason)
+    for mask, text in reversed(checks):  # the first failing check wins
+        reason = pc.if_else(mask, pa.scalar(text), reason)
     rejected_mask = pc.is_valid(reason)
-    table = pa.table({name: column for name, column in columns.items()},
-                     schema=pa.schema([f.with_nullable(True) for f in schema]))
+    table = pa.table(columns, schema=pa.schema([f.with_nullable(True) for f in schema]))
+    text_schema = pa.schema([pa.field(f.name, pa.string()) for f in schema] + [pa.field(REASON, pa.string())])
     if not pc.any(rejected_mask).as_py():
-        return table.cast(schema), pa.table({**columns, REASON: reason}).slice(0, 0)
+        return table.cast(schema), text_schema.empty_table()
     valid = table.filter(pc.invert(rejected_mask)).cast(schema)
-    rejected = table.filter(rejected_mask).append_column(REASON, pc.filter(reason, rejected_mask))
+    source = batch.filter(rejected_mask)
+    rejected = pa.table([as_text(source.column(f.name)) for f in schema] + [pc.filter(reason, rejected_mask)],
+                        schema=text_schema)
     return valid, rejected
+
+
+def merge_rejected(rejected: pa.Table, extra: pa.Table) -> pa.Table | None:
+    """``rejected`` followed by the ``extra`` rejected rows, in the shape of ``rejected``
+    when ``extra``'s columns fit it (cast; text columns take any value as text), else
+    promoted permissively; ``None`` when the two cannot share one table."""
+    if extra.num_rows == 0:
+        return rejected
+    if set(extra.column_names) <= set(rejected.column_names):
+        try:
+            columns = [pa.nulls(extra.num_rows, f.type) if f.name not in extra.column_names
+                       else as_text(extra.column(f.name)) if pa.types.is_string(f.type)
+                       else pc.cast(extra.column(f.name), f.type) for f in rejected.schema]
+            return pa.concat_tables([rejected, pa.table(columns, schema=rejected.schema)])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    try:
+        return pa.concat_tables([rejected, extra], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
 
 
 def split_batch(contract: EventContract, batch: pa.Table | pa.RecordBatch) -> tuple[pa.Table, pa.Table]:

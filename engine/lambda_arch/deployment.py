@@ -25,8 +25,9 @@ from engine.common.hashing import hash_partition
 from engine.errors import ResultTimeoutError
 from engine.lambda_arch.backends import InlineBackend, shard_names
 from engine.lambda_arch.batch_layer import BatchViews, commit_current, compute_batch_views, load_current, view_schemas
-from engine.lambda_arch.errors import SpeedLayerDownError, SpeedLayerError
+from engine.lambda_arch.errors import BatchLayerError, SpeedLayerDownError, SpeedLayerError
 from engine.lambda_arch.log import IngestAck, MasterLog
+from engine.lambda_arch.schedule import BatchSchedule
 from engine.lambda_arch.serving import Answer, ServingLayer
 from engine.lambda_arch.spec import LambdaArchitecture
 from engine.lambda_arch.speed_layer import DeltaApplier, Freshness, SpeedStage
@@ -54,7 +55,7 @@ class LambdaDeployment(Handle):
         self._backend = backend
         self._schemas = view_schemas(spec)
         self.log = MasterLog(self.directory, spec.contract, self.options.dedup_horizon_ms,
-                             self.options.log_compression)
+                             self.options.log_compression, self.options.event_time_window)
         self.freshness = Freshness()
         self.batch_runs: list[dict[str, Any]] = []
         self._counts: Counter = Counter()
@@ -62,9 +63,9 @@ class LambdaDeployment(Handle):
         self._speed_broken = threading.Event()
         self._closed = threading.Event()
         self._final_state = SUCCEEDED
-        self._schedule: tuple[threading.Thread, threading.Event] | None = None
+        self._schedule: BatchSchedule | None = None
         self._pending_pin: int | None = None
-        self._last_batch_error: str | None = None
+        self._batch_error: BatchLayerError | None = None
         try:
             self._views = load_current(self.directory, self._schemas[1])
             self.serving = ServingLayer(spec.queries, shard_names(self.options.shards), lambda message: [],
@@ -148,6 +149,7 @@ class LambdaDeployment(Handle):
         self._check_open()
         if self._applier.error is not None:
             raise self._applier.error
+        self._raise_batch_error()
         limiter = self.options.ingest_limiter
         if limiter is not None and isinstance(batch, (pa.Table, pa.RecordBatch)) and batch.num_rows:
             limiter.admit(client_id, batch.num_rows)
@@ -178,6 +180,7 @@ class LambdaDeployment(Handle):
         while self.serving.snapshot[1] < target:
             if self._applier.error is not None:
                 raise self._applier.error
+            self._raise_batch_error()
             if self._speed_broken.is_set() or not self.speed.running():
                 self.rebuild_speed_layer()
             if time.monotonic() > deadline:
@@ -190,12 +193,13 @@ class LambdaDeployment(Handle):
 
     def recompute_batch(self) -> int:
         """Recompute every view up to the log's end with one MapReduce job and switch to
-        it (blue-green); returns its version W."""
+        it (blue-green); returns its version W.  Success clears a ``BatchLayerError``."""
         self._check_open()
         with self._batch_lock:
             with self._ingest_lock, self._shard_lock:
                 version = self.log.end_offset
                 if version == self._views.version:
+                    self._batch_error = None
                     return version
                 self._pending_pin = version
                 try:
@@ -207,6 +211,7 @@ class LambdaDeployment(Handle):
             self._install(views)
             self.batch_runs.append({"version": version, "elapsed_s": views.elapsed_s, "finished": time.time()})
             self._counts["batch_recomputations"] += 1
+            self._batch_error = None
             return version
 
     def _install(self, views: BatchViews) -> None:
@@ -230,37 +235,40 @@ class LambdaDeployment(Handle):
             self.rebuild_speed_layer()
 
     def start_batch_schedule(self, every_s: float) -> None:
-        """Recompute the batch views every ``every_s`` seconds in a background thread
-        (a failed run is recorded in ``metrics()['last_batch_error']``; the next one goes on)."""
-        if not every_s > 0:
-            raise ValueError(f"batch schedule interval must be > 0 s, got {every_s}")
+        """Recompute the batch views every ``every_s`` seconds in a background thread.
+
+        A failed recomputation is retried per ``LambdaOptions.batch_retry``; when the
+        retries give up, the schedule stops, ``status()`` is ``failed`` with the error,
+        and ``result()``, ``ingest`` and ``query`` raise it as a ``BatchLayerError``
+        until a ``recompute_batch()`` call succeeds.
+        """
+        self._check_open()
+        schedule = BatchSchedule(self.recompute_batch, every_s, self.options.batch_retry, self._batch_failed)
         self.stop_batch_schedule()
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(every_s):
-                try:
-                    self.recompute_batch()
-                except Exception as error:  # keep the schedule alive; report the failure
-                    self._last_batch_error = f"{type(error).__name__}: {error}"
-
-        thread = threading.Thread(target=loop, name="lambda-batch-schedule", daemon=True)
-        self._schedule = (thread, stop)
-        thread.start()
+        self._schedule = schedule
+        schedule.start()
 
     def stop_batch_schedule(self) -> None:
         """Stop the periodic recomputation (waits for a running one to finish)."""
         if self._schedule is not None:
-            thread, stop = self._schedule
-            stop.set()
-            thread.join()
-            self._schedule = None
+            self._schedule.stop()
+
+    def _batch_failed(self, error: BatchLayerError) -> None:
+        self._batch_error = error
+        self._counts["batch_failures"] += 1
+
+    def _raise_batch_error(self) -> None:
+        error = self._batch_error
+        if error is not None:
+            raise BatchLayerError(str(error)) from error.__cause__
 
     # -- queries -----------------------------------------------------------------------
 
     def query(self, name: str, **request: Any) -> Answer:
-        """Answer query ``name`` for ``request`` (see the query's own documentation)."""
+        """Answer query ``name`` for ``request`` (see the query's own documentation); raises
+        the ``BatchLayerError`` of a batch schedule that gave up."""
         self._check_open()
+        self._raise_batch_error()
         return self.serving.query(name, request, self.visible_event_time_ms())
 
     @property
@@ -299,25 +307,33 @@ class LambdaDeployment(Handle):
 
     # -- the Handle --------------------------------------------------------------------
 
+    def _failure(self) -> Exception | None:
+        """What stopped a layer: a view's speed-layer error, else the batch layer's."""
+        return self._applier.error if self._applier.error is not None else self._batch_error
+
     def status(self) -> dict[str, Any]:
-        """State (running until closed), executor, directory and offsets."""
+        """State (running until closed; ``failed`` after a view's speed-layer error or a
+        batch schedule that gave up, with ``error``), executor, directory and offsets."""
+        failure = self._failure()
         if self._closed.is_set():
             state = self._final_state
         else:
-            state = FAILED if self._applier.error is not None else RUNNING
+            state = FAILED if failure is not None else RUNNING
         version, speed = self.serving.snapshot
         status = {"state": state, "executor": self.executor, "directory": str(self.directory),
                   "end_offset": self.log.end_offset, "batch_offset": version, "speed_offset": speed}
-        if self._applier.error is not None:
-            status["error"] = str(self._applier.error)
+        if failure is not None:
+            status["error"] = str(failure)
         return status
 
     def metrics(self) -> dict[str, Any]:
-        """Offsets, freshness (ack to visible), query latencies and breakers, batch runs."""
+        """Offsets, freshness (ack to visible), query latencies and breakers, batch runs
+        and the last failed batch recomputation (``last_batch_error``, one line)."""
+        schedule = self._schedule
         return {**self.status(), "freshness_p50_s": self.freshness.percentile(50),
                 "freshness_p99_s": self.freshness.percentile(99), "visible_events": self.freshness.visible_events,
                 "queries": self.serving.metrics(), "batch_runs": list(self.batch_runs),
-                "last_batch_error": self._last_batch_error}
+                "last_batch_error": schedule.last_failure if schedule is not None else None}
 
     def counters(self) -> Counter:
         """Ingests, accepted/duplicate/rejected rows, batch runs, rebuilds, queries."""
@@ -329,10 +345,18 @@ class LambdaDeployment(Handle):
         return None
 
     def result(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """Wait until the deployment is closed; returns its final status."""
-        if not self._closed.wait(timeout_s):
-            raise ResultTimeoutError(f"the Lambda deployment on {self.directory} is still open after {timeout_s}s")
-        return self.status()
+        """Wait until the deployment is closed; returns its final status.  Raises the
+        failure that stopped a layer (``SpeedLayerError``, ``BatchLayerError``) at once."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            failure = self._failure()
+            if failure is not None:
+                raise type(failure)(str(failure)) from failure.__cause__
+            if self._closed.is_set():
+                return self.status()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(f"the Lambda deployment on {self.directory} is still open after {timeout_s}s")
+            self._closed.wait(0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic())))
 
     def cancel(self) -> None:
         """Close the deployment (state ``cancelled``)."""
@@ -351,7 +375,7 @@ class LambdaDeployment(Handle):
                 self._stop_speed_layer()
             finally:
                 self.log.close()
-                self._final_state = _state
+                self._final_state = FAILED if _state == SUCCEEDED and self._failure() is not None else _state
                 self._closed.set()
 
     def _check_open(self) -> None:

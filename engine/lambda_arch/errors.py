@@ -38,3 +38,8 @@ class SpeedLayerDownError(EngineError, RuntimeError):
 class SpeedLayerError(EngineError, RuntimeError):
     """A view's map or combine function failed in the speed layer: a bug in the view,
     reported instead of being retried forever.  ``rebuild_speed_layer()`` clears it."""
+
+
+class BatchLayerError(EngineError, RuntimeError):
+    """The scheduled batch recomputation failed and its retries gave up: the schedule
+    stopped.  Ingest and queries raise it until ``recompute_batch()`` succeeds."""

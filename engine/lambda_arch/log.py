@@ -5,12 +5,13 @@ Layout of ``<directory>/log/``::
     seg-<first offset, 16 digits>-<end offset, 16 digits>.arrow   one per ingest call
     LOCK                                                           held by the open log
 
-Each ingest validates its batch with the deployment's ``EventContract``, drops
+Each ingest validates its batch with the deployment's ``EventContract``, rejects rows
+whose event time is null or outside the plausibility window (``event_time.py``), drops
 duplicates of its id column (see ``dedup.py``), numbers the stored rows with consecutive
-offsets, writes them as one segment (temporary name, ``fsync``,
-atomic rename, ``fsync`` of the directory) and only then returns an :class:`IngestAck`.
-Rejected rows go to the engine's dead-letter store (pattern ``lambda``, step ``ingest``)
-with their reason before the acknowledgement too.  Segments never change once written; reopening the directory
+offsets, writes them as one segment (temporary name, ``fsync``, atomic rename, ``fsync``
+of the directory) and only then returns an :class:`IngestAck`.  Rejected rows go to the
+engine's dead-letter store (pattern ``lambda``, step ``ingest``) with their reason before
+the acknowledgement too.  Segments never change once written; reopening the directory
 lists them, checks that their offsets are contiguous, and rebuilds the dedup index.
 """
 
@@ -21,9 +22,10 @@ import fcntl
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +34,13 @@ import pyarrow.ipc as ipc
 
 from engine.common.atomic_files import remove_temporary_files, write_ipc_atomically
 from engine.common.dead_letters import DeadLetterStore
-from engine.lambda_arch.contract import OFFSET, REASON, EventContract, split_batch
-from engine.lambda_arch.dedup import DedupIndex, hash_ids
+from engine.lambda_arch.contract import OFFSET, REASON, EventContract, merge_rejected, split_batch
+from engine.lambda_arch.dedup import DedupIndex, EventIds
+from engine.lambda_arch.event_time import EventTimeWindow
 
 _SEGMENT = re.compile(r"^seg-(\d{16})-(\d{16})\.arrow$")
 INGEST_STAGE = "ingest"
+_DEFAULT_WINDOW = EventTimeWindow()
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,18 @@ class MasterLog:
 
     ``ingest(batch)`` is thread-safe and serialized.  ``segments()``/``read()`` may be
     called from any thread while ingests go on (segments are immutable once listed).
+    ``time_window`` (``None``: off) says which event times are plausible; ``clock`` is
+    the wall clock it uses (epoch seconds).
     """
 
     def __init__(self, directory: str | os.PathLike[str], contract: EventContract,
-                 dedup_horizon_ms: int = 24 * 3_600_000, compression: str | None = "lz4") -> None:
+                 dedup_horizon_ms: int = 24 * 3_600_000, compression: str | None = "lz4",
+                 time_window: EventTimeWindow | None = _DEFAULT_WINDOW,
+                 clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
         self.contract = contract
+        self._time_window = time_window
+        self._clock = clock
         self.schema = contract.log_schema
         self.log_directory = self.directory / "log"
         self.log_directory.mkdir(parents=True, exist_ok=True)
@@ -143,8 +153,7 @@ class MasterLog:
             times = pc.cast(table.column(time_column), pa.int64()).to_numpy()
             self._advance_watermark(times, segment.end)
             if self._dedup is not None:
-                first, second = hash_ids(table.column(id_column))
-                self._dedup.add(first, second, times)
+                self._dedup.add(EventIds.of(table.column(id_column)), times)
 
     def _advance_watermark(self, times: np.ndarray, end: int) -> None:
         if len(times):
@@ -203,13 +212,10 @@ class MasterLog:
         the contract's columns.
         """
         valid, rejected = split_batch(self.contract, batch)
-        time_column, id_column = self.contract.time_column, self.contract.id_column
-        times = pc.cast(valid.column(time_column), pa.int64()).to_numpy() if time_column else None
-        first = second = None
-        if self._dedup is not None:
-            first, second = hash_ids(valid.column(id_column))
+        ids = EventIds.of(valid.column(self.contract.id_column)) if self._dedup is not None else None
         with self._lock:
-            is_duplicate = (self._dedup.duplicates(first, second, times) if self._dedup is not None
+            valid, ids, times, implausible = self._check_times(valid, ids)
+            is_duplicate = (self._dedup.duplicates(ids, times) if self._dedup is not None and ids is not None
                             else np.zeros(valid.num_rows, dtype=bool))
             keep = ~is_duplicate
             stored = valid.filter(pa.array(keep)) if is_duplicate.any() else valid
@@ -217,20 +223,50 @@ class MasterLog:
             end = begin + stored.num_rows
             offsets = pa.array(np.arange(begin, end, dtype=np.int64))
             stored = stored.add_column(0, self.schema.field(OFFSET), offsets)
-            letter = self._store_rejected(rejected, begin) if rejected.num_rows else None
+            parts = [rejected]
+            if implausible is not None:
+                merged = merge_rejected(rejected, implausible)
+                parts = [merged] if merged is not None else [rejected, implausible]
+            letters = [self._store_rejected(part, begin) for part in parts if part.num_rows]
             if stored.num_rows:
                 segment = self._write_segment(stored, begin, end)
                 if times is not None:
                     self._advance_watermark(times[keep], end)
-                if self._dedup is not None:
-                    self._dedup.add(first[keep], second[keep], times[keep])
+                if self._dedup is not None and ids is not None:
+                    self._dedup.add(ids.take(keep), times[keep])
                 self._segments = self._segments + [segment]
-        ack = IngestAck(begin, end, stored.num_rows, int(is_duplicate.sum()), rejected.num_rows, letter)
+        ack = IngestAck(begin, end, stored.num_rows, int(is_duplicate.sum()), sum(part.num_rows for part in parts),
+                        letters[0] if letters else None)
         return ack, stored
+
+    def _check_times(self, valid: pa.Table, ids: EventIds | None) -> tuple[pa.Table, EventIds | None,
+                                                                            np.ndarray | None, pa.Table | None]:
+        """(plausible rows, their ids, their epoch-ms times, implausible rows with a reason
+        or None): a null event time or one outside the window is rejected."""
+        name = self.contract.time_column
+        if name is None:
+            return valid, ids, None, None
+        column = pc.cast(valid.column(name), pa.int64())
+        present = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+        times = np.asarray(column.fill_null(0).to_numpy(), dtype=np.int64)
+        if self._time_window is not None:
+            reasons = self._time_window.reasons(times, self._watermark, int(self._clock() * 1000))
+        else:
+            reasons = pa.nulls(valid.num_rows, pa.string())
+        if not present.all():
+            reasons = pc.if_else(pa.array(~present), pa.scalar(f"missing {name}"), reasons)
+        bad = np.asarray(pc.is_valid(reasons).to_numpy(zero_copy_only=False), dtype=bool)
+        if not bad.any():
+            return valid, ids, times, None
+        implausible = valid.filter(pa.array(bad)).append_column(REASON, pc.filter(reasons, pa.array(bad)))
+        keep = ~bad
+        return valid.filter(pa.array(keep)), ids.take(keep) if ids is not None else None, times[keep], implausible
 
     def _store_rejected(self, rejected: pa.Table, at_offset: int) -> str:
         reasons = pc.value_counts(rejected.column(REASON)).to_pylist()
-        summary = ", ".join(f"{item['counts']} {item['values']}" for item in reasons)
+        summary = ", ".join(f"{item['counts']} {item['values']}" for item in reasons[:10])
+        if len(reasons) > 10:
+            summary += f", and {len(reasons) - 10} more reasons"
         return self.dead_letters.add(INGEST_STAGE, rejected, f"rejected rows: {summary}",
                                      source={"log_end_offset": at_offset}, pattern="lambda")
 

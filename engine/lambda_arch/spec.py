@@ -18,6 +18,7 @@ Nothing here starts anything or imports an executor: ``engine.run`` does.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from engine.common.retry import RetryPolicy
 from engine.errors import SpecError
 from engine.lambda_arch.contract import EventContract
 from engine.lambda_arch.errors import ShardUnavailableError, StaleSnapshotError
+from engine.lambda_arch.event_time import EventTimeWindow
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -132,6 +134,11 @@ def _default_query_retry() -> RetryPolicy:
                        retry_on=(StaleSnapshotError, ShardUnavailableError))
 
 
+def _default_batch_retry() -> RetryPolicy:
+    return RetryPolicy(max_attempts=3, backoff="exponential", base_delay_s=1.0, max_delay_s=30.0, jitter=0.5,
+                       retry_on=(Exception,))
+
+
 @dataclass(frozen=True)
 class LambdaOptions:
     """Settings of a Lambda deployment (the executor is chosen by ``engine.run``).
@@ -155,6 +162,12 @@ class LambdaOptions:
       ingest for its rows (per ``client_id``): drop mode raises ``RateLimitedError``,
       queue mode waits.
     - ``log_compression``: codec of the log's IPC segments (``None``, ``"lz4"``, ``"zstd"``).
+    - ``event_time_window``: which event times ingest accepts (an ``EventTimeWindow``:
+      by default at most 24 h ahead of the clock, not before 2000, at most a year behind
+      the newest event); rows outside are rejected with a reason.  ``None``: no check.
+    - ``batch_retry``: how a failed scheduled batch recomputation is retried (the one
+      ``RetryPolicy``; by default 3 attempts, any exception, backoff from 1 s); when it
+      gives up, the schedule stops and the deployment reports a ``BatchLayerError``.
     """
 
     shards: int = 2
@@ -171,6 +184,8 @@ class LambdaOptions:
     breaker_reset_s: float = 5.0
     ingest_limiter: RateLimiter | None = None
     log_compression: str | None = "lz4"
+    event_time_window: EventTimeWindow | None = field(default_factory=EventTimeWindow)
+    batch_retry: RetryPolicy = field(default_factory=_default_batch_retry)
 
     def __post_init__(self) -> None:
         if self.batch_executor not in (None, "inline", "ray"):
@@ -181,13 +196,17 @@ class LambdaOptions:
                 raise SpecError(f"LambdaOptions.{name} must be an int >= 1, got {value!r}")
         if self.batch_workers is not None and self.batch_workers < 1:
             raise SpecError(f"LambdaOptions.batch_workers must be None or >= 1, got {self.batch_workers}")
-        if not self.dedup_horizon_hours >= 0:
-            raise SpecError(f"LambdaOptions.dedup_horizon_hours must be >= 0, got {self.dedup_horizon_hours}")
+        if not 0 <= self.dedup_horizon_hours < math.inf:
+            raise SpecError(f"LambdaOptions.dedup_horizon_hours must be finite and >= 0, got {self.dedup_horizon_hours}")
         for name in ("query_deadline_s", "breaker_reset_s"):
-            if not getattr(self, name) > 0:
-                raise SpecError(f"LambdaOptions.{name} must be > 0, got {getattr(self, name)}")
-        if not isinstance(self.query_retry, RetryPolicy):
-            raise SpecError(f"LambdaOptions.query_retry must be a RetryPolicy, got {type(self.query_retry).__name__}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise SpecError(f"LambdaOptions.{name} must be finite and > 0, got {getattr(self, name)}")
+        for name in ("query_retry", "batch_retry"):
+            if not isinstance(getattr(self, name), RetryPolicy):
+                raise SpecError(f"LambdaOptions.{name} must be a RetryPolicy, got {type(getattr(self, name)).__name__}")
+        if self.event_time_window is not None and not isinstance(self.event_time_window, EventTimeWindow):
+            raise SpecError(f"LambdaOptions.event_time_window must be an EventTimeWindow or None, "
+                            f"got {type(self.event_time_window).__name__}")
         if self.ingest_limiter is not None and not isinstance(self.ingest_limiter, RateLimiter):
             raise SpecError(f"LambdaOptions.ingest_limiter must be a RateLimiter or None, "
                             f"got {type(self.ingest_limiter).__name__}")

@@ -1,6 +1,7 @@
 """The ad-tech job: a Lambda deployment over ad events (views, clicks, purchases).
 
-- ``events.py``: the event contract (schema, validation with reasons, ISO/int times);
+- ``events.py``: the event contract (schema, validation with reasons); ``times.py``: event
+  times (timestamps, epoch ms, ISO-8601 strings) parsed row by row;
 - ``views.py``: counts per advertiser-minute, distinct viewers, last-click attribution;
 - ``queries.py``: ``ads_shown``, ``active_viewers``, ``roi``;
 - ``app.py``: ``adtech_architecture`` (the spec) and the :class:`AdTech` wrapper;

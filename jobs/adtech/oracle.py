@@ -9,7 +9,9 @@ with the oracle's answer over the offsets the answer reports.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+import re
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -18,27 +20,57 @@ _TYPES = {"view", "click", "purchase"}
 _REQUIRED = ("event_id", "event_time", "event_type", "user_id", "advertiser_id", "cost", "revenue")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|([+-])(\d{2})(?::?(\d{2}))?)?",
+                  re.ASCII)
+_HOUR_MS = 3_600_000
+
+
+def iso_time_ms(text: str) -> int | None:
+    """Epoch ms of an ISO-8601 string of the contract's grammar (see ``jobs/adtech/times.py``), else None."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(match.group(index)) for index in range(1, 7))
+    zone_hours, zone_minutes = int(match.group(10) or 0), int(match.group(11) or 0)
+    if zone_minutes > 59:
+        return None
+    offset = timedelta(hours=zone_hours, minutes=zone_minutes) * (-1 if match.group(9) == "-" else 1)
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+    except ValueError:
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1) + int((match.group(7) or "").ljust(9, "0")[:3])
+
+
 def _time_ms(value: Any) -> int | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return int(round(value.timestamp() * 1000))
+        return (value - _EPOCH) // timedelta(milliseconds=1)
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int):
-        return value
+        return value if -2**63 <= value < 2**63 else None
+    if isinstance(value, float):
+        return math.floor(value) if math.isfinite(value) and abs(value) < 2.0 ** 63 else None
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return _time_ms(parsed)
+        return iso_time_ms(value)
     return None
 
 
 class AdEventOracle:
-    """Reference state: the stored rows (dicts with an ``offset``) in log order."""
+    """Reference state: the stored rows (dicts with an ``offset``) in log order.
 
-    def __init__(self, horizon_ms: int = 24 * 3_600_000) -> None:
+    It expects batches of the contract's column types (plus string event times) and
+    applies the default event-time window of ``engine.lambda_arch.EventTimeWindow``
+    (24 h ahead of ``max(now, watermark)``, not before 2000, a year behind the newest),
+    with ``now_ms`` (default: the wall clock at each ingest).
+    """
+
+    def __init__(self, horizon_ms: int = 24 * 3_600_000, now_ms: int | None = None) -> None:
         self.horizon_ms = horizon_ms
+        self.now_ms = now_ms
         self.rows: list[dict[str, Any]] = []
         self.newest_stored_time: dict[str, int] = {}
         self.watermark: int | None = None
@@ -53,19 +85,31 @@ class AdEventOracle:
         if row["event_type"] != "purchase" and row.get("ad_id") is None:
             return False
         for money in ("cost", "revenue"):
-            if math.isnan(row[money]) or row[money] < 0:
+            if not math.isfinite(row[money]) or row[money] < 0:
                 return False
         return _time_ms(row["event_time"]) is not None
+
+    def _plausible(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """The default event-time window over the valid rows of one batch."""
+        now = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        ahead = max(now, self.watermark if self.watermark is not None else now) + 24 * _HOUR_MS
+        earliest = (datetime(2000, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
+        times = [_time_ms(row["event_time"]) for row in rows]
+        first = [earliest <= t <= ahead for t in times]
+        candidates = [t for t, ok in zip(times, first) if ok] + ([self.watermark] if self.watermark is not None else [])
+        newest = max(candidates, default=None)
+        return [ok and (newest is None or t >= newest - 365 * 24 * _HOUR_MS) for t, ok in zip(times, first)]
 
     def ingest(self, batch: pa.Table) -> dict[str, int]:
         """Process one ingest batch; returns accepted/duplicates/rejected counts."""
         cutoff = None if self.watermark is None else self.watermark - self.horizon_ms
         accepted = duplicates = rejected = 0
         newest = self.watermark
-        for row in batch.to_pylist():
-            if not self._valid(row):
-                rejected += 1
-                continue
+        rows = batch.to_pylist()
+        valid = [row for row in rows if self._valid(row)]
+        plausible = [row for row, ok in zip(valid, self._plausible(valid)) if ok]
+        rejected = len(rows) - len(plausible)
+        for row in plausible:
             time_ms = _time_ms(row["event_time"])
             seen = self.newest_stored_time.get(row["event_id"])
             if seen is not None and (cutoff is None or seen >= cutoff):

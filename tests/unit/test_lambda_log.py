@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from datasets.adevents import AdEventSpec, generate_events
 from engine.errors import SpecError
 from engine.lambda_arch import EventContract
-from engine.lambda_arch.dedup import DedupIndex, hash_ids
+from engine.lambda_arch.dedup import DedupIndex, EventIds
 from engine.lambda_arch.log import MasterLog
 from jobs.adtech.app import CONTRACT
 from jobs.adtech.events import validate_events
@@ -37,8 +37,8 @@ def test_validation_gives_one_reason_per_rejected_row() -> None:
     valid, rejected = validate_events(batch)
     assert valid.column("event_id").to_pylist() == ["ok", "p"]
     assert dict(zip(rejected.column("event_id").to_pylist(), rejected.column("reject_reason").to_pylist())) == {
-        "u": "missing user_id", "t": "unknown event_type", "c": "negative or NaN cost",
-        "n": "negative or NaN revenue", "ad": "missing ad_id"}
+        "u": "missing user_id", "t": "unknown event_type", "c": "negative or non-finite cost",
+        "n": "negative or non-finite revenue", "ad": "missing ad_id"}
 
 
 def test_unparsable_string_times_are_rejected_and_iso_times_parsed() -> None:
@@ -60,7 +60,7 @@ def test_ingest_acknowledges_offsets_and_stores_rejects_as_dead_letters(tmp_path
         ack, stored = log.ingest(build_batch([_row("a"), _row("b", cost=-2.0), _row("c"), _row("a")]))
         assert (ack.first_offset, ack.end_offset, ack.accepted, ack.duplicates, ack.rejected) == (0, 2, 2, 1, 1)
         assert stored.column("offset").to_pylist() == [0, 1]
-        assert log.rejected_rows().column("reject_reason").to_pylist() == ["negative or NaN cost"]
+        assert log.rejected_rows().column("reject_reason").to_pylist() == ["negative or non-finite cost"]
         ack, _ = log.ingest(build_batch([_row("d")]))
         assert (ack.first_offset, ack.end_offset) == (2, 3)
         assert log.read().column("event_id").to_pylist() == ["a", "c", "d"]
@@ -133,18 +133,21 @@ def test_ingest_matches_the_oracle_row_for_row(tmp_path_factory: pytest.TempPath
     assert stored.column("offset").to_pylist() == list(range(len(oracle.rows)))
 
 
-def test_dedup_index_survives_many_runs_and_hash_collisions_of_the_first_lane() -> None:
+def test_dedup_index_survives_many_runs_and_compares_ids_exactly_on_a_hash_collision() -> None:
     index = DedupIndex(horizon_ms=10**12)
-    ids = pa.array([f"id{i}" for i in range(5_000)])
-    first, second = hash_ids(ids)
+    ids = EventIds.of(pa.array([f"id{i}" for i in range(5_000)]))
     times = np.arange(5_000, dtype=np.int64)
     for start in range(0, 5_000, 500):
-        part = slice(start, start + 500)
-        assert not index.duplicates(first[part], second[part], times[part]).any()
-        index.add(first[part], second[part], times[part])
-    assert index.duplicates(first, second, times).all()
-    forged_first = first[:10].copy()  # same first lane, different second lane: not a duplicate
-    assert not index.duplicates(forged_first, second[:10] ^ np.uint64(1), times[:10]).any()
+        part = np.zeros(5_000, dtype=bool)
+        part[start:start + 500] = True
+        assert not index.duplicates(ids.take(part), times[part]).any()
+        index.add(ids.take(part), times[part])
+    assert index.duplicates(ids, times).all()
+    assert index.entries() == 5_000
+    stored = EventIds.of(pa.array([f"id{i}" for i in range(10)]))
+    forged = EventIds.of(pa.array([f"other{i}" for i in range(10)]))
+    forged = EventIds(forged.values, stored.hashes.copy(), forged.valid)  # same hashes, other ids
+    assert not index.duplicates(forged, times[:10]).any()
 
 
 _LINES = EventContract(pa.schema([pa.field("line", pa.string(), nullable=False), pa.field("tag", pa.int64())]))
@@ -161,8 +164,12 @@ def test_the_default_validation_casts_and_rejects_missing_required_fields(tmp_pa
         assert log.max_event_time_ms is None
         with pytest.raises(ValueError, match="no column 'tag'"):
             log.ingest(pa.table({"line": ["x"]}))
-        with pytest.raises(ValueError, match="column 'tag' of type string cannot be cast to int64"):
-            log.ingest(pa.table({"line": ["x"], "tag": ["seven"]}))
+        ack, stored = log.ingest(pa.table({"line": ["x", "y"], "tag": ["seven", "7"]}))  # one bad value: one row
+        assert (ack.accepted, ack.rejected) == (1, 1) and stored.column("tag").to_pylist() == [7]
+        assert log.rejected_rows().column("reject_reason").to_pylist()[-1] == "invalid tag (not int64)"
+        with pytest.raises(ValueError, match=r"^event batch column 'tag' of type struct<a: int64> cannot be cast "
+                                             r"to int64$"):
+            log.ingest(pa.table({"line": ["x"], "tag": [{"a": 1}]}))
 
 
 def test_a_validation_function_that_breaks_its_contract_is_named(tmp_path: object) -> None:
