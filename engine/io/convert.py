@@ -1,0 +1,69 @@
+"""Handing a result's Arrow table to pandas, Polars and Ray Data, copying only where
+their memory layout differs from Arrow's.
+
+The one place these conversions live: ``JobResult`` and ``PipelineResult`` call them.
+pandas, Polars and Ray Data are optional: a missing one raises ``MissingDependencyError``
+naming the package to install; Ray Data also needs ``engine.connect()`` first
+(``NotConnectedError``, the engine's one not-connected check).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from engine.errors import MissingDependencyError
+
+
+def optional_module(module: str, package: str, what: str) -> ModuleType:
+    """Import ``module``, or raise ``MissingDependencyError`` saying ``what`` needs ``package``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{what} needs the {package!r} package: pip install '{package}'") from None
+
+
+def to_pandas(table: pa.Table, what: str = "to_pandas()") -> Any:
+    """``table.to_pandas(split_blocks=True)``: one pandas block per column, so a numeric
+    column without nulls held in one Arrow chunk becomes a read-only view of the Arrow
+    buffer (no copy); every other column (with nulls, several chunks, strings, nested
+    types) is converted into pandas' own layout, which copies it."""
+    optional_module("pandas", "pandas", what)
+    return table.to_pandas(split_blocks=True)
+
+
+def to_polars(table: pa.Table, what: str = "to_polars()") -> Any:
+    """``polars.from_arrow(table, rechunk=False)``: Polars adopts the Arrow buffers of
+    every chunk of every column it supports natively (numbers, strings, booleans, lists,
+    structs, temporal types) without copying; a column Polars stores differently (e.g.
+    dictionary-encoded values, decimals of another width) is converted."""
+    polars = optional_module("polars", "polars", what)
+    return polars.from_arrow(table, rechunk=False)
+
+
+def _ray_data(what: str) -> ModuleType:
+    from engine.cluster import require_ray
+
+    require_ray(what)
+    return optional_module("ray.data", "ray[data]", what)
+
+
+def ray_dataset_from_table(table: pa.Table, what: str = "to_ray_dataset()") -> Any:
+    """``ray.data.from_arrow(table)``: the table is put into Ray's object store once (one
+    copy, from this process into shared memory); the Dataset's readers then see it
+    without further copies."""
+    return _ray_data(what).from_arrow(table)
+
+
+def ray_dataset_from_parquet(paths: Sequence[str | os.PathLike], what: str = "to_ray_dataset()") -> Any:
+    """``ray.data.read_parquet(paths)``: a lazy Dataset whose read tasks read the files on
+    the cluster's nodes (which must see the paths); nothing passes through this process.
+    With no file at all, an empty Dataset."""
+    data = _ray_data(what)
+    if not paths:
+        return data.from_arrow(pa.table({}))
+    return data.read_parquet([os.fspath(p) for p in paths], partitioning=None)
