@@ -45,25 +45,32 @@ def to_polars(table: pa.Table, what: str = "to_polars()") -> Any:
     return polars.from_arrow(table, rechunk=False)
 
 
-def _ray_data(what: str) -> ModuleType:
+def ray_data(what: str, job_id: str | None = None) -> ModuleType:
+    """``ray.data``, once connected (``NotConnectedError`` otherwise) and once the engine's
+    idle MapReduce workers (``job_id``'s too) gave their CPUs back, so that Ray Data's
+    tasks need not wait for them to time out."""
     from engine.cluster import require_ray
+    from engine.runtime.supervisor import stop_idle_workers
 
     require_ray(what)
-    return optional_module("ray.data", "ray[data]", what)
+    data = optional_module("ray.data", "ray[data]", what)
+    stop_idle_workers(job_id)
+    return data
 
 
 def ray_dataset_from_table(table: pa.Table, what: str = "to_ray_dataset()") -> Any:
     """``ray.data.from_arrow(table)``: the table is put into Ray's object store once (one
     copy, from this process into shared memory); the Dataset's readers then see it
     without further copies."""
-    return _ray_data(what).from_arrow(table)
+    return ray_data(what).from_arrow(table)
 
 
-def ray_dataset_from_parquet(paths: Sequence[str | os.PathLike], what: str = "to_ray_dataset()") -> Any:
+def ray_dataset_from_parquet(paths: Sequence[str | os.PathLike], what: str = "to_ray_dataset()",
+                             job_id: str | None = None) -> Any:
     """``ray.data.read_parquet(paths)``: a lazy Dataset whose read tasks read the files on
     the cluster's nodes (which must see the paths); nothing passes through this process.
     With no file at all, an empty Dataset."""
-    data = _ray_data(what)
+    data = ray_data(what, job_id)
     if not paths:
         return data.from_arrow(pa.table({}))
     return data.read_parquet([os.fspath(p) for p in paths], partitioning=None)

@@ -200,14 +200,18 @@ class RayDatasetSource(SplittableSource):
     """The rows of a ``ray.data.Dataset``, one split per block, read in batches of at most
     ``batch_rows`` rows (zero-copy slices of the block), optionally only ``columns``.
 
-    Making the source needs ``engine.connect()`` first (``NotConnectedError``): it
-    executes the dataset once (``materialize()``) and keeps the object references of its
+    Making the source needs ``engine.connect()`` first (``NotConnectedError``): it stops
+    the engine's idle MapReduce workers (each holds a CPU until it times out, which Ray
+    Data's tasks would wait for), executes the dataset once (``materialize()``) and keeps
+    the object references of its
     blocks as Arrow tables (``to_arrow_refs()``: the blocks themselves when they are
     Arrow, else converted by Ray tasks on the cluster).  No row comes to this process
     then.  A MapReduce map task gets one block's reference and fetches the block on its
-    worker (from the object store, without a copy on the worker's node); a pipeline reads
-    each block where it reads its source, in the driver.  The blocks stay in the object
-    store while the source lives; a job resumed by a new driver cannot use them.
+    worker (zero-copy from the object store of the worker's node; Ray moves a block held
+    on another node there first); a pipeline reads each block where it reads its source,
+    in the driver.  ``columns`` are checked against the dataset's schema.  The blocks
+    stay in the object store while the source lives; a job resumed by a new driver cannot
+    use them.
     """
 
     blocks: tuple[Any, ...]
@@ -219,9 +223,9 @@ class RayDatasetSource(SplittableSource):
         if not isinstance(dataset, _ray_dataset_type()):
             raise SpecError(f"RayDatasetSource needs a ray.data.Dataset, got {type(dataset).__name__}: {dataset!r:.80}")
         _positive_int(batch_rows, "RayDatasetSource.batch_rows")
-        from engine.cluster import require_ray
+        from engine.io.convert import ray_data
 
-        require_ray("RayDatasetSource")
+        ray_data("RayDatasetSource")  # connected, and no idle engine worker holds the CPUs it needs
         materialized = dataset.materialize()
         if materialized.count() == 0:
             raise SpecError(f"RayDatasetSource: the dataset has no rows: {dataset!r:.120}")

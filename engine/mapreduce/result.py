@@ -75,8 +75,10 @@ class JobResult:
         """The result as a ``ray.data.Dataset`` read straight from the part files with
         ``ray.data.read_parquet`` on the cluster (no row passes through this process; the
         cluster's nodes must see the output directory).  Row order is Ray Data's, not the
-        parts'.  Needs ``engine.connect()`` first (``NotConnectedError``)."""
-        return ray_dataset_from_parquet(part_files(self.output), "JobResult.to_ray_dataset()")
+        parts'.  Needs ``engine.connect()`` first (``NotConnectedError``); stops the
+        engine's idle workers, whose CPUs the read tasks need."""
+        return ray_dataset_from_parquet(part_files(self.output), "JobResult.to_ray_dataset()",
+                                        self.details.get("job_id"))
 
     def dead_letter_store(self) -> DeadLetterStore:
         """The job's dead-letter store (replay its letters, or read a step's rows with

@@ -95,5 +95,6 @@ class PipelineResult:
     def to_ray_dataset(self) -> Any:
         """The collected output as a ``ray.data.Dataset`` (``ray.data.from_arrow``: the table
         is put into Ray's object store once, a copy into shared memory).  Needs
-        ``engine.connect()`` first (``NotConnectedError``)."""
+        ``engine.connect()`` first (``NotConnectedError``); stops the engine's idle
+        MapReduce workers, whose CPUs Ray Data's tasks need."""
         return ray_dataset_from_table(self.to_arrow(), "PipelineResult.to_ray_dataset()")

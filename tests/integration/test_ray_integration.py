@@ -83,7 +83,11 @@ def test_wordcount_over_a_ray_dataset_source(executor: str, ray_runtime: object,
     source = RayDatasetSource(dataset, columns=["line"], batch_rows=16)
     assert len(source.plan_splits()) == 4
     # The job carries block references, not rows: its input does not travel through the driver.
-    assert len(ray.cloudpickle.dumps(source)) < 8192 < sum(len(line) for line in lines)
+    assert all(isinstance(block, ray.ObjectRef) for block in source.blocks)
+    (tmp_path / "big").mkdir()
+    pq.write_table(pa.table({"id": list(range(4000)), "line": ["word " * 100] * 4000}), tmp_path / "big" / "b.parquet")
+    big = RayDatasetSource(ray.data.read_parquet(str(tmp_path / "big")).repartition(4), columns=["line"])
+    assert len(ray.cloudpickle.dumps(big)) < 50_000 < 2_000_000 == 4000 * len("word " * 100)
     result = engine.run(wordcount(source, tmp_path / "out"), executor).result(timeout_s=120)
     assert table_to_dict(result.table()) == word_oracle(lines)
     assert result.counters["map_input_records"] == len(lines)
@@ -106,6 +110,11 @@ def test_a_pipeline_delivers_every_row_of_a_dataset_once(executor: str, kind: st
 
 
 def test_a_pandas_backed_ray_dataset_is_read_as_arrow(executor: str, ray_runtime: object, tmp_path: Path) -> None:
+    from engine.runtime.supervisor import stop_idle_workers
+
+    # from_pandas runs Ray tasks at once: without this they would wait up to a minute for
+    # the CPUs of the engine's idle workers (RayDatasetSource itself frees them first).
+    stop_idle_workers()
     lines = lines_of(50, 3)
     dataset = ray.data.from_pandas([pd.DataFrame({"line": lines[:20]}), pd.DataFrame({"line": lines[20:]})])
     result = engine.run(wordcount(RayDatasetSource(dataset), tmp_path / "out"), executor).result(timeout_s=120)
