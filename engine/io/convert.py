@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -65,12 +65,18 @@ def ray_dataset_from_table(table: pa.Table, what: str = "to_ray_dataset()") -> A
     return ray_data(what).from_arrow(table)
 
 
-def ray_dataset_from_parquet(paths: Sequence[str | os.PathLike], what: str = "to_ray_dataset()",
+def ray_dataset_from_parquet(directory: str | os.PathLike, what: str = "to_ray_dataset()",
                              job_id: str | None = None) -> Any:
-    """``ray.data.read_parquet(paths)``: a lazy Dataset whose read tasks read the files on
-    the cluster's nodes (which must see the paths); nothing passes through this process.
-    With no file at all, an empty Dataset."""
+    """``ray.data.read_parquet`` of the ``*.parquet`` parts of a result directory: a lazy
+    Dataset whose tasks list and read the files on the cluster's nodes (which must see the
+    directory); nothing passes through this process.  Without parts, an empty Dataset.
+
+    The directory is passed as one path, not the part list: Ray 2.60 resolves several
+    paths in parallel threads and then fails on a race in fsspec's optional HTTP import.
+    """
+    from engine.io.parts import part_files
+
     data = ray_data(what, job_id)
-    if not paths:
+    if not part_files(directory):
         return data.from_arrow(pa.table({}))
-    return data.read_parquet([os.fspath(p) for p in paths], partitioning=None)
+    return data.read_parquet(os.fspath(directory), file_extensions=["parquet"], partitioning=None)

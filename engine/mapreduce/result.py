@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from engine.common.dead_letters import DeadLetterStore
 from engine.io.convert import ray_dataset_from_parquet, to_pandas, to_polars
-from engine.io.parts import part_files, read_parts
+from engine.io.parts import read_parts
 from engine.mapreduce.rules import dead_letter_dir
 
 DEAD_RECORD_SCHEMA = pa.schema([
@@ -77,8 +77,7 @@ class JobResult:
         cluster's nodes must see the output directory).  Row order is Ray Data's, not the
         parts'.  Needs ``engine.connect()`` first (``NotConnectedError``); stops the
         engine's idle workers, whose CPUs the read tasks need."""
-        return ray_dataset_from_parquet(part_files(self.output), "JobResult.to_ray_dataset()",
-                                        self.details.get("job_id"))
+        return ray_dataset_from_parquet(self.output, "JobResult.to_ray_dataset()", self.details.get("job_id"))
 
     def dead_letter_store(self) -> DeadLetterStore:
         """The job's dead-letter store (replay its letters, or read a step's rows with
