@@ -38,9 +38,9 @@ def to_pandas(table: pa.Table, what: str = "to_pandas()") -> Any:
 
 def to_polars(table: pa.Table, what: str = "to_polars()") -> Any:
     """``polars.from_arrow(table, rechunk=False)``: Polars adopts the Arrow buffers of
-    every chunk of every column it supports natively (numbers, strings, booleans, lists,
-    structs, temporal types) without copying; a column Polars stores differently (e.g.
-    dictionary-encoded values, decimals of another width) is converted."""
+    columns whose layout it shares (numbers, booleans, temporal types) chunk by chunk,
+    without copying; columns it stores in a layout of its own (strings and binary, as
+    string views; dictionary-encoded values) are converted, which copies them."""
     polars = optional_module("polars", "polars", what)
     return polars.from_arrow(table, rechunk=False)
 

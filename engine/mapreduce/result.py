@@ -67,8 +67,8 @@ class JobResult:
 
     def to_polars(self) -> Any:
         """The result as a ``polars.DataFrame`` (``engine.io.convert.to_polars``: the Arrow
-        buffers are adopted where Polars' layout is Arrow's); ``MissingDependencyError``
-        without polars."""
+        buffers of numeric, boolean and temporal columns are adopted, strings are
+        converted); ``MissingDependencyError`` without polars."""
         return to_polars(self.table(), "JobResult.to_polars()")
 
     def to_ray_dataset(self) -> Any:

@@ -88,7 +88,8 @@ class PipelineResult:
 
     def to_polars(self) -> Any:
         """The collected output as a ``polars.DataFrame`` (``engine.io.convert.to_polars``:
-        the Arrow buffers are adopted where Polars' layout is Arrow's);
+        the buffers of numeric, boolean and temporal columns are adopted, strings are
+        converted);
         ``MissingDependencyError`` without polars."""
         return to_polars(self.to_arrow(), "PipelineResult.to_polars()")
 
