@@ -22,6 +22,7 @@ from engine.errors import (CircuitOpenError, EngineError, InputNotFoundError, Jo
                            RateLimitedError, RequestExpiredError, ResultTimeoutError, ScatterGatherError, SpecError,
                            TooManyBadRecordsError, TransientError, UnknownRequestError)
 from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
+from engine.io.dataset_sources import ArrowDatasetSource, RayDatasetSource
 from engine.io.dead_letter_source import DeadLetterSource
 from engine.io.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
 from engine.kernels.text import count_words
@@ -47,8 +48,8 @@ __all__ = [
     "Answer", "EventContract", "IngestAck", "LambdaArchitecture", "LambdaOptions", "Query", "QueryContext",
     "QueryResult", "ShardSnapshot", "View",
     # sources and sinks
-    "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink", "ParquetSource",
-    "Sink", "Source", "TableSource", "TextSource",
+    "ArrowDatasetSource", "CallbackSink", "CollectSink", "DeadLetterSource", "IteratorSource", "LiveFeed", "ParquetSink",
+    "ParquetSource", "RayDatasetSource", "Sink", "Source", "TableSource", "TextSource",
     # combining, user functions' helpers
     "CombineFn", "GroupByAggregate", "KeyedCombineFn", "concat_replies", "count_words", "increment_counter", "sum_replies",
     "top_k_replies",

@@ -19,6 +19,17 @@ from engine.runtime.auth import EmbeddedToken, tighten_token_file, token_authent
 
 _embedded_token = EmbeddedToken()
 
+# Ray's job supervisor sets both for the entrypoint of `ray job submit` (the job's driver).
+_JOB_CONFIG_ENV, _ADDRESS_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR", "RAY_ADDRESS"
+
+
+def submitted_job_address() -> str | None:
+    """The cluster this process was started on by `ray job submit` (the address Ray's job
+    supervisor gives the job's driver), or None when it was not started that way."""
+    if os.environ.get(_JOB_CONFIG_ENV) and os.environ.get(_ADDRESS_ENV):
+        return os.environ[_ADDRESS_ENV]
+    return None
+
 
 @dataclass(frozen=True)
 class ClusterInfo:
@@ -41,13 +52,17 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     ``address="auto"`` joins the cluster started on this machine by ``ray start --head``;
     ``"ray://host:port"`` or ``"host:port"`` joins a remote one (its token comes from
     ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``, which is made private if others could read
-    it).  Calling ``connect`` again while connected returns the current connection.
+    it).  In the driver of a `ray job submit` job, ``address=None`` joins the cluster the
+    job was submitted to (so example jobs run there unchanged) instead of starting one.
+    Calling ``connect`` again while connected returns the current connection.
     With ``warm`` the MapReduce worker pool starts in the background (one worker per CPU,
     exiting after a minute unused), so the first job starts at once.
     With ``ui`` the status page starts in this process (``engine.ui``: 127.0.0.1 only, a
     free port, a random token; its URL is printed once to standard error) and shows every
     handle ``engine.run`` returns; ``shutdown()`` stops it.
     """
+    if address is None:
+        address = submitted_job_address()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         tighten_token_file()

@@ -20,11 +20,22 @@ class SpecError(EngineError, ValueError):
 
 
 class NotConnectedError(EngineError, RuntimeError):
-    """An executor that needs Ray was used before ``engine.connect()``."""
+    """Something that needs Ray (a Ray executor, a Ray Dataset) was used before
+    ``engine.connect()``."""
 
 
 class ResultTimeoutError(EngineError, TimeoutError):
     """``result(timeout_s=...)`` ran out of time; the work goes on."""
+
+
+class MissingDependencyError(EngineError, ImportError):
+    """An optional package a feature needs (pandas, Polars, Ray Data) is not installed; the
+    message names the package to install."""
+
+
+class ResultNotCollectedError(EngineError, LookupError):
+    """A result was asked for as a table, but the run wrote its rows elsewhere (a pipeline
+    whose sink is not a ``CollectSink``)."""
 
 
 class InputNotFoundError(EngineError, FileNotFoundError):

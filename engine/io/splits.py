@@ -20,10 +20,13 @@ from engine.errors import InputNotFoundError
 
 @dataclass(frozen=True)
 class InputSplit:
-    """One map task's input: ``kind`` is "text", "parquet" or "table".
+    """One map task's input: ``kind`` is "text", "parquet", "table", "dead-letters",
+    "arrow-row-group", "arrow-fragment" or "ray-block".
 
     For text, ``start``/``end`` are byte offsets; for parquet, ``start`` is the row group;
-    for tables, ``index`` is the table and ``start``/``end`` are row offsets.
+    for tables, ``index`` is the table and ``start``/``end`` are row offsets; for Arrow
+    datasets, ``index`` is the fragment (``path`` its file) and ``start`` a row group;
+    for Ray Datasets, ``index`` is the block.
     """
 
     kind: str

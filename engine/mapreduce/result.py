@@ -6,10 +6,12 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from engine.common.dead_letters import DeadLetterStore
+from engine.io.convert import ray_dataset_from_parquet, to_pandas, to_polars
 from engine.io.parts import read_parts
 from engine.mapreduce.rules import dead_letter_dir
 
@@ -51,6 +53,31 @@ class JobResult:
     def table(self) -> pa.Table:
         """The whole result as one table (parts concatenated in partition order)."""
         return read_parts(self.output)
+
+    def to_arrow(self) -> pa.Table:
+        """The result as a ``pyarrow.Table``: the same as ``table()`` (its parts read with pyarrow and
+        concatenated without a copy)."""
+        return self.table()
+
+    def to_pandas(self) -> Any:
+        """The result as a ``pandas.DataFrame`` (``engine.io.convert.to_pandas``: numeric
+        columns without nulls in one part are views of the Arrow data, other columns are
+        copied); ``MissingDependencyError`` without pandas."""
+        return to_pandas(self.table(), "JobResult.to_pandas()")
+
+    def to_polars(self) -> Any:
+        """The result as a ``polars.DataFrame`` (``engine.io.convert.to_polars``: the Arrow
+        buffers of numeric, boolean and temporal columns are adopted, strings are
+        converted); ``MissingDependencyError`` without polars."""
+        return to_polars(self.table(), "JobResult.to_polars()")
+
+    def to_ray_dataset(self) -> Any:
+        """The result as a ``ray.data.Dataset`` read straight from the part files with
+        ``ray.data.read_parquet`` on the cluster (no row passes through this process; the
+        cluster's nodes must see the output directory).  Row order is Ray Data's, not the
+        parts'.  Needs ``engine.connect()`` first (``NotConnectedError``); stops the
+        engine's idle workers, whose CPUs the read tasks need."""
+        return ray_dataset_from_parquet(self.output, "JobResult.to_ray_dataset()", self.details.get("job_id"))
 
     def dead_letter_store(self) -> DeadLetterStore:
         """The job's dead-letter store (replay its letters, or read a step's rows with

@@ -148,7 +148,8 @@ class MapReduceJob:
         if self.reducers is not None and (not isinstance(self.reducers, int) or self.reducers < 1):
             raise SpecError(f"reducers must be at least 1, got {self.reducers}")
         if not isinstance(self.source, SplittableSource):
-            raise SpecError("source must be a splittable source (TextSource, ParquetSource, TableSource), "
+            raise SpecError("source must be a splittable source (TextSource, ParquetSource, TableSource, "
+                            "ArrowDatasetSource, RayDatasetSource, DeadLetterSource), "
                             f"got {type(self.source).__name__}")
         self.options.validate()
 

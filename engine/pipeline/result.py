@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
+
+from engine.errors import ResultNotCollectedError
+from engine.io.convert import ray_dataset_from_table, to_pandas, to_polars
 
 
 @dataclass
@@ -66,3 +70,32 @@ class PipelineResult:
     def rows_delivered(self) -> int:
         """Rows that reached the sink."""
         return self.metrics["sink"].rows_in if "sink" in self.metrics else 0
+
+    def to_arrow(self) -> pa.Table:
+        """The collected output as a ``pyarrow.Table`` (``table`` itself, not a copy);
+        ``ResultNotCollectedError`` when the sink was not a ``CollectSink``."""
+        if self.table is None:
+            raise ResultNotCollectedError(
+                f"this pipeline run ({self.status}) collected no table: only a CollectSink keeps its rows in the "
+                "result; read the rows where its sink wrote them (e.g. ParquetSink.read())")
+        return self.table
+
+    def to_pandas(self) -> Any:
+        """The collected output as a ``pandas.DataFrame`` (``engine.io.convert.to_pandas``:
+        numeric columns without nulls in one chunk are views of the Arrow data, other
+        columns are copied); ``MissingDependencyError`` without pandas."""
+        return to_pandas(self.to_arrow(), "PipelineResult.to_pandas()")
+
+    def to_polars(self) -> Any:
+        """The collected output as a ``polars.DataFrame`` (``engine.io.convert.to_polars``:
+        the buffers of numeric, boolean and temporal columns are adopted, strings are
+        converted);
+        ``MissingDependencyError`` without polars."""
+        return to_polars(self.to_arrow(), "PipelineResult.to_polars()")
+
+    def to_ray_dataset(self) -> Any:
+        """The collected output as a ``ray.data.Dataset`` (``ray.data.from_arrow``: the table
+        is put into Ray's object store once, a copy into shared memory).  Needs
+        ``engine.connect()`` first (``NotConnectedError``); stops the engine's idle
+        MapReduce workers, whose CPUs Ray Data's tasks need."""
+        return ray_dataset_from_table(self.to_arrow(), "PipelineResult.to_ray_dataset()")

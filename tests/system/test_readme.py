@@ -24,7 +24,7 @@ def run_example(index: int, marker: str) -> list[str]:
 
 
 def test_every_readme_example_is_checked_here() -> None:
-    assert len(EXAMPLES) == 4
+    assert len(EXAMPLES) == 5
 
 
 def test_mapreduce_example() -> None:
@@ -49,3 +49,8 @@ def test_live_word_count_example() -> None:
     lines = run_example(3, "live_wordcount(")
     assert lines[-2] == "[('the', 2), ('cat', 1)] (0, 2)"
     assert lines[-1] == "[('dog', 1)]"
+
+
+def test_ray_integration_example() -> None:
+    lines = run_example(4, "ArrowDatasetSource(")
+    assert lines[-2:] == ["[{'city': 'Lima', 'rain_mm': 1}, {'city': 'Oslo', 'rain_mm': 10}]", "(2, 2)"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.oracles import table_to_dict, wordcount_oracle
+from tests.system.ray_head import free_port, ray_head
 
 pytestmark = pytest.mark.system
 
@@ -85,12 +84,6 @@ def test_readme_quickstart_commands_are_the_ones_documented() -> None:
     assert "python -m pip install --quiet --disable-pip-version-check '.[test]'" in (ROOT / ".ci" / "run").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -> None:
     # As the README's security section says: a private token first, then token mode.
     home = tmp_path / "home"
@@ -100,27 +93,10 @@ def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -
     subprocess.run("umask 077 && ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token",
                    shell=True, check=True, env=env, timeout=120)
     assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
-    port = _free_port()
-    head = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-                             "--include-dashboard=false"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        seen = []
-        for line in head.stdout:  # wait until the head says it is up
-            seen.append(line)
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail("ray start --head did not come up:\n" + "".join(seen[-20:]))
+    with ray_head(["--num-cpus", "2", "--port", str(free_port()), "--include-dashboard=false"], env):
         (tmp_path / "in.txt").write_text("to be or not to be\n")
         done = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--address", "auto",
                        "--no-progress", env={"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ""})
         assert done.returncode == 0, done.stderr[-2000:]
         assert "existing Ray cluster, 2 CPUs" in done.stdout
         assert re.search(r"^\s+be\s+2$", done.stdout, re.M) and re.search(r"^\s+to\s+2$", done.stdout, re.M)
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
