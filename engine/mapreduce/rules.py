@@ -11,7 +11,7 @@ from typing import Sequence
 
 from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter, DeadLetterStore
-from engine.errors import TooManyBadRecordsError
+from engine.errors import JobFailedError, TooManyBadRecordsError
 from engine.io.parts import DEAD_LETTERS_DIR, write_success
 from engine.mapreduce.spec import MapReduceJob
 
@@ -63,6 +63,18 @@ def check_bad_records_so_far(counters: Counter, limit: float, done_fraction: flo
             f"{skipped} of the first {read} records were bad, more than the allowed {limit:.1%} "
             f"(JobOptions.max_bad_record_fraction) of the about {estimated_total:.0f} records of the "
             f"whole input even if the rest were good: stopped early; see the dead letters for the first ones")
+
+
+def check_part_schema(first: tuple[str, str] | None, task_id: str, schema: str) -> tuple[str, str]:
+    """Fail the job when reduce ``task_id`` wrote a part whose schema (text) differs from the
+    first accepted part's ``(task, schema)``: the result would not read back as one table.
+    Returns the first part's ``(task, schema)``."""
+    if first is None:
+        return (task_id, schema)
+    if schema != first[1]:
+        raise JobFailedError(f"{task_id} wrote a part whose schema ({schema.replace(chr(10), ', ')}) differs from "
+                             f"{first[0]}'s ({first[1].replace(chr(10), ', ')}); every reduce must return the same schema")
+    return first
 
 
 def dead_letter_dir(output: str) -> str:

@@ -36,7 +36,7 @@ from engine.errors import JobFailedError
 from engine.mapreduce.actions import (Action, AttemptReport, Cancel, CheckWorker, Commit, DropOutput, Fail, Finish,
                                       Launch, MapKey, TakeSnapshot)
 from engine.mapreduce.counters import add_counters
-from engine.mapreduce.rules import check_bad_records, check_bad_records_so_far
+from engine.mapreduce.rules import check_bad_records, check_bad_records_so_far, check_part_schema
 from engine.mapreduce.snapshot import SnapshotPolicy
 from engine.mapreduce.spec import JobOptions
 from engine.mapreduce.task_table import Task, TaskState, TaskTable
@@ -147,21 +147,11 @@ class Scheduler:
             return []
         return [DropOutput(report.worker, ((report.task_id, report.attempt),))]
 
-    def _bad_part(self, task: Task, report: AttemptReport) -> JobFailedError | None:
-        """Why a reduce part cannot be part of the result: its schema differs from the parts
-        accepted before it (the result would not read back as one table)."""
-        if self.part_schema is None:
-            self.part_schema = (task.task_id, report.schema)
-        elif report.schema != self.part_schema[1]:
-            first, schema = self.part_schema
-            return JobFailedError(f"{task.task_id} wrote a part whose schema ({_one_line(report.schema)}) differs "
-                                  f"from {first}'s ({_one_line(schema)}); every reduce must return the same schema")
-        return None
-
     def _accept(self, task: Task, report: AttemptReport) -> list[Action]:
         if task.kind == "reduce" and report.schema:
-            error = self._bad_part(task, report)
-            if error is not None:
+            try:
+                self.part_schema = check_part_schema(self.part_schema, task.task_id, report.schema)
+            except JobFailedError as error:
                 return self._fail(error)
         location = report.worker if task.kind == "map" else (report.path or "")
         details = {"elapsed_s": report.elapsed_s, "worker": report.worker}
@@ -389,10 +379,6 @@ class Scheduler:
             "failed_workers": list(self.lost),
             "speculative_attempts": sum(t.speculative_attempts for t in tasks),
         }
-
-
-def _one_line(schema: str) -> str:
-    return schema.replace("\n", ", ")
 
 
 def progress_of(status: dict) -> float:
