@@ -3,6 +3,8 @@ cluster (dashboard on 127.0.0.1 only, token authentication with a private token)
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import re
 import secrets
@@ -23,12 +25,30 @@ pytestmark = pytest.mark.system
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def job_server_packages(directory: Path) -> str:
+    """A PYTHONPATH entry holding what Ray's job server needs (Ray's ``default`` extra).
+
+    They are installed here, for this test's cluster only, rather than in the test extra:
+    installed in the environment they make every embedded cluster of the suite also start
+    Ray's dashboard processes (two more ports on 0.0.0.0, and CPU on a 2-core machine)."""
+    if importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("aiohttp_cors") is not None:
+        return ""
+    requirements = [r.split(";")[0].strip() for r in importlib.metadata.requires("ray") or []
+                    if 'extra == "default"' in r.replace("'", '"')]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--target", str(directory), *requirements], check=True, timeout=600)
+    return str(directory)
+
+
 def test_the_wordcount_job_runs_unchanged_under_ray_job_submit(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     # The token reaches the cluster's processes and the job client through their
     # environment only (readable by this user alone): no token file anywhere.
+    extra = job_server_packages(tmp_path / "job-server-packages")
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rjs-", dir="/tmp")  # short: Ray's socket paths live under it
     os.chmod(temp_dir, 0o700)

@@ -143,7 +143,7 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize("make, error, needle", [
     (lambda d: ArrowDatasetSource(42), SpecError, "got int: 42"),
     (lambda d: ArrowDatasetSource(str(d / "missing")), InputNotFoundError, "missing"),
-    (lambda d: ArrowDatasetSource(str(d / "empty")), SpecError, "no parquet files"),
+    (lambda d: ArrowDatasetSource(str(d / "empty")), InputNotFoundError, "holds no *.parquet or *.pq files"),
     (lambda d: ArrowDatasetSource(pads.FileSystemDataset([], pa.schema([("id", pa.int64())]), pads.ParquetFileFormat(),
                                                          pafs.LocalFileSystem())), SpecError, "the dataset is empty"),
     (lambda d: ArrowDatasetSource(str(d / "in"), columns=["id", "nope"]), SpecError, "column 'nope'"),
