@@ -9,35 +9,91 @@
   pieces the patterns use; the engine's errors (all ``EngineError``s).
 
 Tools for tests (fault injection) live in ``engine.testing``.
+
+Names are imported on first use (PEP 562), so a process that needs one part of the
+engine (a Ray worker running map tasks, a command line that runs one job) does not
+import the others and their libraries.
 """
 
-from engine.cluster import ClusterInfo, connect, shutdown
-from engine.common.circuit_breaker import CircuitBreaker
-from engine.common.combine import CombineFn, GroupByAggregate, KeyedCombineFn
-from engine.common.dead_letters import DeadLetterStore
-from engine.common.rate_limit import RateLimiter
-from engine.common.retry import RetryPolicy
-from engine.errors import (CircuitOpenError, EngineError, InputNotFoundError, JobFailedError, NotConnectedError,
-                           NotEnoughRepliesError, OutputExistsError, PipelineFailedError, QueryFailedError,
-                           RateLimitedError, RequestExpiredError, ResultTimeoutError, ScatterGatherError, SpecError,
-                           TooManyBadRecordsError, TransientError, UnknownRequestError)
-from engine.io.sinks import CallbackSink, CollectSink, ParquetSink, Sink
-from engine.io.dataset_sources import ArrowDatasetSource, RayDatasetSource
-from engine.io.dead_letter_source import DeadLetterSource
-from engine.io.sources import IteratorSource, LiveFeed, ParquetSource, Source, TableSource, TextSource
-from engine.kernels.text import count_words
-from engine.lambda_arch import (Answer, EventContract, IngestAck, LambdaArchitecture, LambdaOptions, Query,
-                                 QueryContext, QueryResult, ShardSnapshot, SpeedLayerError, View)
-from engine.mapreduce.counters import increment_counter
-from engine.mapreduce.result import JobResult
-from engine.mapreduce.spec import JobOptions, MapReduceJob
-from engine.pipeline.dead_letters import replay_dead_letters
-from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.spec import AutoscalePolicy, Pipeline, PipelineOptions, SinkBreakerPolicy, Stage
-from engine.runtime.handle import Handle
-from engine.runtime.run import run
-from engine.scatter_gather.aggregators import concat_replies, sum_replies, top_k_replies
-from engine.scatter_gather.spec import GatherResult, ScatterGather, ScatterGatherOptions
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ClusterInfo": "engine.cluster",
+    "connect": "engine.cluster",
+    "shutdown": "engine.cluster",
+    "CircuitBreaker": "engine.common.circuit_breaker",
+    "CombineFn": "engine.common.combine",
+    "GroupByAggregate": "engine.common.combine",
+    "KeyedCombineFn": "engine.common.combine",
+    "DeadLetterStore": "engine.common.dead_letters",
+    "RateLimiter": "engine.common.rate_limit",
+    "RetryPolicy": "engine.common.retry",
+    "CircuitOpenError": "engine.errors",
+    "EngineError": "engine.errors",
+    "InputNotFoundError": "engine.errors",
+    "JobFailedError": "engine.errors",
+    "NotConnectedError": "engine.errors",
+    "NotEnoughRepliesError": "engine.errors",
+    "OutputExistsError": "engine.errors",
+    "PipelineFailedError": "engine.errors",
+    "QueryFailedError": "engine.errors",
+    "RateLimitedError": "engine.errors",
+    "RequestExpiredError": "engine.errors",
+    "ResultTimeoutError": "engine.errors",
+    "ScatterGatherError": "engine.errors",
+    "SpecError": "engine.errors",
+    "TooManyBadRecordsError": "engine.errors",
+    "TransientError": "engine.errors",
+    "UnknownRequestError": "engine.errors",
+    "CallbackSink": "engine.io.sinks",
+    "CollectSink": "engine.io.sinks",
+    "ParquetSink": "engine.io.sinks",
+    "Sink": "engine.io.sinks",
+    "ArrowDatasetSource": "engine.io.dataset_sources",
+    "RayDatasetSource": "engine.io.dataset_sources",
+    "DeadLetterSource": "engine.io.dead_letter_source",
+    "IteratorSource": "engine.io.sources",
+    "LiveFeed": "engine.io.sources",
+    "ParquetSource": "engine.io.sources",
+    "Source": "engine.io.sources",
+    "TableSource": "engine.io.sources",
+    "TextSource": "engine.io.sources",
+    "count_words": "engine.kernels.text",
+    "Answer": "engine.lambda_arch",
+    "EventContract": "engine.lambda_arch",
+    "IngestAck": "engine.lambda_arch",
+    "LambdaArchitecture": "engine.lambda_arch",
+    "LambdaOptions": "engine.lambda_arch",
+    "Query": "engine.lambda_arch",
+    "QueryContext": "engine.lambda_arch",
+    "QueryResult": "engine.lambda_arch",
+    "ShardSnapshot": "engine.lambda_arch",
+    "SpeedLayerError": "engine.lambda_arch",
+    "View": "engine.lambda_arch",
+    "increment_counter": "engine.mapreduce.counters",
+    "JobResult": "engine.mapreduce.result",
+    "JobOptions": "engine.mapreduce.spec",
+    "MapReduceJob": "engine.mapreduce.spec",
+    "replay_dead_letters": "engine.pipeline.dead_letters",
+    "PipelineResult": "engine.pipeline.result",
+    "StageMetrics": "engine.pipeline.result",
+    "AutoscalePolicy": "engine.pipeline.spec",
+    "Pipeline": "engine.pipeline.spec",
+    "PipelineOptions": "engine.pipeline.spec",
+    "SinkBreakerPolicy": "engine.pipeline.spec",
+    "Stage": "engine.pipeline.spec",
+    "Handle": "engine.runtime.handle",
+    "run": "engine.runtime.run",
+    "concat_replies": "engine.scatter_gather.aggregators",
+    "sum_replies": "engine.scatter_gather.aggregators",
+    "top_k_replies": "engine.scatter_gather.aggregators",
+    "GatherResult": "engine.scatter_gather.spec",
+    "ScatterGather": "engine.scatter_gather.spec",
+    "ScatterGatherOptions": "engine.scatter_gather.spec",
+}
 
 __all__ = [
     # running
@@ -61,3 +117,17 @@ __all__ = [
     "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "SpeedLayerError", "TooManyBadRecordsError",
     "TransientError", "UnknownRequestError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from the module that defines it, once."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
