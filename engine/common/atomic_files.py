@@ -32,11 +32,14 @@ def is_temporary(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], durable: bool = True,
+                sync_directory: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on a clean exit rename it to ``path``.
 
     Whatever the block writes to the temporary path becomes ``path`` atomically; if the
-    block raises, the temporary file is removed and ``path`` is untouched.
+    block raises, the temporary file is removed and ``path`` is untouched.  With
+    ``sync_directory=False`` a durable write fsyncs the file but not the rename: the caller
+    fsyncs the directory once for many files (``fsync_directory``) before it relies on them.
     """
     final = Path(path)
     temporary = final.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}")
@@ -48,34 +51,36 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    if durable:
+    if durable and sync_directory:
         fsync_directory(final.parent)
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], durable: bool = True) -> None:
+def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], durable: bool = True,
+                     sync_directory: bool = True) -> None:
     """Create or replace ``path`` with what ``write(file)`` writes, atomically."""
-    with atomic_path(path, durable) as temporary, open(temporary, "wb") as handle:
+    with atomic_path(path, durable, sync_directory) as temporary, open(temporary, "wb") as handle:
         write(handle)
 
 
-def write_bytes_atomically(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+def write_bytes_atomically(path: str | os.PathLike[str], data: bytes, durable: bool = True,
+                           sync_directory: bool = True) -> None:
     """Create or replace ``path`` with ``data``, atomically."""
-    write_atomically(path, lambda handle: handle.write(data), durable)
+    write_atomically(path, lambda handle: handle.write(data), durable, sync_directory)
 
 
 def write_json_atomically(path: str | os.PathLike[str], document: object, durable: bool = True,
-                          indent: int | None = None) -> None:
+                          indent: int | None = None, sync_directory: bool = True) -> None:
     """Write ``document`` as UTF-8 JSON (keys sorted) to ``path``, atomically."""
     separators = None if indent else (",", ":")
     payload = json.dumps(document, sort_keys=True, indent=indent, separators=separators).encode("utf-8")
-    write_bytes_atomically(path, payload, durable)
+    write_bytes_atomically(path, payload, durable, sync_directory)
 
 
 def write_parquet_atomically(path: str | os.PathLike[str], table: pa.Table, durable: bool = True,
-                             **options: object) -> None:
+                             sync_directory: bool = True, **options: object) -> None:
     """Write ``table`` as a Parquet file at ``path``, atomically (``options`` go to
-    ``pyarrow.parquet.write_table``)."""
-    with atomic_path(path, durable) as temporary:
+    ``pyarrow.parquet.write_table``; ``sync_directory`` as in ``atomic_path``)."""
+    with atomic_path(path, durable, sync_directory) as temporary:
         pq.write_table(table, str(temporary), **options)  # type: ignore[arg-type]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.common.atomic_files import is_temporary, write_bytes_atomically, write_json_atomically, \
+from engine.common.atomic_files import atomic_path, fsync_directory, is_temporary, write_json_atomically, \
     write_parquet_atomically
 from engine.errors import OutputExistsError, SpecError
 
@@ -71,22 +71,34 @@ def prepare_directory(directory: str | os.PathLike[str], overwrite: bool) -> Non
 
 
 def write_part(directory: str | os.PathLike[str], partition: int | str, table: pa.Table,
-               compression: str = "snappy") -> str:
+               compression: str = "snappy", sync_directory: bool = True) -> str:
     """Write ``table`` as the part of ``partition`` atomically and return its path.
 
     Dictionary encoding is off: parts hold sorted, mostly distinct keys, and plain pages
-    are read value for value identically by pyarrow and fastparquet.
+    are read value for value identically by pyarrow and fastparquet.  With
+    ``sync_directory=False`` the part's data is fsynced but its name is made durable only
+    by the directory fsync of ``write_success`` (one for all the parts of a job).
     """
     final = os.path.join(os.fspath(directory), part_name(partition))
-    write_parquet_atomically(final, table, use_dictionary=False, compression=compression)
+    write_parquet_atomically(final, table, sync_directory=sync_directory, use_dictionary=False,
+                             compression=compression)
     return final
 
 
 def write_success(directory: str | os.PathLike[str], summary: dict | None = None) -> None:
-    """Write the summary (``_job.json``, if given) and then the empty ``_SUCCESS``, last."""
+    """Write the summary (``_job.json``, if given) and then the empty ``_SUCCESS``, last.
+
+    One directory fsync makes the parts' and the summary's names durable before
+    ``_SUCCESS`` exists, and a second makes ``_SUCCESS`` durable; the empty ``_SUCCESS``
+    has no data to fsync.
+    """
+    directory = os.fspath(directory)
     if summary is not None:
-        write_json_atomically(os.path.join(os.fspath(directory), JOB_SUMMARY), summary, indent=2)
-    write_bytes_atomically(os.path.join(os.fspath(directory), SUCCESS), b"")
+        write_json_atomically(os.path.join(directory, JOB_SUMMARY), summary, indent=2, sync_directory=False)
+    fsync_directory(directory)
+    with atomic_path(os.path.join(directory, SUCCESS), durable=False) as temporary:
+        temporary.write_bytes(b"")
+    fsync_directory(directory)
 
 
 def clear_success(directory: str | os.PathLike[str]) -> None:

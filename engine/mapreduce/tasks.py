@@ -229,7 +229,7 @@ def run_reduce_task(job: MapReduceJob, partition: int, inputs: list[pa.Table], o
                             f"(its columns: {', '.join(reduced.column_names) or 'none'}); a reduce must keep the keys")
         reduced = sort_by_keys(reduced, job.keys)
         counters["reduce_output_records"] += reduced.num_rows
-    path = write_part(output_dir, partition, reduced)
+    path = write_part(output_dir, partition, reduced, sync_directory=False)  # commit_job syncs the directory
     return ReduceTaskResult(path, reduced.num_rows, counters, letters, schema_text(reduced.schema))
 
 
