@@ -8,6 +8,7 @@ Ray: ``engine.run(job, executor="inline" | "ray")``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -174,6 +175,19 @@ class MapReduceJob:
 
 def _describe_function(function: Callable) -> str:
     """Qualified name plus source (or bytecode) so an edited function changes the digest."""
+    if inspect.isfunction(function):  # reading and hashing the source takes milliseconds: once per function
+        return _describe_plain_function(function, function.__code__)
+    return _describe_any_callable(function)
+
+
+@functools.lru_cache(maxsize=256)
+def _describe_plain_function(function: Callable, code: object) -> str:
+    """``_describe_any_callable`` of a plain function, cached per function and code object
+    (an edited function reloaded in the same process gets a new code object)."""
+    return _describe_any_callable(function)
+
+
+def _describe_any_callable(function: Callable) -> str:
     target = function.__call__ if not inspect.isroutine(function) and hasattr(function, "__call__") else function
     name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', type(function).__qualname__)}"
     try:
