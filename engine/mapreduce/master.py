@@ -1,7 +1,9 @@
 """The MapReduce master actor: hosts jobs' coordinators as primary or standby.
 
-One primary master runs a job; a standby master (another process of the same class)
-pings it and, when it dies, takes over from the newest snapshot.  Workers and masters
+One primary master runs a job; a standby master in another process pings it and, when
+it dies, takes over from the newest snapshot.  A job's first primary runs in the
+supervisor's process (which is a ``MasterHost`` too), its standby in a
+``MapReduceMaster``.  Workers and masters
 are detached actors created by the supervisor (``engine.runtime.supervisor``), which
 outlives them, so no master failure takes the workers (and the map outputs they hold)
 down with it.  The supervisor's handle reaches a master inside its ``MasterConfig``.
@@ -60,7 +62,7 @@ def _watch(coordinator: JobCoordinator, primary: ray.actor.ActorHandle) -> bool:
 def _start_standby(coordinator: JobCoordinator) -> None:
     """After a takeover, a new standby watches this master in turn."""
     try:
-        standby = coordinator._call_pool("take_masters", 1, [coordinator.host], False)[0]
+        standby = coordinator._call_pool("take_masters", 1, [coordinator.host])[0]
         standby.standby.remote(coordinator.job, coordinator.config, coordinator.number + 1, [coordinator.host])
         coordinator.standbys = [standby]
     except ray.exceptions.RayError as error:
@@ -79,21 +81,21 @@ def _take_over(coordinator: JobCoordinator) -> None:
     coordinator.run(snapshot.state if snapshot is not None else None, takeover=True)
 
 
-@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)
-class MapReduceMaster:
-    """A long-lived master process hosting the coordinators of one or more jobs.
+class MasterHost:
+    """Hosts the coordinators of one or more jobs, as primary or standby, in an actor.
 
-    The supervisor keeps a few of them warm, so submitting a job starts no process: one
-    hosts the job's primary coordinator and another its standby.
+    The methods below are the master's Ray interface.  ``MapReduceMaster`` is a process
+    that only does this; the supervisor (``engine.runtime.supervisor.WorkerPool``) is one
+    too, so that a job's primary needs no process of its own.
     """
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobCoordinator] = {}
-        self.lock = threading.Lock()
+        self.jobs_lock = threading.Lock()
 
     def _coordinator(self, job: MapReduceJob, config: MasterConfig, number: int) -> JobCoordinator:
         coordinator = JobCoordinator(ray.get_runtime_context().current_actor, job, config, number)
-        with self.lock:
+        with self.jobs_lock:
             self.jobs[config.job_id] = coordinator
         return coordinator
 
@@ -144,8 +146,15 @@ class MapReduceMaster:
 
     def forget(self, job_id: str) -> None:
         """Drop a finished (or cancelled) job's coordinator."""
-        with self.lock:
+        with self.jobs_lock:
             coordinator = self.jobs.pop(job_id, None)
         if coordinator is not None:
             coordinator.cancelled = True
             coordinator.done.set()
+
+
+@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)
+class MapReduceMaster(MasterHost):
+    """A long-lived master process hosting the coordinators of jobs (see ``MasterHost``):
+    the standby of jobs whose primary runs in the supervisor, or the primary after a
+    takeover."""

@@ -1,14 +1,18 @@
-"""The supervisor: a warm pool of MapReduce workers and master processes, shared by the
-jobs of a cluster, which outlives them all.
+"""The supervisor: a warm pool of MapReduce workers, shared by the jobs of a cluster,
+which outlives them all, and the host of each job's first primary master.
 
 Starting an actor costs a process and its imports (about a second on a small machine),
-which would dominate a small job.  The pool keeps workers (and spare masters) alive
-between jobs, so a small job pays milliseconds.  Master processes host many jobs'
-coordinators; several are kept so that a job's primary and standby live in different
-ones.  A worker is leased to one job at a time; workers unused for ``idle_timeout_s``
-exit by themselves and give their CPU back to the cluster, so an idle engine does not
-hold resources other Ray work needs.  Masters get this pool's handle in their
-``MasterConfig``: they never import this module (which creates them).
+which would dominate a small job.  The pool keeps workers alive between jobs, so a small
+job pays milliseconds.  A worker is leased to one job at a time; workers unused for
+``idle_timeout_s`` exit by themselves and give their CPU back to the cluster, so an idle
+engine does not hold resources other Ray work needs.
+
+The pool is a ``MasterHost``: a job's primary coordinator runs in this process (as a
+Flink JobManager hosts both its resource manager and its job masters), and its standby
+in a ``MapReduceMaster`` process, so that no single process holds a job's only master.
+The standby's process starts beside the first job, not before it.  Masters get this
+pool's handle in their ``MasterConfig``: they never import this module (which creates
+them).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import ray
 
 from engine.common.retry import RetryPolicy
-from engine.mapreduce.master import MapReduceMaster
+from engine.mapreduce.master import MapReduceMaster, MasterHost
 from engine.mapreduce.worker import MapReduceWorker
 from engine.testing.chaos import WorkerChaos
 
@@ -36,25 +40,26 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 _LEASE_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0, retry_on=(ray.exceptions.RayError,))
 
 
-@ray.remote(num_cpus=0, max_concurrency=32, max_restarts=0)
-class WorkerPool:
-    """Leases warm workers to jobs, replaces dead ones, and keeps master processes ready."""
+@ray.remote(num_cpus=0, max_concurrency=96, max_restarts=0)
+class WorkerPool(MasterHost):
+    """Leases warm workers to jobs, replaces dead ones, hosts jobs' first primaries and
+    hands out master processes for their standbys."""
 
-    def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, spare_masters: int = 3) -> None:
+    def __init__(self, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+        MasterHost.__init__(self)
         self.idle_timeout_s = idle_timeout_s
         self.free: dict[str, tuple[Any, float]] = {}  # name -> (handle, released_at)
         self.leased: dict[str, tuple[Any, str]] = {}  # name -> (handle, job_id)
         self.placement = control_plane_placement()  # masters go where the pool is: the head node
-        self.masters: list[Any] = []
+        self.masters: list[Any] = []  # MapReduceMaster processes (not this one)
         self.spare_workers: list[tuple[str, Any]] = []
-        self.master_target = spare_masters
         self.lock = threading.Lock()
         # Orders the lease and release calls a worker gets, also across pools: a pool that
         # replaces a dead one starts a later epoch.
         self._epoch = time.time_ns()
         self._counter = itertools.count()
+        self._extras_started = False
         self._adopt_survivors()
-        self._refill_masters()
 
     def _next_seq(self) -> tuple[int, int]:
         return (self._epoch, next(self._counter))
@@ -110,11 +115,11 @@ class WorkerPool:
             if not self.spare_workers:
                 self.spare_workers.append(self._new_worker(cpus=0))
 
-    def _refill_masters(self) -> None:
-        while len(self.masters) < self.master_target:
-            self.masters.append(MapReduceMaster.options(name=f"{MASTER_PREFIX}{uuid.uuid4().hex[:10]}",
-                                                        namespace=NAMESPACE, lifetime="detached",
-                                                        **self.placement).remote())
+    def _new_master(self) -> Any:
+        master = MapReduceMaster.options(name=f"{MASTER_PREFIX}{uuid.uuid4().hex[:10]}", namespace=NAMESPACE,
+                                         lifetime="detached", **self.placement).remote()
+        self.masters.append(master)
+        return master
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
         """Lease ``count`` workers to ``job_id`` (reusing warm ones); returns name -> handle."""
@@ -138,7 +143,19 @@ class WorkerPool:
         slots = [{"name": name, "handle": handle, "chaos": chaos.get(index),
                   "ref": handle.lease.remote(job_id, chaos.get(index), self._next_seq())}
                  for index, (name, handle) in enumerate(chosen.items())]
-        return dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
+        leased = dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
+        self._start_extras()
+        return leased
+
+    def _start_extras(self) -> None:
+        """Once the first job holds its workers, start the spare worker in the background:
+        it replaces a dead worker at once, so it comes up beside the job instead of
+        competing with its start."""
+        with self.lock:
+            if self._extras_started:
+                return
+            self._extras_started = True
+        threading.Thread(target=self._refill_spare, name="pool-spare", daemon=True).start()
 
     def _await_lease(self, job_id: str, slot: dict) -> tuple[str, Any]:
         """Wait for one lease; if its worker is dead, put a fresh one in the slot and fail
@@ -155,13 +172,12 @@ class WorkerPool:
             raise
 
     def prewarm(self, count: int) -> int:
-        """Start workers until ``count`` are free (so the first job does not wait for them),
-        and the warm spare that replaces a failed worker."""
+        """Start workers until ``count`` are free (so the first job does not wait for them);
+        the warm spare that replaces a failed worker starts beside the first job."""
         with self.lock:
             while len(self.free) < count:
                 name, handle = self._new_worker()
                 self.free[name] = (handle, time.monotonic())
-        self._refill_spare()
         return len(self.free)
 
     def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
@@ -205,39 +221,29 @@ class WorkerPool:
                 pass
         return len(idle)
 
-    def take_masters(self, count: int, exclude: list[Any] | None = None, refill: bool = True) -> list[Any]:
-        """``count`` live master processes, not those in ``exclude``.
-
-        Three are kept, so a master that takes over finds a warm one for its new standby;
-        it passes ``refill=False`` so that no process starts (and competes for the CPUs)
-        while its job runs: the next submission replaces the dead one.
-        """
+    def take_masters(self, count: int, exclude: list[Any] | None = None) -> list[Any]:
+        """``count`` live masters, not those in ``exclude``: this process first (a job's
+        primary runs here), then ``MapReduceMaster`` processes, started if too few are
+        alive.  One still starting counts as alive: a call to it waits until it is up."""
         exclude = exclude or []
+        me = ray.get_runtime_context().current_actor
+        chosen = [] if any(me == excluded for excluded in exclude) else [me]
         with self.lock:
-            alive = []
-            for master in self.masters:
-                try:
-                    ray.get(master.ping.remote(), timeout=5)
-                    alive.append(master)
-                except ray.exceptions.RayError:
-                    pass
-            self.masters = alive
-            self.master_target = max(self.master_target, count + len(exclude))
-            chosen = [m for m in self.masters if all(m != e for e in exclude)]
-            if refill or len(chosen) < count:
-                self._refill_masters()
-                chosen = [m for m in self.masters if all(m != e for e in exclude)]
-        return chosen[:count]
+            self.masters = _without_dead(self.masters)
+            others = [m for m in self.masters if all(m != excluded for excluded in exclude)]
+            while len(chosen) + len(others) < count:
+                others.append(self._new_master())
+        return (chosen + others)[:count]
 
     def members(self) -> dict:
         """What this pool holds: free and spare worker names, leased workers with their
-        job, and how many master processes."""
+        job, and how many master processes besides this one."""
         with self.lock:
             return {"free": sorted(self.free), "spares": [name for name, _ in self.spare_workers],
                     "leased": {name: job for name, (_, job) in self.leased.items()}, "masters": len(self.masters)}
 
     def shutdown(self) -> None:
-        """Kill every pooled worker and spare master."""
+        """Kill every pooled worker and master process (this one is killed by its caller)."""
         with self.lock:
             handles = [h for h, _ in self.free.values()] + [h for h, _ in self.leased.values()] + self.masters
             handles += [h for _, h in self.spare_workers]
@@ -250,6 +256,22 @@ class WorkerPool:
                 ray.kill(handle, no_restart=True)
             except Exception:
                 pass
+
+
+def _without_dead(masters: list[Any], wait_s: float = 0.2) -> list[Any]:
+    """``masters`` without those whose ping fails within ``wait_s`` (Ray reports a dead
+    actor at once); one that has not answered yet is still starting and is kept."""
+    if not masters:
+        return []
+    pings = [master.ping.remote() for master in masters]
+    ready, _ = ray.wait(pings, num_returns=len(pings), timeout=wait_s)
+    dead = set()
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:
+            dead.add(ref)
+    return [master for master, ping in zip(masters, pings) if ping not in dead]
 
 
 def control_plane_node() -> str | None:
