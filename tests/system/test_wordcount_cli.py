@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.oracles import table_to_dict, wordcount_oracle
-from tests.system.ray_head import free_port, ray_head
 
 pytestmark = pytest.mark.system
 
@@ -82,21 +80,3 @@ def test_readme_quickstart_commands_are_the_ones_documented() -> None:
     commands = re.findall(r"```bash\n(.*?)\n```", quickstart, re.S)
     assert commands == ["pip install . && python -m jobs.wordcount", "pip install '.[test]' && python -m pytest"]
     assert "python -m pip install --quiet --disable-pip-version-check '.[test]'" in (ROOT / ".ci" / "run").read_text()
-
-
-def test_address_auto_runs_on_a_cluster_started_with_ray_start(tmp_path: Path) -> None:
-    # As the README's security section says: a private token first, then token mode.
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_AUTH_TOKEN", None)  # the shared test runtime's token is not this cluster's
-    subprocess.run("umask 077 && ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token",
-                   shell=True, check=True, env=env, timeout=120)
-    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
-    with ray_head(["--num-cpus", "2", "--port", str(free_port()), "--include-dashboard=false"], env):
-        (tmp_path / "in.txt").write_text("to be or not to be\n")
-        done = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--address", "auto",
-                       "--no-progress", env={"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ""})
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "existing Ray cluster, 2 CPUs" in done.stdout
-        assert re.search(r"^\s+be\s+2$", done.stdout, re.M) and re.search(r"^\s+to\s+2$", done.stdout, re.M)

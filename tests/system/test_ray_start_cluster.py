@@ -1,0 +1,108 @@
+"""The example job on a cluster the user started with `ray start --head`, set up as the
+README's security section says (a private token file first, token mode, the dashboard on
+127.0.0.1): joined with `--address auto`, and run unchanged as a `ray job submit` job.
+
+One head serves both tests: starting and stopping one costs about 40 s on 2 cores."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.dataset as pads
+import pytest
+
+from tests.oracles import table_to_dict, wordcount_oracle
+from tests.system.ray_head import free_port, ray_head
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def job_server_packages(directory: Path) -> str:
+    """A PYTHONPATH entry holding what Ray's job server needs (Ray's ``default`` extra).
+
+    They are installed here, for this test's cluster only, rather than in the test extra:
+    installed in the environment they make every embedded cluster of the suite also start
+    Ray's dashboard processes (two more ports on 0.0.0.0, and CPU on a 2-core machine)."""
+    if importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("aiohttp_cors") is not None:
+        return ""
+    requirements = [r.split(";")[0].strip() for r in importlib.metadata.requires("ray") or []
+                    if 'extra == "default"' in r.replace("'", '"')]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--target", str(directory), *requirements], check=True, timeout=600)
+    return str(directory)
+
+
+class Head:
+    """The running head: its environment (HOME with the token file) and dashboard port."""
+
+    def __init__(self, env: dict[str, str], dashboard: int) -> None:
+        self.env, self.dashboard = env, dashboard
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    base = tmp_path_factory.mktemp("ray-start")
+    home = base / "home"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_AUTH_TOKEN", None)  # the shared test runtime's token is not this cluster's
+    env.pop("RAY_ADDRESS", None)
+    extra = job_server_packages(base / "job-server-packages")
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
+    # The README's safe way: a private token file first, then token mode.
+    subprocess.run("umask 077 && ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token",
+                   shell=True, check=True, env=env, timeout=120)
+    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
+    temp_dir = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")  # short: Ray's socket paths live under it
+    os.chmod(temp_dir, 0o700)
+    dashboard = free_port()
+    args = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+            "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+            "--temp-dir", temp_dir, "--disable-usage-stats"]
+    try:
+        with ray_head(args, env):
+            yield Head(env, dashboard)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_address_auto_joins_the_cluster_started_with_ray_start(head: Head, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("to be or not to be\n")
+    done = subprocess.run([sys.executable, "-m", "jobs.wordcount", str(tmp_path / "in.txt"), "--output",
+                           str(tmp_path / "out"), "--address", "auto", "--no-progress"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=head.env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "existing Ray cluster, 2 CPUs" in done.stdout
+    assert re.search(r"^\s+be\s+2$", done.stdout, re.M) and re.search(r"^\s+to\s+2$", done.stdout, re.M)
+    result = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert table_to_dict(result) == wordcount_oracle([tmp_path / "in.txt"])
+
+
+def test_the_wordcount_job_runs_unchanged_under_ray_job_submit(head: Head, tmp_path: Path) -> None:
+    words = tmp_path / "in.txt"
+    words.write_text("to be or not to be\nthat is the question\n\u00e9t\u00e9 to\n", encoding="utf-8")
+    done = subprocess.run(
+        ["ray", "job", "submit", "--address", f"http://127.0.0.1:{head.dashboard}", "--working-dir", str(ROOT),
+         "--", sys.executable, "-m", "jobs.wordcount", str(words), "--output", str(tmp_path / "out"),
+         "--no-progress", "--top", "3"],
+        env=head.env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", done.stdout + done.stderr), done.stdout[-2000:]
+    assert "(existing Ray cluster, 2 CPUs)" in done.stdout  # it joined the cluster, started none
+    assert re.search(r"^\s+to\s+3$", done.stdout, re.M)
+    result = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert table_to_dict(result) == wordcount_oracle([words])
