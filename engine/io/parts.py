@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.common.atomic_files import is_temporary, write_bytes_atomically, write_json_atomically, \
-    write_parquet_atomically
+from engine.common.atomic_files import is_temporary, remove_temporary_files, write_bytes_atomically, \
+    write_json_atomically, write_parquet_atomically
 from engine.errors import OutputExistsError, SpecError
 
 SUCCESS = "_SUCCESS"
@@ -68,6 +68,26 @@ def prepare_directory(directory: str | os.PathLike[str], overwrite: bool) -> Non
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def reopen_directory(directory: str | os.PathLike[str]) -> None:
+    """Reopen ``directory`` to add parts to the result in it (a resumed run, a replay):
+    create it if missing, keep its parts, drop temporaries of writes that never committed
+    and ``_SUCCESS`` (the result is being written again)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"output path exists and is not a directory: {directory}")
+    path.mkdir(parents=True, exist_ok=True)
+    remove_temporary_files(path)
+    clear_success(path)
+
+
+def committed_names(directory: str | os.PathLike[str]) -> set[str]:
+    """The names of the parts committed in ``directory`` (``part-<name>.parquet`` -> name)."""
+    if not os.path.isdir(directory):
+        return set()
+    return {entry[len("part-"):-len(".parquet")] for entry in os.listdir(directory)
+            if entry.startswith("part-") and entry.endswith(".parquet") and not is_temporary(entry)}
 
 
 def write_part(directory: str | os.PathLike[str], partition: int | str, table: pa.Table,

@@ -49,12 +49,16 @@ class SinkDriver:
         self._trials_left = breaker.half_open_trials if breaker is not None else 0
         self._last_error: BaseException | None = None
 
-    def open(self) -> None:
-        """Open the sink for this run."""
+    def open(self, resume: bool = False) -> None:
+        """Open the sink for this run (``resume``: keep what an earlier run committed)."""
         try:
-            self._writer = self.sink.open()
+            self._writer = self.sink.open(resume=resume)
         except Exception as error:
             raise PipelineFailedError(f"{self.name} failed to open: {describe_error(error).one_line()}") from error
+
+    def committed(self) -> frozenset[str]:
+        """The batch names the open sink holds already (empty unless it has stable commits)."""
+        return self._writer.committed() if self._writer is not None else frozenset()
 
     def write(self, name: str, table: pa.Table) -> int:
         """Commit one batch; returns (how many failed writes it took) once the sink has it,
