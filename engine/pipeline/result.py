@@ -19,7 +19,9 @@ class StageMetrics:
     or done and waiting for room downstream); ``max_pipe_depth`` the most ever seen.
     ``errors`` counts failed filter calls (each failed attempt of a batch or of a piece
     of it; for the sink, writes that failed after their retries); ``dead_letters`` the rows sent to the dead-letter store; ``busy_s`` the time
-    replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying.
+    replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying;
+    ``resumed`` (the sink's) batches a resumed run found committed by an earlier run and
+    did not deliver again.
     """
 
     stage_id: str
@@ -34,6 +36,7 @@ class StageMetrics:
     max_pipe_depth: int = 0
     busy_s: float = 0.0
     replica_restarts: int = 0
+    resumed: int = 0
 
     def note_depth(self, depth: int) -> None:
         """Record the current pipe depth and keep the maximum."""
