@@ -5,7 +5,8 @@ process and return a handle of one shape (``handle.PipelineHandle``).  ``resume=
 continues a pipeline whose driver went away: the sink (one with stable commits, a
 ``ParquetSink``) keeps what the earlier run committed, and batches it holds are not
 delivered again; the source and the filters must be deterministic, so that the same
-batches get the same names.
+batches get the same names (keyed stages split batches by their replica count, so those
+must be the same too: a keyed stage that autoscales is refused).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def _check(pipeline: Pipeline, options: RunOptions) -> None:
     if options.resume and not pipeline.sink.stable_commits:
         raise SpecError(f"resume needs a sink that remembers its commits (a ParquetSink); this pipeline writes to "
                         f"a {type(pipeline.sink).__name__}")
+    if options.resume:
+        for stage in pipeline.stages:
+            if stage.key is not None and stage.autoscale is not None:
+                # Batch names follow the keyed split, i.e. this stage's replica count.
+                raise SpecError(f"resume needs fixed replica counts on keyed stages; stage {stage.id!r} autoscales")
 
 
 EXECUTORS = {"inline": InlineExecutor, "ray": RayExecutor}

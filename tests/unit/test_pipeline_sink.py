@@ -13,7 +13,7 @@ from engine.common.circuit_breaker import CLOSED, OPEN
 from engine.common.retry import RetryPolicy
 from engine.errors import PipelineFailedError, TransientError
 from engine.pipeline.delivery import SinkDriver
-from engine.pipeline.spec import SinkBreakerPolicy
+from engine.pipeline.spec import AutoscalePolicy, SinkBreakerPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -158,6 +158,9 @@ def test_resume_needs_a_sink_that_remembers_its_commits(tmp_path: Path) -> None:
     pipeline = Pipeline(TableSource(TABLE), [Stage("id", lambda b: b)], CollectSink())
     with pytest.raises(SpecError, match="^resume needs a sink that remembers its commits .*a CollectSink$"):
         engine.run(pipeline, "inline", resume=True)
+    scaled = Stage("keyed", lambda b: b, key="x", autoscale=AutoscalePolicy(1, 2))
+    with pytest.raises(SpecError, match="^resume needs fixed replica counts on keyed stages; stage 'keyed' autoscales$"):
+        engine.run(Pipeline(TableSource(TABLE), [scaled], ParquetSink(str(tmp_path / "scaled"))), "inline", resume=True)
     out, six = tmp_path / "out", pa.table({"x": [1, 2, 3, 4, 5, 6]})
     first = engine.run(Pipeline(TableSource(six, 2), [Stage("id", lambda b: b)], ParquetSink(str(out))),
                        "inline").result(timeout_s=60)
