@@ -41,6 +41,11 @@ class SinkWriter:
         writes); always empty for a sink without ``stable_commits``."""
         return frozenset()
 
+    def run_token(self) -> str | None:
+        """A token of the run the sink's contents belong to, shared by a run and its resumed
+        runs (``None`` for a sink without ``stable_commits``)."""
+        return None
+
 
 class Sink:
     """Base of all sinks: ``open()`` returns the writer of one run."""
@@ -58,9 +63,10 @@ class Sink:
 
 
 class _ParquetWriter(SinkWriter):
-    def __init__(self, sink: "ParquetSink", committed: set[str]) -> None:
+    def __init__(self, sink: "ParquetSink", committed: set[str], token: str) -> None:
         self.sink = sink
         self._committed = committed
+        self._token = token
 
     def write(self, batch_name: str, table: pa.Table) -> None:
         self.sink.write_part(batch_name, table)
@@ -68,6 +74,9 @@ class _ParquetWriter(SinkWriter):
 
     def committed(self) -> frozenset[str]:
         return frozenset(self._committed)
+
+    def run_token(self) -> str:
+        return self._token
 
     def close(self) -> None:
         self.sink.commit()
@@ -117,7 +126,7 @@ class ParquetSink(Sink):
             parts.reopen_directory(self.directory)
         else:
             self.prepare()
-        return _ParquetWriter(self, self.committed_names())
+        return _ParquetWriter(self, self.committed_names(), parts.run_token(self.directory, fresh=not resume))
 
 
 class _CallbackWriter(SinkWriter):

@@ -60,6 +60,10 @@ class SinkDriver:
         """The batch names the open sink holds already (empty unless it has stable commits)."""
         return self._writer.committed() if self._writer is not None else frozenset()
 
+    def run_token(self) -> str | None:
+        """The open sink's run token (``SinkWriter.run_token``)."""
+        return self._writer.run_token() if self._writer is not None else None
+
     def write(self, name: str, table: pa.Table) -> int:
         """Commit one batch; returns (how many failed writes it took) once the sink has it,
         raises once the sink is given up."""

@@ -37,6 +37,7 @@ class PipelineRun:
     def __init__(self, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic, resume: bool = False) -> None:
         self.pipeline = pipeline
         self.resume = resume
+        self.run_token: str | None = None  # the sink's: it keys dead rows (a resumed run records them once)
         self.core = FlowCore(FlowPlan.from_pipeline(pipeline), clock)
         self.lock = threading.Lock()
         self.recorder = DeadLetterRecorder(pipeline.options.dead_letter_dir)
@@ -111,6 +112,7 @@ class PipelineRun:
             driver.open(resume=self.resume)
         except PipelineFailedError as error:
             return error
+        self.run_token = driver.run_token()
         if self.resume:
             with self.lock:
                 self.core.resume_from(driver.committed())
@@ -127,8 +129,10 @@ class PipelineRun:
             return self.core.handle(event)
 
     def record_dead(self, action: ev.RecordDead) -> None:
-        """Store one ``RecordDead`` action's rows."""
-        self.recorder.record_outcome(action.step, list(action.groups), action.source)
+        """Store one ``RecordDead`` action's rows (keyed by the run token and the batch, if the
+        sink has a run token)."""
+        key = f"{self.run_token}:{action.key}" if self.run_token and action.key else None
+        self.recorder.record_outcome(action.step, list(action.groups), action.source, key)
 
     def conclude(self, table: object, error: BaseException | None) -> None:
         """Set the result (or the error) and mark the run finished."""

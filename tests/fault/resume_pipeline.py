@@ -29,8 +29,15 @@ def slow_double(batch: pa.Table) -> pa.Table:
 
 
 def keep_odd(batch: pa.Table) -> pa.Table:
-    """Keeps the rows of odd ``x``."""
+    """Keeps the rows of odd ``x``; fails on ``x % 500 == 7`` (those rows become dead letters)."""
+    if (batch["x"].to_numpy() % 500 == 7).any():
+        raise ValueError("x % 500 == 7")
     return batch.filter(pc.equal(pc.bit_wise_and(batch["x"], 1), 1))
+
+
+def dead_letter_dir(out: str) -> str:
+    """Where the pipeline writing to ``out`` keeps its dead letters."""
+    return out + ".dead"
 
 
 def source_table() -> pa.Table:
@@ -40,10 +47,11 @@ def source_table() -> pa.Table:
 
 
 def resumable_pipeline(out: str) -> Pipeline:
-    """The pipeline both drivers run: two stages (the second keyed), ordered, into a ParquetSink."""
+    """The pipeline both drivers run: two stages (the second keyed), ordered, into a ParquetSink,
+    dead letters beside it."""
     stages = [Stage("double", slow_double, replicas=2), Stage("odd", keep_odd, replicas=2, key="k")]
     return Pipeline(TableSource(source_table(), batch_rows=BATCH_ROWS), stages, ParquetSink(out),
-                    PipelineOptions(ordered=True))
+                    PipelineOptions(ordered=True, dead_letter_dir=dead_letter_dir(out)))
 
 
 def main(argv: list[str]) -> int:

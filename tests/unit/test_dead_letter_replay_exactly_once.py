@@ -210,6 +210,12 @@ def test_a_resumed_parquet_sink_keeps_its_parts_and_drops_torn_writes(tmp_path: 
     (out / ".tmp-0123-part-b.parquet").write_bytes(b"torn")
     reopened = ParquetSink(str(out)).open(resume=True)
     assert reopened.committed() == {"a"} and not (out / "_SUCCESS").exists()
-    assert sorted(os.listdir(out)) == ["part-a.parquet"]
+    assert sorted(os.listdir(out)) == ["_run.json", "part-a.parquet"]
+    assert reopened.run_token() == writer.run_token()  # a resumed run is the same run
     reopened.write("b", pa.table({"x": [2]}))
     assert reopened.committed() == {"a", "b"}
+    replaced = ParquetSink(str(out), overwrite=True).open()
+    assert replaced.committed() == set() and replaced.run_token() != writer.run_token()
+    (out / "_run.json").write_text('{"run": "../../x"}')
+    with pytest.raises(OutputExistsError, match="_run.json' holds no run token"):
+        ParquetSink(str(out)).open(resume=True)

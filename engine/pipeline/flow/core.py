@@ -161,7 +161,7 @@ class FlowCore(ReplicaRules):
         if batch.bad_records:
             group, origin = read_dead_group(batch)
             source.dead_letters += len(batch.bad_records)
-            self._actions.append(ev.RecordDead("read", (group,), origin))
+            self._actions.append(ev.RecordDead("read", (group,), origin, f"read-{source.batches_in}"))
         if table.num_rows == 0:
             return
         if not self.wants_input():
@@ -215,7 +215,8 @@ class FlowCore(ReplicaRules):
         dead = tuple(meta["dead"])
         if dead:
             counters.dead_letters += sum(rows.num_rows for rows, _, _ in dead)
-            self._actions.append(ev.RecordDead(stage.plan.id, dead, {"batch": ev.batch_name(call.piece.name)}))
+            name = ev.batch_name(call.piece.name)
+            self._actions.append(ev.RecordDead(stage.plan.id, dead, {"batch": name}, name))
         self.tracker.fork(call.piece.seq, len(bundle))
         if bundle:
             stage.held.append(bundle)
