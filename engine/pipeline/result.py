@@ -19,9 +19,7 @@ class StageMetrics:
     or done and waiting for room downstream); ``max_pipe_depth`` the most ever seen.
     ``errors`` counts failed filter calls (each failed attempt of a batch or of a piece
     of it; for the sink, writes that failed after their retries); ``dead_letters`` the rows sent to the dead-letter store; ``busy_s`` the time
-    replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying;
-    ``resumed`` (the sink's) batches a resumed run found committed by an earlier run and
-    did not deliver again.
+    replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying.
     """
 
     stage_id: str
@@ -36,7 +34,6 @@ class StageMetrics:
     max_pipe_depth: int = 0
     busy_s: float = 0.0
     replica_restarts: int = 0
-    resumed: int = 0
 
     def note_depth(self, depth: int) -> None:
         """Record the current pipe depth and keep the maximum."""
@@ -59,7 +56,9 @@ class PipelineResult:
     ``CollectSink`` (else ``None``); ``metrics`` maps stage id, ``"source"`` (rows read;
     ``dead_letters`` counts bad input records) and ``"sink"`` to counters;
     ``dead_letter_ids`` are the letters written to the dead-letter store, and
-    ``unstored_dead`` holds ``(step, rows, error)`` when no store directory was set.
+    ``unstored_dead`` holds ``(step, rows, error)`` when no store directory was set;
+    ``resumed_batches`` counts the batches a resumed run found committed by an earlier run
+    and did not deliver again.
     """
 
     status: str
@@ -68,6 +67,7 @@ class PipelineResult:
     elapsed_s: float = 0.0
     dead_letter_ids: list[str] = field(default_factory=list)
     unstored_dead: list[tuple[str, pa.Table, str]] = field(default_factory=list)
+    resumed_batches: int = 0
 
     @property
     def rows_delivered(self) -> int:

@@ -149,5 +149,6 @@ class PipelineRun:
             elapsed_s=time.perf_counter() - self._started,
             dead_letter_ids=list(self.recorder.letter_ids),
             unstored_dead=list(self.recorder.unstored),
+            resumed_batches=self.core.ledger.skipped_batches,
         )
         self.finished.set()

@@ -166,6 +166,6 @@ def test_resume_needs_a_sink_that_remembers_its_commits(tmp_path: Path) -> None:
                        "inline").result(timeout_s=60)
     again = engine.run(Pipeline(TableSource(six, 2), [Stage("id", lambda b: b)], ParquetSink(str(out))),
                        "inline", resume=True).result(timeout_s=60)
-    assert first.metrics["sink"].batches_in == again.metrics["sink"].resumed == 3  # all held: nothing delivered
+    assert first.metrics["sink"].batches_in == again.resumed_batches == 3  # all held: nothing delivered
     assert again.metrics["sink"].batches_in == 0
     assert sorted(ParquetSink(str(out)).read().column(0).to_pylist()) == [1, 2, 3, 4, 5, 6]

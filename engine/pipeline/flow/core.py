@@ -114,7 +114,6 @@ class FlowCore(ReplicaRules):
         snapshot = {stage.plan.id: StageMetrics(**stage.metrics.as_dict()) for stage in self.stages}
         snapshot["source"] = StageMetrics(**self.source_metrics.as_dict())
         snapshot["sink"] = StageMetrics(**self.sink_metrics.as_dict())
-        snapshot["sink"].resumed = self.ledger.skipped_batches
         return snapshot
 
     # -- driving ---------------------------------------------------------------------
