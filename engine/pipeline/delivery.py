@@ -52,7 +52,8 @@ class SinkDriver:
     def open(self, resume: bool = False) -> None:
         """Open the sink for this run (``resume``: keep what an earlier run committed)."""
         try:
-            self._writer = self.sink.open(resume=resume)
+            # Only a resume passes the flag: a user's Sink may define open() without it.
+            self._writer = self.sink.open(resume=True) if resume else self.sink.open()
         except Exception as error:
             raise PipelineFailedError(f"{self.name} failed to open: {describe_error(error).one_line()}") from error
 
