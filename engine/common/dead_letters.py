@@ -15,6 +15,7 @@ Layout of the store's one directory (all writes atomic and fsynced; nothing pick
                                 is the commit point of a letter
     <letter_id>.replayed.json   marker: the letter was replayed successfully
     <letter_id>.claim           transient: a replay of the letter is in progress
+                                (``engine.common.dead_letter_replay``: claims and replay)
 
 ``letter_id`` is ``<step>.<created_at_ns>.<16 hex>``: random hex, or a digest of the
 writer's ``key`` so that adding the same keyed letter again (a re-executed task) keeps one.  Sidecars are immutable, so
@@ -33,18 +34,24 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import pyarrow as pa
 
 from engine.common.atomic_files import TEMP_PREFIX, write_atomically, write_json_atomically
 from engine.common.bad_records import ErrorDescription, describe_error
+from engine.common.dead_letter_replay import CLAIM_SUFFIX, REPLAYED_SUFFIX, ReplayReport, replay_batch_name, \
+    replay_into, replay_letters
+
+if TYPE_CHECKING:
+    from engine.io.sinks import Sink
+
+__all__ = ["CLAIM_SUFFIX", "DeadLetter", "DeadLetterStore", "REPLAYED_SUFFIX", "ReplayReport", "check_step",
+           "replay_batch_name"]
 
 FORMAT = "dead-letter/2"
 ROWS_SUFFIX = ".arrow"
 META_SUFFIX = ".json"
-REPLAYED_SUFFIX = ".replayed.json"
-CLAIM_SUFFIX = ".claim"
 PATTERNS = ("mapreduce", "pipeline", "lambda", "scatter_gather")
 _STEP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LETTER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.(\d{19})\.([0-9a-f]{16})")
@@ -75,23 +82,6 @@ class DeadLetter:
     error: ErrorDescription
     source: dict = field(default_factory=dict)
     attempts: int = 1
-
-
-@dataclass
-class ReplayReport:
-    """What one :meth:`DeadLetterStore.replay` did.
-
-    ``replayed_letters``/``replayed_rows`` count the letters and rows handed to the
-    replay function successfully (their ids in ``replayed_ids``); ``failed_letters``
-    lists ``(letter_id, error message)`` for letters whose replay failed and that stay
-    in the store; ``skipped_letters`` are letters another replayer was working on.
-    """
-
-    replayed_letters: int = 0
-    replayed_rows: int = 0
-    failed_letters: list[tuple[str, str]] = field(default_factory=list)
-    replayed_ids: list[str] = field(default_factory=list)
-    skipped_letters: list[str] = field(default_factory=list)
 
 
 class DeadLetterStore:
@@ -260,33 +250,33 @@ class DeadLetterStore:
         A letter whose ``fn`` returns is marked replayed (durably, before moving on) and
         is never handed out again, by this or any later store on the same directory.  A
         letter whose ``fn`` raises stays in the store and is reported in
-        ``failed_letters``.  Letters claimed by a concurrent replayer are skipped.
+        ``failed_letters``.  Letters claimed by a concurrent replayer are skipped.  This is
+        at-least-once: a crash after ``fn`` returned and before the marker hands the rows
+        out again next time (``replay_into`` a sink with stable commits is exactly-once).
         """
         check_step(step)
-        report = ReplayReport()
-        for letter_id in self.list(step).column("letter_id").to_pylist():
-            if not self._claim(letter_id):
-                report.skipped_letters.append(letter_id)
-                continue
-            try:
-                if self._path(letter_id, REPLAYED_SUFFIX).exists():
-                    continue  # finished by another replayer since we listed
-                try:
-                    rows = self.rows(letter_id)
-                    fn(rows)
-                except Exception as exc:  # the replay function's failure is data here
-                    report.failed_letters.append((letter_id, f"{type(exc).__name__}: {exc}"))
-                    continue
-                write_json_atomically(
-                    self._path(letter_id, REPLAYED_SUFFIX),
-                    {"letter_id": letter_id, "replayed_at_ms": time.time_ns() // 1_000_000},
-                )
-                report.replayed_letters += 1
-                report.replayed_rows += rows.num_rows
-                report.replayed_ids.append(letter_id)
-            finally:
-                self._path(letter_id, CLAIM_SUFFIX).unlink(missing_ok=True)
-        return report
+        return replay_letters(self, step, lambda letter_id, rows: fn(rows), None)
+
+    def replay_exactly_once(self, step: str, deliver: Callable[[str, pa.Table], None],
+                            committed: Callable[[str], bool]) -> ReplayReport:
+        """Like ``replay``, exactly once into a sink that commits batches atomically by name.
+
+        ``deliver(letter_id, rows)`` must commit the rows atomically under a name derived
+        from the letter id alone (``replay_batch_name``); ``committed(letter_id)`` says
+        whether that commit exists.  A letter found committed (an earlier replay died
+        between its commit and its marker) is only marked, listed in ``recovered_ids``.
+        """
+        check_step(step)
+        return replay_letters(self, step, deliver, committed)
+
+    def replay_into(self, step: str, sink: "Sink",
+                    transform: Callable[[pa.Table], pa.Table | None] | None = None) -> ReplayReport:
+        """Replay the letters of ``step`` into a sink with stable commits (a ``ParquetSink``,
+        opened with ``resume=True``) exactly once, each letter as the batch
+        ``replay_batch_name(letter_id)``; ``transform(rows)`` gives what to write (default:
+        the rows).  See ``engine.common.dead_letter_replay``."""
+        check_step(step)
+        return replay_into(self, step, sink, transform)
 
     def purge_replayed(self) -> int:
         """Delete the files of replayed letters; return how many letters were removed."""
@@ -340,26 +330,6 @@ class DeadLetterStore:
         with self._lock:
             self._meta_cache[letter_id] = meta
         return meta
-
-    def _claim(self, letter_id: str) -> bool:
-        """Take the exclusive replay claim of a letter (taking over a stale one)."""
-        path = self._path(letter_id, CLAIM_SUFFIX)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    age = time.time() - path.stat().st_mtime
-                except FileNotFoundError:
-                    continue  # released meanwhile: try again
-                if age <= self.claim_timeout_s:
-                    return False
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "claimed_at": time.time()}))
-            return True
-        return False
 
     def __getstate__(self) -> dict[str, object]:
         return {"directory": str(self.directory), "claim_timeout_s": self.claim_timeout_s}

@@ -10,23 +10,27 @@ part of a result.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.common.atomic_files import atomic_path, fsync_directory, is_temporary, write_json_atomically, \
-    write_parquet_atomically
+from engine.common.atomic_files import atomic_path, fsync_directory, is_temporary, remove_temporary_files, \
+    write_bytes_atomically, write_json_atomically, write_parquet_atomically
 from engine.errors import OutputExistsError, SpecError
 
 SUCCESS = "_SUCCESS"
 JOB_SUMMARY = "_job.json"
 DEAD_LETTERS_DIR = "_dead_letters"
 SNAPSHOTS_DIR = "_snapshots"
-_RESULT_NAMES = (SUCCESS, JOB_SUMMARY, DEAD_LETTERS_DIR, SNAPSHOTS_DIR, "_dead_letters.parquet")
+RUN_TOKEN = "_run.json"
+_RESULT_NAMES = (SUCCESS, JOB_SUMMARY, DEAD_LETTERS_DIR, SNAPSHOTS_DIR, RUN_TOKEN, "_dead_letters.parquet")
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -68,6 +72,47 @@ def prepare_directory(directory: str | os.PathLike[str], overwrite: bool) -> Non
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def reopen_directory(directory: str | os.PathLike[str]) -> None:
+    """Reopen ``directory`` to add parts to the result in it (a resumed run, a replay):
+    create it if missing, keep its parts, drop temporaries of writes that never committed
+    and ``_SUCCESS`` (the result is being written again)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"output path exists and is not a directory: {directory}")
+    path.mkdir(parents=True, exist_ok=True)
+    remove_temporary_files(path)
+    clear_success(path)
+
+
+def committed_names(directory: str | os.PathLike[str]) -> set[str]:
+    """The names of the parts committed in ``directory`` (``part-<name>.parquet`` -> name)."""
+    if not os.path.isdir(directory):
+        return set()
+    return {entry[len("part-"):-len(".parquet")] for entry in os.listdir(directory)
+            if entry.startswith("part-") and entry.endswith(".parquet") and not is_temporary(entry)}
+
+
+def run_token(directory: str | os.PathLike[str], fresh: bool) -> str:
+    """The token of the run whose result ``directory`` holds: a new one (``fresh``), else the
+    one recorded there (a new one if there is none).  A resumed run shares its earlier
+    run's token; a run that replaced the result has its own."""
+    path = Path(directory, RUN_TOKEN)
+    if not fresh:
+        try:
+            token = json.loads(path.read_bytes()).get("run")
+        except FileNotFoundError:
+            token = None
+        except (ValueError, AttributeError) as exc:
+            raise OutputExistsError(f"run token file {str(path)!r} is unreadable: {exc}") from None
+        if isinstance(token, str) and _TOKEN.match(token):
+            return token
+        if token is not None:
+            raise OutputExistsError(f"run token file {str(path)!r} holds no run token")
+    token = uuid.uuid4().hex
+    write_json_atomically(path, {"run": token})
+    return token
 
 
 def write_part(directory: str | os.PathLike[str], partition: int | str, table: pa.Table,

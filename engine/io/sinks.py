@@ -3,15 +3,21 @@
 A sink is an inert description; ``open()`` gives the writer of one run.  Executors call
 ``write(batch_name, table)`` at most once per batch name (their exactly-once commit) and
 ``close()`` at the end.  Batch names are stable (a pipeline's source sequence number and
-split path; a MapReduce reduce partition), so a part written twice lands under the same
-file name.  MapReduce outputs are ``ParquetSink``s too: one part per reduce partition.
+split path; a MapReduce reduce partition; a replayed dead letter's id), so a part written
+twice lands under the same file name.  MapReduce outputs are ``ParquetSink``s too: one
+part per reduce partition.
+
+A sink with ``stable_commits`` (``ParquetSink``) remembers its commits across processes:
+``open(resume=True)`` keeps what an earlier, interrupted run committed, and the writer's
+``committed()`` names it, so a resumed run or a repeated replay skips those batches
+(exactly-once across crashes).  Other sinks cannot tell, and refuse ``resume``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import pyarrow as pa
 
@@ -30,21 +36,47 @@ class SinkWriter:
         """Finish the run; a collecting sink returns what it collected."""
         return None
 
+    def committed(self) -> frozenset[str]:
+        """The batch names this sink holds already (from an earlier run, and this one's
+        writes); always empty for a sink without ``stable_commits``."""
+        return frozenset()
+
+    def run_token(self) -> str | None:
+        """A token of the run the sink's contents belong to, shared by a run and its resumed
+        runs (``None`` for a sink without ``stable_commits``)."""
+        return None
+
 
 class Sink:
     """Base of all sinks: ``open()`` returns the writer of one run."""
 
-    def open(self) -> SinkWriter:
-        """Open the sink for one run."""
+    stable_commits: ClassVar[bool] = False
+
+    def open(self, resume: bool = False) -> SinkWriter:
+        """Open the sink for one run (``resume``: keep an earlier run's commits)."""
         raise NotImplementedError
+
+    def _refuse_resume(self, resume: bool) -> None:
+        if resume:
+            raise ValueError(f"{type(self).__name__} cannot resume: it does not remember its commits "
+                             f"(use a ParquetSink)")
 
 
 class _ParquetWriter(SinkWriter):
-    def __init__(self, sink: "ParquetSink") -> None:
+    def __init__(self, sink: "ParquetSink", committed: set[str], token: str) -> None:
         self.sink = sink
+        self._committed = committed
+        self._token = token
 
     def write(self, batch_name: str, table: pa.Table) -> None:
         self.sink.write_part(batch_name, table)
+        self._committed.add(batch_name)
+
+    def committed(self) -> frozenset[str]:
+        return frozenset(self._committed)
+
+    def run_token(self) -> str:
+        return self._token
 
     def close(self) -> None:
         self.sink.commit()
@@ -56,8 +88,11 @@ class ParquetSink(Sink):
     """A directory of ``part-<name>.parquet`` files written atomically, then ``_SUCCESS``.
 
     Opening it refuses a directory that already holds parts of an earlier result unless
-    ``overwrite=True``, which first removes that result (and only it).
+    ``overwrite=True``, which first removes that result (and only it), or ``resume``, which
+    keeps its parts and adds to them (see the module docstring).
     """
+
+    stable_commits: ClassVar[bool] = True
 
     directory: str
     compression: str = "snappy"
@@ -82,9 +117,16 @@ class ParquetSink(Sink):
         """Every part as one table, in part-name order."""
         return parts.read_parts(self.directory)
 
-    def open(self) -> SinkWriter:
-        self.prepare()
-        return _ParquetWriter(self)
+    def committed_names(self) -> set[str]:
+        """The batch names of the parts committed in the directory now."""
+        return parts.committed_names(self.directory)
+
+    def open(self, resume: bool = False) -> SinkWriter:
+        if resume:
+            parts.reopen_directory(self.directory)
+        else:
+            self.prepare()
+        return _ParquetWriter(self, self.committed_names(), parts.run_token(self.directory, fresh=not resume))
 
 
 class _CallbackWriter(SinkWriter):
@@ -105,7 +147,8 @@ class CallbackSink(Sink):
         if not callable(self.callback):
             raise TypeError(f"CallbackSink needs a callable, got {type(self.callback).__name__}")
 
-    def open(self) -> SinkWriter:
+    def open(self, resume: bool = False) -> SinkWriter:
+        self._refuse_resume(resume)
         return _CallbackWriter(self.callback)
 
 
@@ -124,5 +167,6 @@ class _CollectWriter(SinkWriter):
 class CollectSink(Sink):
     """Collects every delivered batch in memory; the run's result holds them as one table."""
 
-    def open(self) -> SinkWriter:
+    def open(self, resume: bool = False) -> SinkWriter:
+        self._refuse_resume(resume)
         return _CollectWriter()

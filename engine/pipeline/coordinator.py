@@ -22,7 +22,6 @@ from ray.exceptions import RayActorError, RayTaskError
 from engine.common.bad_records import describe_error
 from engine.errors import PipelineFailedError
 from engine.io.sources import SourceBatch
-from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.flow import events as ev
 from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.shell import PipelineRun
@@ -62,8 +61,9 @@ class Coordinator(PipelineRun):
 
     executor_name = "ray"
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        super().__init__(pipeline)
+    def __init__(self, pipeline: Pipeline, resume: bool = False) -> None:
+        super().__init__(pipeline, resume=resume)
+        self._sink = self.new_sink_driver()
         self.source_queue: queue.Queue[SourceBatch | _SourceEnd] = queue.Queue(maxsize=pipeline.options.source_capacity)
         self.sink_queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.actors: dict[tuple[int, int], _Actor] = {}
@@ -86,9 +86,13 @@ class Coordinator(PipelineRun):
         sink_thread = threading.Thread(target=self._write_sink, name="pipeline-sink", daemon=True)
         error: BaseException | None = None
         try:
+            open_error = self.open_sink(self._sink)  # here, not in the sink thread: the core must know a resumed sink
             self._apply(self.start_core())
-            source_thread.start()
-            sink_thread.start()
+            if open_error is not None:
+                self._feed(ev.SinkFailed(open_error))
+            else:
+                source_thread.start()
+                sink_thread.start()
             while not self.core.finished:
                 self.wakeup.clear()  # before looking at the state: a later set() is seen
                 for event in self.take_requests():
@@ -221,10 +225,8 @@ class Coordinator(PipelineRun):
 
     def _write_sink(self) -> None:
         """Write deliveries in order; report each commit (or the failure) to the core."""
-        options = self.pipeline.options
-        driver = SinkDriver(self.pipeline.sink, options.sink_retry, options.sink_breaker, sleep=self.cancelled.wait)
+        driver = self._sink
         try:
-            driver.open()
             while True:
                 item = self.sink_queue.get()
                 if item is _STOP or self.cancelled.is_set():

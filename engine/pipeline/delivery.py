@@ -49,12 +49,21 @@ class SinkDriver:
         self._trials_left = breaker.half_open_trials if breaker is not None else 0
         self._last_error: BaseException | None = None
 
-    def open(self) -> None:
-        """Open the sink for this run."""
+    def open(self, resume: bool = False) -> None:
+        """Open the sink for this run (``resume``: keep what an earlier run committed)."""
         try:
-            self._writer = self.sink.open()
+            # Only a resume passes the flag: a user's Sink may define open() without it.
+            self._writer = self.sink.open(resume=True) if resume else self.sink.open()
         except Exception as error:
             raise PipelineFailedError(f"{self.name} failed to open: {describe_error(error).one_line()}") from error
+
+    def committed(self) -> frozenset[str]:
+        """The batch names the open sink holds already (empty unless it has stable commits)."""
+        return self._writer.committed() if self._writer is not None else frozenset()
+
+    def run_token(self) -> str | None:
+        """The open sink's run token (``SinkWriter.run_token``)."""
+        return self._writer.run_token() if self._writer is not None else None
 
     def write(self, name: str, table: pa.Table) -> int:
         """Commit one batch; returns (how many failed writes it took) once the sink has it,

@@ -1,7 +1,12 @@
 """The pipeline executors behind ``engine.run``: "inline" (the oracle) and "ray".
 
 Both run the same flow core (``engine.pipeline.flow``) in a background thread of this
-process and return a handle of one shape (``handle.PipelineHandle``).
+process and return a handle of one shape (``handle.PipelineHandle``).  ``resume=True``
+continues a pipeline whose driver went away: the sink (one with stable commits, a
+``ParquetSink``) keeps what the earlier run committed, and batches it holds are not
+delivered again; the source and the filters must be deterministic, so that the same
+batches get the same names (keyed stages split batches by their replica count, so those
+must be the same too: a keyed stage that autoscales is refused).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class InlineExecutor:
         from engine.pipeline.local import InlineRun
 
         _check(pipeline, options)
-        return InlinePipelineHandle(InlineRun(pipeline))
+        return InlinePipelineHandle(InlineRun(pipeline, resume=options.resume))
 
 
 class RayExecutor:
@@ -35,14 +40,22 @@ class RayExecutor:
         from engine.pipeline.ray_executor import RayPipelineExecutor
 
         _check(pipeline, options)
-        return RayPipelineExecutor().start(pipeline)
+        return RayPipelineExecutor().start(pipeline, options.resume)
 
 
 def _check(pipeline: Pipeline, options: RunOptions) -> None:
     if not isinstance(pipeline, Pipeline):
         raise SpecError(f"a pipeline executor needs a Pipeline, got {type(pipeline).__name__}")
-    if options.resume or options.chaos is not None:
-        raise SpecError("pipelines take neither resume nor chaos options")
+    if options.chaos is not None:
+        raise SpecError("pipelines take no chaos option")
+    if options.resume and not pipeline.sink.stable_commits:
+        raise SpecError(f"resume needs a sink that remembers its commits (a ParquetSink); this pipeline writes to "
+                        f"a {type(pipeline.sink).__name__}")
+    if options.resume:
+        for stage in pipeline.stages:
+            if stage.key is not None and stage.autoscale is not None:
+                # Batch names follow the keyed split, i.e. this stage's replica count.
+                raise SpecError(f"resume needs fixed replica counts on keyed stages; stage {stage.id!r} autoscales")
 
 
 EXECUTORS = {"inline": InlineExecutor, "ray": RayExecutor}

@@ -16,7 +16,6 @@ from typing import Callable, Iterator
 from engine.common.bad_records import describe_error
 from engine.errors import PipelineFailedError
 from engine.io.sources import SourceBatch
-from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.filtering import process_batch
 from engine.pipeline.flow import events as ev
 from engine.pipeline.result import PipelineResult
@@ -29,10 +28,9 @@ class InlineRun(PipelineRun):
 
     executor_name = "inline"
 
-    def __init__(self, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(pipeline, clock)
-        options = pipeline.options
-        self._sink = SinkDriver(pipeline.sink, options.sink_retry, options.sink_breaker, clock, self.cancelled.wait)
+    def __init__(self, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic, resume: bool = False) -> None:
+        super().__init__(pipeline, clock, resume)
+        self._sink = self.new_sink_driver(clock)
         self._calls: deque[ev.Submit] = deque()
         self._reader: Iterator[SourceBatch] | None = None
 
@@ -48,13 +46,11 @@ class InlineRun(PipelineRun):
             self.conclude(table, error)
 
     def _drive(self) -> None:
-        try:
-            self._sink.open()
-        except PipelineFailedError as error:
-            self._apply(self.start_core())
+        error = self.open_sink(self._sink)
+        self._apply(self.start_core())
+        if error is not None:
             self._feed(ev.SinkFailed(error))
             return
-        self._apply(self.start_core())
         while not self.core.finished:
             for event in self.take_requests():
                 self._feed(event)

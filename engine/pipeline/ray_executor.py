@@ -25,12 +25,13 @@ class RayPipelineHandle(PipelineHandle):
 class RayPipelineExecutor:
     """Runs pipelines on the connected Ray cluster (``engine.connect()`` first)."""
 
-    def start(self, pipeline: Pipeline) -> RayPipelineHandle:
-        """Start ``pipeline`` in the background and return its handle at once."""
+    def start(self, pipeline: Pipeline, resume: bool = False) -> RayPipelineHandle:
+        """Start ``pipeline`` in the background and return its handle at once (``resume``:
+        see ``shell.PipelineRun``)."""
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"RayPipelineExecutor.start needs a Pipeline, got {type(pipeline).__name__}")
         require_ray("a pipeline on the Ray executor")
-        return RayPipelineHandle(Coordinator(pipeline))
+        return RayPipelineHandle(Coordinator(pipeline, resume))
 
     def run(self, pipeline: Pipeline) -> PipelineResult:
         """Run ``pipeline`` to completion and return its result."""

@@ -56,7 +56,9 @@ class PipelineResult:
     ``CollectSink`` (else ``None``); ``metrics`` maps stage id, ``"source"`` (rows read;
     ``dead_letters`` counts bad input records) and ``"sink"`` to counters;
     ``dead_letter_ids`` are the letters written to the dead-letter store, and
-    ``unstored_dead`` holds ``(step, rows, error)`` when no store directory was set.
+    ``unstored_dead`` holds ``(step, rows, error)`` when no store directory was set;
+    ``resumed_batches`` counts the batches a resumed run found committed by an earlier run
+    and did not deliver again.
     """
 
     status: str
@@ -65,6 +67,7 @@ class PipelineResult:
     elapsed_s: float = 0.0
     dead_letter_ids: list[str] = field(default_factory=list)
     unstored_dead: list[tuple[str, pa.Table, str]] = field(default_factory=list)
+    resumed_batches: int = 0
 
     @property
     def rows_delivered(self) -> int:

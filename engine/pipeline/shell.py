@@ -17,6 +17,7 @@ from engine.common.bad_records import describe_error
 from engine.errors import PipelineFailedError
 from engine.io.sources import LiveFeed
 from engine.pipeline.dead_letters import DeadLetterRecorder
+from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.flow import events as ev
 from engine.pipeline.flow.core import FlowCore
 from engine.pipeline.flow.plan import FlowPlan
@@ -25,12 +26,18 @@ from engine.pipeline.spec import Pipeline
 
 
 class PipelineRun:
-    """One run of a pipeline, whichever executor runs it (subclasses implement ``run``)."""
+    """One run of a pipeline, whichever executor runs it (subclasses implement ``run``).
+
+    ``resume``: the sink keeps what an earlier run of the same pipeline committed, and the
+    batches it holds are not delivered again (``FlowCore.resume_from``).
+    """
 
     executor_name = ""
 
-    def __init__(self, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic, resume: bool = False) -> None:
         self.pipeline = pipeline
+        self.resume = resume
+        self.run_token: str | None = None  # the sink's: it keys dead rows (a resumed run records them once)
         self.core = FlowCore(FlowPlan.from_pipeline(pipeline), clock)
         self.lock = threading.Lock()
         self.recorder = DeadLetterRecorder(pipeline.options.dead_letter_dir)
@@ -93,6 +100,24 @@ class PipelineRun:
             except queue.Empty:
                 return events
 
+    def new_sink_driver(self, clock: Callable[[], float] = time.monotonic) -> SinkDriver:
+        """The run's sink driver (its waits end when the run is cancelled)."""
+        options = self.pipeline.options
+        return SinkDriver(self.pipeline.sink, options.sink_retry, options.sink_breaker, clock, self.cancelled.wait)
+
+    def open_sink(self, driver: SinkDriver) -> PipelineFailedError | None:
+        """Open the sink before ``start_core`` (resuming: tell the core what it holds);
+        returns the error if it cannot open."""
+        try:
+            driver.open(resume=self.resume)
+        except PipelineFailedError as error:
+            return error
+        self.run_token = driver.run_token()
+        if self.resume:
+            with self.lock:
+                self.core.resume_from(driver.committed())
+        return None
+
     def start_core(self) -> list[ev.Action]:
         """``core.start()`` under the lock."""
         with self.lock:
@@ -104,8 +129,10 @@ class PipelineRun:
             return self.core.handle(event)
 
     def record_dead(self, action: ev.RecordDead) -> None:
-        """Store one ``RecordDead`` action's rows."""
-        self.recorder.record_outcome(action.step, list(action.groups), action.source)
+        """Store one ``RecordDead`` action's rows (keyed by the run token and the batch, if the
+        sink has a run token)."""
+        key = f"{self.run_token}:{action.key}" if self.run_token and action.key else None
+        self.recorder.record_outcome(action.step, list(action.groups), action.source, key)
 
     def conclude(self, table: object, error: BaseException | None) -> None:
         """Set the result (or the error) and mark the run finished."""
@@ -122,5 +149,6 @@ class PipelineRun:
             elapsed_s=time.perf_counter() - self._started,
             dead_letter_ids=list(self.recorder.letter_ids),
             unstored_dead=list(self.recorder.unstored),
+            resumed_batches=self.core.ledger.skipped_batches,
         )
         self.finished.set()

@@ -13,7 +13,7 @@ from engine.common.circuit_breaker import CLOSED, OPEN
 from engine.common.retry import RetryPolicy
 from engine.errors import PipelineFailedError, TransientError
 from engine.pipeline.delivery import SinkDriver
-from engine.pipeline.spec import SinkBreakerPolicy
+from engine.pipeline.spec import AutoscalePolicy, SinkBreakerPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -150,3 +150,22 @@ def test_sink_breaker_policy_is_validated() -> None:
         PipelineOptions(sink_breaker="often")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reserved"):
         Pipeline(TableSource(TABLE), [Stage("sink", lambda b: b)], CollectSink())
+
+
+def test_resume_needs_a_sink_that_remembers_its_commits(tmp_path: Path) -> None:
+    from engine.errors import SpecError
+
+    pipeline = Pipeline(TableSource(TABLE), [Stage("id", lambda b: b)], CollectSink())
+    with pytest.raises(SpecError, match="^resume needs a sink that remembers its commits .*a CollectSink$"):
+        engine.run(pipeline, "inline", resume=True)
+    scaled = Stage("keyed", lambda b: b, key="x", autoscale=AutoscalePolicy(1, 2))
+    with pytest.raises(SpecError, match="^resume needs fixed replica counts on keyed stages; stage 'keyed' autoscales$"):
+        engine.run(Pipeline(TableSource(TABLE), [scaled], ParquetSink(str(tmp_path / "scaled"))), "inline", resume=True)
+    out, six = tmp_path / "out", pa.table({"x": [1, 2, 3, 4, 5, 6]})
+    first = engine.run(Pipeline(TableSource(six, 2), [Stage("id", lambda b: b)], ParquetSink(str(out))),
+                       "inline").result(timeout_s=60)
+    again = engine.run(Pipeline(TableSource(six, 2), [Stage("id", lambda b: b)], ParquetSink(str(out))),
+                       "inline", resume=True).result(timeout_s=60)
+    assert first.metrics["sink"].batches_in == again.resumed_batches == 3  # all held: nothing delivered
+    assert again.metrics["sink"].batches_in == 0
+    assert sorted(ParquetSink(str(out)).read().column(0).to_pylist()) == [1, 2, 3, 4, 5, 6]

@@ -24,7 +24,11 @@ clock is injectable.  The rules it keeps:
 - **Replica death**: the calls a dead replica had in flight are resent, in order, to
   its replacement (same slot, so same keys); completions of lost calls are ignored
   (at-least-once execution).  The sink commits each piece name once (exactly-once
-  delivery for deterministic filters).  Dead rows are recorded once per completed call.
+  delivery for deterministic filters; ``ledger.SinkLedger``).  Dead rows are recorded once
+  per completed call.
+- **Resume**: given the batch names an earlier run of the same pipeline committed (a
+  deterministic source gives the same batches the same names), pieces of those names are
+  not delivered again.
 - **The end**: once the source has ended and every piece read has been delivered (or
   dropped by a filter, or dead-lettered), the core says ``Finish``.
 """
@@ -39,15 +43,14 @@ from engine.errors import PipelineFailedError
 from engine.pipeline.batches import split_by_key
 from engine.pipeline.dead_letters import read_dead_group
 from engine.pipeline.flow import events as ev
+from engine.pipeline.flow.ledger import SinkLedger
 from engine.pipeline.flow.pipes import Call, Piece, Replica, StagePipe, fits
+from engine.pipeline.flow.replicas import ReplicaRules
 from engine.pipeline.flow.plan import FlowPlan
 from engine.pipeline.ordering import SequenceTracker
 from engine.pipeline.result import StageMetrics
 
-_PRUNE_EVERY = 1024
-
-
-class FlowCore:
+class FlowCore(ReplicaRules):
     """One run's pipes, replicas, ordering and sink bookkeeping (see the module docstring).
 
     Call ``start()`` once, then ``handle(event)`` for each event; both return the actions
@@ -64,8 +67,7 @@ class FlowCore:
         self.outcome: str | None = None  # completed, drained, cancelled or failed
         self.error: PipelineFailedError | None = None
         self._calls: dict[int, Call] = {}
-        self._sink_pending: dict[tuple[int, ...], int] = {}
-        self._committed: set[tuple[int, ...]] = set()
+        self.ledger = SinkLedger()
         self._next_seq = self._next_call = self._next_replica = 0
         self._source_open = True
         self._exhausted = False
@@ -92,7 +94,7 @@ class FlowCore:
 
     def sink_depth(self) -> int:
         """Units in the sink's pipe: deliveries not yet committed, plus pieces held for ordering."""
-        return len(self._sink_pending) + self.tracker.held()
+        return len(self.ledger) + self.tracker.held()
 
     def pipe_depth(self, index: int) -> int:
         """Depth of pipe ``index``: a stage's input pipe, or the sink's for ``len(stages)``."""
@@ -126,6 +128,12 @@ class FlowCore:
                 stage.active.append(self._new_replica(stage))
         return self._flush()
 
+    def resume_from(self, committed: frozenset[str]) -> None:
+        """Before ``start()``: the batch names the sink holds from an earlier run."""
+        if self._started:
+            raise RuntimeError("FlowCore.resume_from() after start()")
+        self.ledger = SinkLedger(committed)
+
     def handle(self, event: ev.Event) -> list[ev.Action]:
         """Apply one event; returns the actions it leads to, in order."""
         if not self._started:
@@ -152,7 +160,7 @@ class FlowCore:
         if batch.bad_records:
             group, origin = read_dead_group(batch)
             source.dead_letters += len(batch.bad_records)
-            self._actions.append(ev.RecordDead("read", (group,), origin))
+            self._actions.append(ev.RecordDead("read", (group,), origin, f"read-{source.batches_in}"))
         if table.num_rows == 0:
             return
         if not self.wants_input():
@@ -206,7 +214,8 @@ class FlowCore:
         dead = tuple(meta["dead"])
         if dead:
             counters.dead_letters += sum(rows.num_rows for rows, _, _ in dead)
-            self._actions.append(ev.RecordDead(stage.plan.id, dead, {"batch": ev.batch_name(call.piece.name)}))
+            name = ev.batch_name(call.piece.name)
+            self._actions.append(ev.RecordDead(stage.plan.id, dead, {"batch": name}, name))
         self.tracker.fork(call.piece.seq, len(bundle))
         if bundle:
             stage.held.append(bundle)
@@ -217,63 +226,23 @@ class FlowCore:
         if call is not None:
             self._fail(f"stage {self.stages[call.stage].plan.id!r} failed: {event.reason}", event.error)
 
-    def _on_replica_died(self, event: ev.ReplicaDied) -> None:
-        stage = self.stages[event.stage]
-        replica = stage.find(event.replica)
-        if replica is None:
-            return  # replaced already, or retired
-        lost = list(replica.calls.values())
-        for call in lost:
-            del self._calls[call.call_id]
-        replica.calls.clear()
-        stage.ready.extendleft(reversed([call.piece for call in lost]))
-        if replica in stage.active:
-            stage.active[stage.active.index(replica)] = self._new_replica(stage, replaces=replica.replica_id)
-        else:
-            stage.retiring.remove(replica)
-        stage.metrics.replica_restarts += 1
-        if stage.metrics.replica_restarts > self.plan.max_replica_restarts:
-            self._fail(f"stage {stage.plan.id!r}: replicas died {stage.metrics.replica_restarts} times "
-                       f"(more than max_replica_restarts={self.plan.max_replica_restarts})")
-
-    def _on_replica_start_failed(self, event: ev.ReplicaStartFailed) -> None:
-        if self.stages[event.stage].find(event.replica) is not None:
-            self._fail(f"stage {self.stages[event.stage].plan.id!r}: a replica failed to start: {event.reason}")
-
     def _on_sink_committed(self, event: ev.SinkCommitted) -> None:
-        rows = self._sink_pending.pop(event.name, None)
+        oldest = self.tracker.head()
+        rows = self.ledger.commit(event.name, self._next_seq if oldest is None else oldest)
         if rows is None:
             return
-        self._committed.add(event.name)
         sink = self.sink_metrics
         sink.batches_in += 1
         sink.batches_out += 1
         sink.rows_in += rows
         sink.rows_out += rows
         sink.errors += event.failed_writes
-        if len(self._committed) >= _PRUNE_EVERY:
-            # Pieces of released sequences can never arrive again (the tracker has closed them).
-            oldest = self.tracker.head()
-            oldest = self._next_seq if oldest is None else oldest
-            self._committed = {name for name in self._committed if name[0] >= oldest}
 
     def _on_sink_failed(self, event: ev.SinkFailed) -> None:
         if isinstance(event.error, PipelineFailedError):
             self._fail_with(event.error)
         else:
             self._fail(f"sink {self.plan.sink_name} failed: {describe_error(event.error).one_line()}", event.error)
-
-    def _on_scale(self, event: ev.ScaleRequested) -> None:
-        if isinstance(event.replicas, bool) or not isinstance(event.replicas, int) or event.replicas < 1:
-            raise ValueError(f"a stage needs at least one replica, got {event.replicas!r}")
-        self._resize(self.stages[event.stage], event.replicas)
-
-    def _on_tick(self, event: ev.Tick) -> None:
-        now = self._clock()
-        for stage in self.stages:
-            if stage.autoscaler is not None:
-                target = stage.autoscaler.decide(len(stage.ready) + stage.inflight(), len(stage.active), now)
-                self._resize(stage, target)
 
     def _on_cancel(self, event: ev.Cancel) -> None:
         self.outcome = "cancelled"
@@ -321,7 +290,7 @@ class FlowCore:
         if self.plan.ordered:
             head = self.tracker.head()
             for bundle in stage.held:
-                if bundle[0].seq == head and (not last or fits(len(self._sink_pending), self.plan.sink_capacity,
+                if bundle[0].seq == head and (not last or fits(len(self.ledger), self.plan.sink_capacity,
                                                                len(bundle))):
                     return bundle
         first = stage.held[0]
@@ -334,13 +303,11 @@ class FlowCore:
 
     def _release_to_sink(self) -> None:
         for piece in self.tracker.take_released():
-            if piece.name in self._sink_pending or piece.name in self._committed:
-                continue  # the exactly-once rule: one commit per name
-            self._sink_pending[piece.name] = piece.rows
-            self._actions.append(ev.Deliver(piece.name, piece.payload, piece.rows))
+            if self.ledger.take(piece.name, piece.rows):  # the exactly-once rule: one commit per name
+                self._actions.append(ev.Deliver(piece.name, piece.payload, piece.rows))
 
     def _all_delivered(self) -> bool:
-        return (not self._source_open and not self._calls and not self._sink_pending
+        return (not self._source_open and not self._calls and not self.ledger
                 and self.tracker.open_sequences() == 0 and all(stage.depth() == 0 for stage in self.stages))
 
     def _new_call(self, stage: StagePipe, replica: Replica, piece: Piece) -> Call:
@@ -349,24 +316,6 @@ class FlowCore:
         replica.calls[call.call_id] = call
         self._calls[call.call_id] = call
         return call
-
-    def _new_replica(self, stage: StagePipe, replaces: int | None = None) -> Replica:
-        replica = Replica(self._next_replica)
-        self._next_replica += 1
-        self._actions.append(ev.StartReplica(stage.index, replica.replica_id, replaces))
-        return replica
-
-    def _resize(self, stage: StagePipe, target: int) -> None:
-        while len(stage.active) < target:
-            stage.active.append(self._new_replica(stage))
-        while len(stage.active) > target:
-            stage.retiring.append(stage.active.pop())
-        self._retire_idle(stage)
-        stage.metrics.replicas = len(stage.active)
-
-    def _retire_idle(self, stage: StagePipe) -> None:
-        for replica in stage.idle_retiring():
-            self._actions.append(ev.RetireReplica(stage.index, replica.replica_id))
 
     def _fail(self, message: str, cause: BaseException | None = None) -> None:
         error = PipelineFailedError(message)

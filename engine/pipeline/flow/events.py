@@ -176,11 +176,16 @@ class RetireReplica:
 
 @dataclass(frozen=True)
 class RecordDead:
-    """Store dead rows of ``step`` (a stage id, or ``"read"`` for bad input records)."""
+    """Store dead rows of ``step`` (a stage id, or ``"read"`` for bad input records).
+
+    ``key`` names them stably within the run (the batch they came from), the same in a
+    resumed run of the same pipeline, so that a resumed run records them once.
+    """
 
     step: str
     groups: tuple[DeadGroup, ...]
     source: dict = field(default_factory=dict)
+    key: str = ""
 
 
 @dataclass(frozen=True)
