@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.common.atomic_files import atomic_path, fsync_directory, is_temporary, remove_temporary_files, \
-    write_bytes_atomically, write_json_atomically, write_parquet_atomically
+    write_json_atomically, write_parquet_atomically
 from engine.errors import OutputExistsError, SpecError
 
 SUCCESS = "_SUCCESS"
