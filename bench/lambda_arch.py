@@ -9,8 +9,9 @@ Phases (events are generated before any timing starts):
    visible, freshness (ack -> visible in ``ads_shown``) p50/p99 and ``ads_shown`` query
    latency p50/p99 measured by a querying thread during the load.
 2. **batch** -- a fresh log of ``--batch-events`` events; one batch recomputation with the
-   engine's MapReduce on Ray and inline, against the same views computed by Polars
-   (the peer) from the same segment files; reports seconds and ratios.
+   engine's MapReduce on Ray and inline, against the same views computed by Polars and
+   by DuckDB (2 threads), the peers, from the same segment files; reports seconds, ratios
+   and whether the answers agree.
 
 Writes ``bench/results/lambda.json`` and ``bench/results/lambda.png``.
 """
@@ -182,6 +183,45 @@ def _polars_views(log_dir: Path, version: int) -> dict[str, Any]:
             "attributed_revenue": float(attributed["attributed_revenue"].sum())}
 
 
+def _duckdb_views(log_dir: Path, version: int) -> dict[str, Any]:
+    """The second peer: the same batch views in DuckDB (2 threads) over the same segment
+    files, read with pyarrow and scanned by DuckDB in place (ASOF JOIN for attribution)."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    started = time.perf_counter()
+    columns = ["offset", "event_time", "event_type", "user_id", "advertiser_id", "cost", "revenue"]
+    events = pa.concat_tables([ipc.open_file(str(path)).read_all().select(columns)
+                               for path in sorted((log_dir / "log").glob("seg-*.arrow"))])
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.register("events", events)
+    con.execute(f"""CREATE TEMP TABLE e AS SELECT event_type, user_id, advertiser_id, cost, revenue,
+                    epoch_ms(event_time) AS time_ms FROM events WHERE "offset" < {int(version)}""")
+    views, _spend = con.execute("""SELECT sum(views), sum(spend) FROM (SELECT advertiser_id, time_ms // 60000 AS minute,
+                                   sum((event_type = 'view')::BIGINT) AS views, sum(cost) AS spend
+                                   FROM e GROUP BY ALL)""").fetchone()
+    viewer_pairs = con.execute("""SELECT count(*) FROM (SELECT DISTINCT time_ms // 60000, user_id FROM e
+                                  WHERE event_type = 'view')""").fetchone()[0]
+    attributed = con.execute("""SELECT sum(revenue) FROM (
+        SELECT p.user_id, p.advertiser_id, sum(p.revenue) AS revenue
+        FROM (SELECT user_id, advertiser_id, time_ms, revenue FROM e WHERE event_type = 'purchase') p
+        ASOF JOIN (SELECT user_id, advertiser_id, time_ms AS click_ms FROM e WHERE event_type = 'click') c
+          ON p.user_id = c.user_id AND p.advertiser_id = c.advertiser_id AND p.time_ms >= c.click_ms
+        WHERE p.time_ms - c.click_ms <= 86400000 GROUP BY ALL)""").fetchone()[0]
+    elapsed = time.perf_counter() - started
+    con.close()
+    return {"elapsed_s": elapsed, "views": int(views or 0), "viewer_pairs": int(viewer_pairs),
+            "attributed_revenue": float(attributed or 0.0)}
+
+
+def _same_answers(engine_views: dict[str, Any], peer: dict[str, Any]) -> bool:
+    return (engine_views["views"] == peer["views"] and engine_views["viewer_pairs"] == peer["viewer_pairs"]
+            and abs(engine_views["attributed_revenue"] - peer["attributed_revenue"])
+            < 1e-6 * max(1.0, abs(peer["attributed_revenue"])))
+
+
 def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
     """One batch recomputation of ``--batch-events`` events: engine on Ray, inline, and Polars."""
     import pyarrow.compute as pc
@@ -217,15 +257,13 @@ def phase_batch(args: argparse.Namespace) -> dict[str, Any]:
                                                             .as_py() or 0.0)}
                 print(f"batch recomputation of {version:,} events, engine ({executor}): "
                       f"{views.elapsed_s:.1f} s", flush=True)
-        result["polars"] = _polars_views(directory, version)
-        print(f"same views with Polars: {result['polars']['elapsed_s']:.1f} s", flush=True)
-        engine_ray = result["engine_ray"]
-        result["ray_over_polars"] = engine_ray["elapsed_s"] / result["polars"]["elapsed_s"]
-        result["same_answers_as_polars"] = (
-            engine_ray["views"] == result["polars"]["views"]
-            and engine_ray["viewer_pairs"] == result["polars"]["viewer_pairs"]
-            and abs(engine_ray["attributed_revenue"] - result["polars"]["attributed_revenue"]) < 1e-6 * max(
-                1.0, abs(result["polars"]["attributed_revenue"])))
+        for peer, measure in (("polars", _polars_views), ("duckdb", _duckdb_views)):
+            result[peer] = measure(directory, version)
+            print(f"same views with {peer}: {result[peer]['elapsed_s']:.1f} s", flush=True)
+            result[f"ray_over_{peer}"] = result["engine_ray"]["elapsed_s"] / result[peer]["elapsed_s"]
+            result[f"same_answers_as_{peer}"] = _same_answers(result["engine_ray"], result[peer])
+            print(f"engine (ray) / {peer} time: {result[f'ray_over_{peer}']:.2f}, same answers: "
+                  f"{result[f'same_answers_as_{peer}']}", flush=True)
         result["stored_events"] = version
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -257,7 +295,7 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         axes[1].set_title("freshness and ads_shown latency")
     batch = results.get("batch", {})
     if batch:
-        names = [name for name in ("engine_ray", "engine_inline", "polars") if name in batch]
+        names = [name for name in ("engine_ray", "engine_inline", "polars", "duckdb") if name in batch]
         axes[2].bar(names, [batch[name]["elapsed_s"] for name in names], color="#8172b2")
         axes[2].axhline(30, color="red", linestyle="--", label="target 30 s")
         axes[2].set_ylabel("seconds")
