@@ -32,6 +32,7 @@ class TreeMemorySampler:
         self.peak_rss = 0
         self.peak_private = 0  # summed RSS minus each process's shared pages (object store, libraries)
         self.peak_processes = 0
+        self.peak_breakdown: dict[str, int] = {}  # process title -> summed RSS at the peak
         self.seen: dict[int, Any] = {}  # pid -> psutil.Process of every process of the tree
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -66,18 +67,31 @@ class TreeMemorySampler:
             except psutil.NoSuchProcess:
                 return
             total = private = 0
+            breakdown: dict[str, int] = {}
             for process in processes:
                 self.seen.setdefault(process.pid, process)
                 try:
                     info = process.memory_info()
+                    title = _title(process)
                 except psutil.Error:
                     continue
                 total += info.rss
                 private += info.rss - getattr(info, "shared", 0)
+                breakdown[title] = breakdown.get(title, 0) + info.rss
             if total > self.peak_rss:
-                self.peak_rss, self.peak_processes = total, len(processes)
+                self.peak_rss, self.peak_processes, self.peak_breakdown = total, len(processes), breakdown
             self.peak_private = max(self.peak_private, private)
             self._stop.wait(self.interval_s)
+
+
+def _title(process: Any) -> str:
+    """A short name for a process of the tree: Ray's title (``ray::MapReduceWorker``) or the
+    program's file name (``raylet``, ``gcs_server``, ``python``)."""
+    words = process.cmdline() or [process.name()]
+    first = words[0]
+    if first.startswith("ray::"):
+        return first.split(".")[0].split(" ")[0]
+    return os.path.basename(first)
 
 
 def subprocess_environment(address: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -142,7 +156,8 @@ def timed_process(args: list[str], log_path: Path, timeout_s: float, address: st
         tail = log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(args[:2])} failed (exit {process.returncode}); log {log_path}:\n{tail}")
     return {"wall_s": elapsed, "peak_rss_bytes": sampler.peak_rss, "peak_private_bytes": sampler.peak_private,
-            "peak_processes": sampler.peak_processes, "teardown_after_exit_s": teardown_s,
+            "peak_processes": sampler.peak_processes,
+            "peak_rss_by_process": sampler.peak_breakdown, "teardown_after_exit_s": teardown_s,
             "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0], "reported": reported,
             "stdout_tail": stdout[-4000:]}
 

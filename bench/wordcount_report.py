@@ -95,6 +95,10 @@ def summarize_system(nbytes: int, corpus_runs: list[dict], startup_runs: list[di
         "peak_rss_max_bytes": max(r["peak_rss_bytes"] for r in corpus_runs),
         "peak_private_max_bytes": max(r["peak_private_bytes"] for r in corpus_runs),
         "peak_processes": max(r["peak_processes"] for r in corpus_runs),
+        # Where the memory is at the highest peak: summed RSS per kind of process (MiB).
+        "peak_rss_mib_by_process": {name: round(rss / 2**20) for name, rss in sorted(
+            max(corpus_runs, key=lambda r: r["peak_rss_bytes"]).get("peak_rss_by_process", {}).items(),
+            key=lambda item: -item[1])},
         "load_1min": [[round(r["load_1min_before"], 2), round(r["load_1min_after"], 2)] for r in corpus_runs],
     }
 

@@ -43,18 +43,27 @@ class MapReduceWorker:
         # other can run in either order: each carries the pool's sequence number, and a call
         # older than the newest one seen does not change the lease.
         self._lease_seq: tuple[int, int] = (-1, -1)
-        self._warm_up()
+        self._warm = threading.Lock()
+        self._warmed = False
+        if reserves_cpu:
+            self._warm_up()
+        # The pool's spare holds no CPU and may wait a long time: it loads the compiled
+        # kernels (about 140 MiB of LLVM and code) only when it is leased.
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
 
-    @staticmethod
-    def _warm_up() -> None:
-        """Pay the one-time costs (imports, lookup tables) before the first task arrives."""
-        import pyarrow.compute  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
+    def _warm_up(self) -> None:
+        """Pay the one-time costs (imports, lookup tables, compiled kernels) before the first
+        task arrives; once per process."""
+        with self._warm:
+            if self._warmed:
+                return
+            import pyarrow.compute  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
 
-        from engine.kernels import warm_up
+            from engine.kernels import warm_up
 
-        warm_up()
+            warm_up()
+            self._warmed = True
 
     def _watch_idle(self, timeout_s: float) -> None:
         """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""
@@ -74,6 +83,8 @@ class MapReduceWorker:
             self._job = job_id
             self._chaos = chaos or WorkerChaos()
             self._tasks_done = 0
+        if not self._warmed:  # a spare taking over: warm up beside the job's first calls
+            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         return self.name
 
     def release(self, job_id: str, seq: tuple[int, int]) -> None:
