@@ -134,8 +134,11 @@ class ShardMachine(RuleBasedStateMachine):
     @invariant()
     def chunks_stay_few(self) -> None:
         chunks = self.shard.status()["chunks"]
-        # a binary counter of merged chunks per stretch between pinned offsets
+        # a binary counter of merged chunks per stretch between pinned offsets, and never more
+        # than max_chunks after the last pin plus one per pinned stretch (a stretch pinned since
+        # the last delivery may still hold max_chunks)
         assert len(chunks) <= (len(self.pending) + 1) * (len(self.batches).bit_length() + 2)
+        assert len(chunks) <= len(self.pending) + 2 * self.shard.max_chunks
 
 
 TestShardMachine = ShardMachine.TestCase
