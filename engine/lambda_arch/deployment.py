@@ -4,7 +4,8 @@
 :class:`LambdaDeployment`.  It implements ``engine.runtime.handle.Handle`` (open-ended
 work: ``progress()`` is ``None``; ``result()`` waits for ``close()``) and the deployment's
 own methods: ``ingest``, ``query``, ``recompute_batch``, ``start_batch_schedule`` /
-``stop_batch_schedule``, ``wait_visible``, ``rebuild_speed_layer`` / ``heal``, ``close``.
+``stop_batch_schedule``, ``wait_visible``, ``rebuild_speed_layer`` / ``heal``, ``state_size``,
+``close``.
 
 Locks, always taken in this order: ``_batch_lock`` (one recomputation at a time),
 ``_ingest_lock`` (ingests, in log order), ``_shard_lock`` (replacing shards or switching
