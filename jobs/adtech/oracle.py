@@ -201,7 +201,14 @@ class AdEventTally(AdEventOracle):
             self.viewers.setdefault(minute, set()).add(row["user_id"])
 
     def ingest(self, batch: pa.Table) -> dict[str, int]:
-        """Process one ingest batch (see ``AdEventOracle.ingest``), then forget expired ids."""
+        """Process one ingest batch (see ``AdEventOracle.ingest``), then forget expired ids.
+
+        A ``timestamp[ms]`` event-time column is read as its epoch milliseconds (the
+        same values, without building a ``datetime`` per row)."""
+        index = batch.schema.get_field_index("event_time")
+        if index >= 0 and pa.types.is_timestamp(batch.schema.field(index).type) \
+                and batch.schema.field(index).type.unit == "ms":
+            batch = batch.set_column(index, "event_time", batch.column(index).cast(pa.int64()))
         counts = super().ingest(batch)
         if self.watermark is not None and (self._pruned_at is None
                                            or self.watermark - self._pruned_at >= max(1, self.horizon_ms // 8)):
