@@ -12,7 +12,9 @@ At the end: every acknowledged event is in the reopened master log and covered b
 final answers; the final answers equal an independent plain-Python oracle
 (``jobs.adtech.oracle.AdEventTally``) fed the same batches, run after sampling stopped.
 Writes ``bench/results/lambda_soak.json`` and ``lambda_soak.png`` (RSS over time) and
-prints a summary; exit status 1 when a check fails.
+prints a summary; exit status 1 when a check fails.  The oracle is plain Python: about
+25 us per event (measured with other work on the machine), so some 5 minutes after the
+default 10 minutes at 20,000 events/s.
 
 What bounds memory: the real-time views are compacted per view key (``LambdaOptions.
 speed_chunks``), and the dedup index holds the ids of the last 9/8 ``--dedup-horizon-
@@ -377,8 +379,8 @@ def main(argv: list[str]) -> int:
     args = _parse(argv)
     import engine
 
-    if args.executor == "ray":
-        engine.connect(num_cpus=2)
+    if args.executor == "ray":  # the MapReduce pool is pre-started only when the batch layer runs
+        engine.connect(num_cpus=2, warm=args.batch_every > 0)
     directory = Path(tempfile.mkdtemp(prefix="bench-lambda-soak-"))
     try:
         try:
