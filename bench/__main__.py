@@ -11,6 +11,7 @@ SUITES = {
     "pipeline": ("bench.pipeline", "3-stage pipeline vs a Ray Data map_batches chain"),
     "scatter-gather": ("bench.scatter_gather", "scatter-gather latency over shard actors"),
     "lambda": ("bench.lambda_arch", "Lambda architecture ingest, freshness and queries"),
+    "lambda_soak": ("bench.lambda_soak", "Lambda ingest soak: process-tree RSS over time, nothing lost, exact answers"),
 }
 
 

@@ -58,8 +58,9 @@ class InlineBackend:
     def create_shards(self, speed_start: int) -> None:
         """New, empty shards whose real-time state starts at ``speed_start``."""
         count = self.spec.options.shards
+        options = self.spec.options
         self.shards = [ViewShard(index, count, self.spec.views, self.spec.queries, speed_start,
-                                 self.spec.options.compact_speed) for index in range(count)]
+                                 options.compact_speed, options.speed_chunks) for index in range(count)]
 
     def load_batch(self, version: int, partitions: Sequence[Mapping[str, pa.Table]]) -> None:
         """Every shard holds its partition of batch view ``version``."""
@@ -99,6 +100,10 @@ class InlineBackend:
         names = shard_names(len(shards))
         return lambda message: outcomes(service.gather(message), names)
 
+    def shard_status(self) -> list[dict[str, Any]]:
+        """Every shard's ``ViewShard.status()``."""
+        return [shard.status() for shard in self.shards]
+
     def probe(self, name: str) -> bool:
         """In-process shards are always there."""
         return True
@@ -137,8 +142,9 @@ class RayBackend(InlineBackend):
 
         count = self.spec.options.shards
         actor_class = ray.remote(ViewShard).options(num_cpus=0, max_concurrency=8)
+        options = self.spec.options
         self.actors = [actor_class.remote(index, count, self.spec.views, self.spec.queries, speed_start,
-                                          self.spec.options.compact_speed) for index in range(count)]
+                                          options.compact_speed, options.speed_chunks) for index in range(count)]
         self._call("status", [() for _ in self.actors])  # started (and importable) before the first query
 
     def _call(self, method: str, arguments: Sequence[tuple], actors: Sequence[Any] | None = None) -> list[Any]:
@@ -178,6 +184,9 @@ class RayBackend(InlineBackend):
         service = RayScatterGather.from_actors(list(self.actors), aggregator=list, options=options, names=names)
 
         return lambda message: outcomes(service.gather(message), names)
+
+    def shard_status(self) -> list[dict[str, Any]]:
+        return self._call("status", [() for _ in self.actors])
 
     def probe(self, name: str) -> bool:
         import ray

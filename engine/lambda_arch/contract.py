@@ -45,18 +45,24 @@ class EventContract:
       horizon (needs ``time_column``).
     - ``time_column``: the event time (``timestamp[ms]`` or int64 milliseconds); the
       horizon is measured on it and the newest stored time is the default "now".
+    - ``allow_non_finite``: by default a row whose value in a floating-point column is
+      NaN, inf or -inf is rejected (``"non-finite <field>"``, the first such field in
+      schema order), after ``validate``; ``True`` stores such values as they are.
     """
 
     schema: pa.Schema
     validate: Validation | None = None
     id_column: str | None = None
     time_column: str | None = None
+    allow_non_finite: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.schema, pa.Schema) or len(self.schema) == 0:
             raise SpecError(f"EventContract.schema must be a non-empty pyarrow Schema, got {self.schema!r}")
         if OFFSET in self.schema.names:
             raise SpecError(f"EventContract.schema may not have a column {OFFSET!r}: the master log adds it")
+        if not isinstance(self.allow_non_finite, bool):
+            raise SpecError(f"EventContract.allow_non_finite must be True or False, got {self.allow_non_finite!r}")
         if self.validate is not None and not callable(self.validate):
             raise SpecError(f"EventContract.validate must be callable or None, got {self.validate!r}")
         for role in ("id_column", "time_column"):
@@ -168,10 +174,45 @@ def merge_rejected(rejected: pa.Table, extra: pa.Table) -> pa.Table | None:
         return None
 
 
+def non_finite_reasons(schema: pa.Schema, table: pa.Table) -> pa.Array | None:
+    """Per row, ``"non-finite <field>"`` for the first floating-point field (schema order)
+    whose value is NaN, inf or -inf, else null; ``None`` when no row has one."""
+    reason = None
+    for field in reversed(schema):  # applied last to first, so the first such field wins
+        if not pa.types.is_floating(field.type):
+            continue
+        bad = pc.fill_null(pc.invert(pc.is_finite(table.column(field.name))), False)
+        if pc.any(bad).as_py():
+            reason = pc.if_else(bad, pa.scalar(f"non-finite {field.name}"),
+                                reason if reason is not None else pa.nulls(table.num_rows, pa.string()))
+    return reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
+
+
+def _reject_non_finite(schema: pa.Schema, valid: pa.Table, rejected: pa.Table) -> tuple[pa.Table, pa.Table]:
+    reason = non_finite_reasons(schema, valid)
+    if reason is None:
+        return valid, rejected
+    bad = pc.is_valid(reason)
+    extra = valid.filter(bad).append_column(REASON, pc.filter(reason, bad))
+    merged = merge_rejected(rejected, extra)
+    if merged is None:  # the validation's rejected rows have their own shape: keep both as text
+        merged = pa.concat_tables([pa.table({name: as_text(table.column(name)) for name in table.column_names})
+                                   for table in (rejected, extra)], promote_options="permissive")
+    return valid.filter(pc.invert(bad)), merged
+
+
 def split_batch(contract: EventContract, batch: pa.Table | pa.RecordBatch) -> tuple[pa.Table, pa.Table]:
     """Run the contract's validation on ``batch``: (valid rows as ``contract.schema``,
-    rejected rows with ``reject_reason``).  Raises ``ValueError`` for a batch that is not
+    rejected rows with ``reject_reason``; rows with a non-finite float value are rejected
+    unless ``contract.allow_non_finite``).  Raises ``ValueError`` for a batch that is not
     Arrow, ``SpecError`` when the validation function breaks its contract."""
+    valid, rejected = _validate(contract, batch)
+    if contract.allow_non_finite:
+        return valid, rejected
+    return _reject_non_finite(contract.schema, valid, rejected)
+
+
+def _validate(contract: EventContract, batch: pa.Table | pa.RecordBatch) -> tuple[pa.Table, pa.Table]:
     if isinstance(batch, pa.RecordBatch):
         batch = pa.Table.from_batches([batch])
     if not isinstance(batch, pa.Table):

@@ -16,8 +16,12 @@ Ids are compared exactly.  The index is a few sorted *runs* of (stable 64-bit ha
 ``engine.common.hashing``, time, id) merged size-tiered like an LSM tree; a lookup
 binary-searches the hash, then compares the ids of the entries with that hash, so a hash
 collision costs a comparison, never a wrong answer.  Entries whose time fell below
-``M - horizon`` are dropped at merges because they can never match again.  Within a
-batch, ids are grouped exactly by dictionary encoding.
+``M - horizon`` can never match again: they are dropped at merges, and every run is
+purged of them whenever ``M`` has advanced by an eighth of the horizon since the last
+purge.  So the index holds at most one entry per event stored with event time at least
+``M - 9/8 * horizon``, and none older: its memory is bounded by the events of the last horizon (and an
+eighth) of event time, however long ingest runs.  Within a batch, ids are grouped exactly
+by dictionary encoding.
 
 Work and memory are linear in the total bytes of the ids, whatever their lengths: ids are
 hashed in slices of at most ``SLICE_BYTES``, and an id longer than that piece by piece
@@ -196,6 +200,7 @@ class DedupIndex:
         self.horizon_ms = int(horizon_ms)
         self.watermark = _NO_WATERMARK
         self._runs: list[_Run] = []
+        self._purged_at = _NO_WATERMARK  # the cutoff of the last purge
 
     @property
     def cutoff(self) -> int:
@@ -272,4 +277,17 @@ class DedupIndex:
             self._runs.append(_make_run(np.concatenate([older.hashes, newer.hashes]),
                                         np.concatenate([older.time, newer.time]),
                                         pa.concat_arrays([older.ids, newer.ids]), cutoff))
+        if cutoff - self._purged_at >= max(1, self.horizon_ms // 8):
+            self._purge(cutoff)
         self._runs = [run for run in self._runs if len(run) and run.time.max() >= cutoff]
+
+    def _purge(self, cutoff: int) -> None:
+        """Drop every entry older than ``cutoff`` (filtering keeps each run sorted)."""
+        purged = []
+        for run in self._runs:
+            live = run.time >= cutoff
+            if not live.all():
+                run = _Run(run.hashes[live], run.time[live], run.ids.filter(pa.array(live)))
+            purged.append(run)
+        self._runs = purged
+        self._purged_at = cutoff

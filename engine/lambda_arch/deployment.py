@@ -4,7 +4,8 @@
 :class:`LambdaDeployment`.  It implements ``engine.runtime.handle.Handle`` (open-ended
 work: ``progress()`` is ``None``; ``result()`` waits for ``close()``) and the deployment's
 own methods: ``ingest``, ``query``, ``recompute_batch``, ``start_batch_schedule`` /
-``stop_batch_schedule``, ``wait_visible``, ``rebuild_speed_layer`` / ``heal``, ``close``.
+``stop_batch_schedule``, ``wait_visible``, ``rebuild_speed_layer`` / ``heal``, ``state_size``,
+``close``.
 
 Locks, always taken in this order: ``_batch_lock`` (one recomputation at a time),
 ``_ingest_lock`` (ingests, in log order), ``_shard_lock`` (replacing shards or switching
@@ -296,6 +297,16 @@ class LambdaDeployment(Handle):
     def rejected_rows(self) -> pa.Table:
         """Every row ingest rejected, with its ``reject_reason`` (from the dead letters)."""
         return self.log.rejected_rows()
+
+    def state_size(self) -> dict[str, int]:
+        """What the deployment holds in memory for its views and dedup, summed over shards:
+        real-time ``chunks``, ``speed_rows`` and ``speed_bytes``, ``batch_rows``, and the
+        dedup index's ``dedup_entries`` (see ``ViewShard.status`` and ``dedup.py``)."""
+        with self._shard_lock:
+            shards = self._backend.shard_status()
+        totals = {name: sum(status[name] for status in shards) for name in ("speed_rows", "speed_bytes", "batch_rows")}
+        return {"chunks": sum(len(status["chunks"]) for status in shards), **totals,
+                "dedup_entries": self.log.dedup_entries}
 
     def shard_actors(self) -> list[object]:
         """The view-shard actors (Ray; for inspection and fault injection)."""

@@ -176,6 +176,11 @@ class MasterLog:
         return marks[position][1] if position >= 0 else None
 
     @property
+    def dedup_entries(self) -> int:
+        """(id, time) entries the dedup index holds (0 without an id column)."""
+        return self._dedup.entries() if self._dedup is not None else 0
+
+    @property
     def end_offset(self) -> int:
         """The offset the next stored event gets (= number of events stored)."""
         segments = self._segments

@@ -5,8 +5,12 @@ A shard holds, for the rows whose ``shard_by`` hash picks it:
 - batch views by version ``W`` (the first log offset *not* covered); two versions exist
   during a blue-green switch, the older is dropped once the switch is done;
 - real-time *chunks*: the partials of log offsets ``[begin, end)``, one per ingest batch
-  as it is applied (in log order), merged size-tiered like a binary counter
-  (``compact=True``) so a shard holds O(log n) chunks whatever the number of batches.
+  as it is applied (in log order).  With ``compact=True`` they are merged with the view's
+  combiner (one partial row per view key): size-tiered like a binary counter, and never
+  more than ``max_chunks`` chunks after the last pinned offset; the chunks below a pinned
+  offset are merged into one.  So a shard holds at most ``max_chunks + pins`` chunks, each
+  at most one row per key of a view: memory bounded by the views' keys since ``W``, not by
+  the number of events or batches since ``W``.
 
 A query names a snapshot ``(W, H)``; it is answered from batch view ``W`` plus chunks
 that tile ``[W, H)`` exactly -- the events with offsets below ``H``, each once.  A shard
@@ -15,9 +19,9 @@ that cannot (view ``W`` gone, chunks not applied yet, or merged across ``H``) re
 
 Two rules keep merged chunks answerable.  Chunks are merged only *before* a new one is
 appended, when every held chunk is published (the speed layer publishes a batch on all
-shards before it sends the next).  And a ``pin(W')`` -- sent when a batch recomputation
-up to ``W'`` starts -- keeps ``W'`` a chunk boundary, so switching to ``W'`` drops whole
-chunks.  Plain Python (thread-safe); the Ray executor wraps it in an actor.
+shards before it sends the next), and the newest chunk's end -- the published offset --
+stays a boundary.  And a ``pin(W')`` -- sent when a batch recomputation up to ``W'``
+starts -- keeps ``W'`` a chunk boundary, so switching to ``W'`` drops whole chunks.  Plain Python (thread-safe); the Ray executor wraps it in an actor.
 """
 
 from __future__ import annotations
@@ -102,10 +106,13 @@ class ViewShard:
     """Batch and real-time view partitions of shard ``index`` (of ``shards``)."""
 
     def __init__(self, index: int, shards: int, views: Sequence[View], queries: Sequence[Query],
-                 speed_start: int = 0, compact: bool = True) -> None:
+                 speed_start: int = 0, compact: bool = True, max_chunks: int = 4) -> None:
+        if max_chunks < 2:
+            raise ValueError(f"max_chunks must be >= 2 (the newest chunk and the rest), got {max_chunks}")
         self.index = index
         self.shards = shards
         self.compact = compact
+        self.max_chunks = max_chunks
         self._views = {view.name: view for view in views}
         self._queries = {query.name: query for query in queries}
         self._lock = threading.Lock()
@@ -145,15 +152,33 @@ class ViewShard:
             self._chunks.append(Chunk(begin, end, 1, {name: t for name, t in tables.items() if t.num_rows}))
             return end
 
+    def _merge(self, older: Chunk, newer: Chunk) -> Chunk:
+        """One chunk of two adjacent ones: each view's partials merged by its combiner."""
+        merged = dict(older.tables)
+        for name, table in newer.tables.items():
+            merged[name] = self._views[name].combine.merge_partials([merged[name], table]) if name in merged else table
+        return Chunk(older.begin, newer.end, older.weight + newer.weight, merged)
+
     def _merge_published_chunks(self) -> None:
-        chunks = self._chunks
-        while len(chunks) >= 2 and chunks[-2].weight <= chunks[-1].weight and chunks[-2].end not in self._pins:
-            newer, older = chunks.pop(), chunks.pop()
-            merged = dict(older.tables)
-            for name, table in newer.tables.items():
-                merged[name] = (self._views[name].combine.merge_partials([merged[name], table])
-                                if name in merged else table)
-            chunks.append(Chunk(older.begin, newer.end, older.weight + newer.weight, merged))
+        """Merge held chunks (all published) without crossing a pinned offset: each stretch
+        that ends at a pin into one chunk; the open stretch after the last pin size-tiered
+        and down to fewer than ``max_chunks`` chunks (room for the one being appended)."""
+        groups: list[list[Chunk]] = [[]]
+        for chunk in self._chunks:
+            groups[-1].append(chunk)
+            if chunk.end in self._pins:
+                groups.append([])
+        compacted: list[Chunk] = []
+        for group in groups[:-1]:  # closed stretches: nothing is appended to them any more
+            while len(group) > 1:
+                newer = group.pop()
+                group[-1] = self._merge(group[-1], newer)
+            compacted += group
+        tail = groups[-1]
+        while len(tail) > 1 and (tail[-2].weight <= tail[-1].weight or len(tail) >= self.max_chunks):
+            newer = tail.pop()
+            tail[-1] = self._merge(tail[-1], newer)
+        self._chunks = compacted + tail
 
     def pin(self, offset: int) -> None:
         """Keep ``offset`` a chunk boundary (a batch view up to it is being computed)."""
@@ -174,11 +199,15 @@ class ViewShard:
             self._floor = max(self._floor, version)
 
     def status(self) -> dict[str, Any]:
-        """Applied real-time offset, held batch versions, chunks and their rows."""
+        """Applied real-time offset, held batch versions, the real-time chunks and the rows
+        and bytes they hold (``speed_rows`` / ``speed_bytes``), and the batch views' rows."""
         with self._lock:
+            tables = [table for chunk in self._chunks for table in chunk.tables.values()]
             return {"index": self.index, "applied_end": self._applied_end, "versions": sorted(self._batch),
                     "chunks": [(chunk.begin, chunk.end) for chunk in self._chunks],
-                    "speed_rows": sum(t.num_rows for chunk in self._chunks for t in chunk.tables.values())}
+                    "speed_rows": sum(table.num_rows for table in tables),
+                    "speed_bytes": sum(table.nbytes for table in tables),
+                    "batch_rows": sum(table.num_rows for views in self._batch.values() for table in views.values())}
 
     # -- queries ------------------------------------------------------------------------
 

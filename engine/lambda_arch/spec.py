@@ -151,8 +151,10 @@ class LambdaOptions:
       (``None``: one per CPU; fewer leave CPU to ingest and the speed layer).
     - ``speed_replicas`` / ``feed_capacity``: replicas of the speed stage and batches its
       live feed holds before ingest blocks (Ray).
-    - ``compact_speed``: merge real-time chunks of a shard size-tiered (memory bounded by
-      the views, not by the number of batches since the batch view).
+    - ``compact_speed``: merge the real-time chunks of a shard with the views' combiners,
+      size-tiered, into at most ``speed_chunks`` chunks after the last pinned offset (and
+      one per pinned stretch below it): memory bounded by the views' keys since the batch
+      view, not by the number of events or batches since it.
     - ``query_deadline_s``: how long a query waits for a shard (Ray); ``query_retry``:
       retries of stale snapshots and unavailable shards (the one ``RetryPolicy``).
     - ``breaker_failures`` / ``breaker_reset_s``: a shard failing this many queries in a
@@ -178,6 +180,7 @@ class LambdaOptions:
     speed_replicas: int = 1
     feed_capacity: int = 8
     compact_speed: bool = True
+    speed_chunks: int = 4
     query_deadline_s: float = 5.0
     query_retry: RetryPolicy = field(default_factory=_default_query_retry)
     breaker_failures: int = 5
@@ -194,6 +197,8 @@ class LambdaOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"LambdaOptions.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.speed_chunks, bool) or not isinstance(self.speed_chunks, int) or self.speed_chunks < 2:
+            raise SpecError(f"LambdaOptions.speed_chunks must be an int >= 2, got {self.speed_chunks!r}")
         if self.batch_workers is not None and self.batch_workers < 1:
             raise SpecError(f"LambdaOptions.batch_workers must be None or >= 1, got {self.batch_workers}")
         if not 0 <= self.dedup_horizon_hours < math.inf:

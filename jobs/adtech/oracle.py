@@ -75,6 +75,7 @@ class AdEventOracle:
         self.newest_stored_time: dict[str, int] = {}
         self.watermark: int | None = None
         self.rejected = 0
+        self.stored = 0
 
     def _valid(self, row: dict[str, Any]) -> bool:
         for name in _REQUIRED:
@@ -116,13 +117,17 @@ class AdEventOracle:
                 duplicates += 1
                 continue
             self.newest_stored_time[row["event_id"]] = max(seen, time_ms) if seen is not None else time_ms
-            stored = dict(row, event_time=time_ms, offset=len(self.rows))
-            self.rows.append(stored)
+            self._store(dict(row, event_time=time_ms, offset=self.stored))
+            self.stored += 1
             accepted += 1
             newest = time_ms if newest is None else max(newest, time_ms)
         self.watermark = newest
         self.rejected += rejected
         return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+
+    def _store(self, row: dict[str, Any]) -> None:
+        """Keep one stored row (with its ``offset``)."""
+        self.rows.append(row)
 
     def _window(self, end_offset: int, first_minute: int, last_minute: int) -> list[dict[str, Any]]:
         return [row for row in self.rows[:end_offset]
@@ -172,3 +177,74 @@ class AdEventOracle:
     def latest_event_ms(self) -> int:
         """Newest stored event time (0 when nothing is stored)."""
         return self.watermark or 0
+
+
+class AdEventTally(AdEventOracle):
+    """The oracle for long streams: the same validation and de-duplication, but instead of
+    the rows it keeps what the real-time queries over *all* stored rows need -- views per
+    (advertiser, minute) and the set of viewers per minute -- and forgets ids whose stored
+    time fell behind the horizon (they can never make a row a duplicate again).  Answers
+    cover every stored row (``end_offset`` must be ``stored``); no ROI.
+    """
+
+    def __init__(self, horizon_ms: int = 24 * 3_600_000, now_ms: int | None = None) -> None:
+        super().__init__(horizon_ms, now_ms)
+        self.views: dict[tuple[int, int], int] = {}
+        self.viewers: dict[int, set[int]] = {}
+        self._pruned_at: int | None = None
+
+    def _store(self, row: dict[str, Any]) -> None:
+        if row["event_type"] == "view":
+            minute = row["event_time"] // 60_000
+            key = (row["advertiser_id"], minute)
+            self.views[key] = self.views.get(key, 0) + 1
+            self.viewers.setdefault(minute, set()).add(row["user_id"])
+
+    def ingest(self, batch: pa.Table) -> dict[str, int]:
+        """Process one ingest batch (see ``AdEventOracle.ingest``), then forget expired ids.
+
+        A ``timestamp[ms]`` event-time column is read as its epoch milliseconds (the
+        same values, without building a ``datetime`` per row)."""
+        index = batch.schema.get_field_index("event_time")
+        if index >= 0 and pa.types.is_timestamp(batch.schema.field(index).type) \
+                and batch.schema.field(index).type.unit == "ms":
+            batch = batch.set_column(index, "event_time", batch.column(index).cast(pa.int64()))
+        counts = super().ingest(batch)
+        if self.watermark is not None and (self._pruned_at is None
+                                           or self.watermark - self._pruned_at >= max(1, self.horizon_ms // 8)):
+            cutoff = self.watermark - self.horizon_ms
+            self.newest_stored_time = {key: t for key, t in self.newest_stored_time.items() if t >= cutoff}
+            self._pruned_at = self.watermark
+        return counts
+
+    def _all(self, end_offset: int) -> None:
+        if end_offset != self.stored:
+            raise ValueError(f"the tally answers over all {self.stored} stored rows, not the first {end_offset}")
+
+    def ads_shown(self, end_offset: int, first_minute: int, last_minute: int,
+                  advertiser_id: int | None = None) -> int:
+        """View events in the window (over every stored row)."""
+        return sum(self.views_by_advertiser(end_offset, first_minute, last_minute, advertiser_id).values())
+
+    def views_by_advertiser(self, end_offset: int, first_minute: int, last_minute: int,
+                            advertiser_id: int | None = None) -> dict[int, int]:
+        """View events in the window per advertiser (over every stored row)."""
+        self._all(end_offset)
+        counts: dict[int, int] = {}
+        for (advertiser, minute), views in self.views.items():
+            if first_minute <= minute <= last_minute and advertiser_id in (None, advertiser):
+                counts[advertiser] = counts.get(advertiser, 0) + views
+        return counts
+
+    def active_viewers(self, end_offset: int, first_minute: int, last_minute: int) -> int:
+        """Distinct users with a view in the window (over every stored row)."""
+        self._all(end_offset)
+        users: set[int] = set()
+        for minute, seen in self.viewers.items():
+            if first_minute <= minute <= last_minute:
+                users |= seen
+        return len(users)
+
+    def roi(self, end_offset: int) -> dict[int, tuple[float, float, float | None]]:
+        """Not kept by the tally."""
+        raise NotImplementedError("AdEventTally keeps no ROI; use AdEventOracle")

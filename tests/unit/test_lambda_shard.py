@@ -61,8 +61,10 @@ class ShardMachine(RuleBasedStateMachine):
         self.seen_snapshots: list[tuple[int, int]] = [(0, 0)]
         self.shard = self._new_shard(0)
 
+    max_chunks = 4
+
     def _new_shard(self, start: int) -> ViewShard:
-        shard = ViewShard(0, 1, [VIEW], [QUERY], speed_start=start, compact=True)
+        shard = ViewShard(0, 1, [VIEW], [QUERY], speed_start=start, compact=True, max_chunks=self.max_chunks)
         shard.load_batch(self.version, {"sums": self._batch_table(self.version)})
         return shard
 
@@ -134,12 +136,30 @@ class ShardMachine(RuleBasedStateMachine):
     @invariant()
     def chunks_stay_few(self) -> None:
         chunks = self.shard.status()["chunks"]
-        # a binary counter of merged chunks per stretch between pinned offsets
+        # a binary counter of merged chunks per stretch between pinned offsets, and never more
+        # than max_chunks after the last pin plus one per pinned stretch (a stretch pinned since
+        # the last delivery may still hold max_chunks)
         assert len(chunks) <= (len(self.pending) + 1) * (len(self.batches).bit_length() + 2)
+        assert len(chunks) <= len(self.pending) + 2 * self.shard.max_chunks
 
 
 TestShardMachine = ShardMachine.TestCase
 TestShardMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+
+
+class TightShardMachine(ShardMachine):
+    """The same rules with the tightest cap: every append merges the tail down to one chunk."""
+
+    max_chunks = 2
+
+
+TestTightShardMachine = TightShardMachine.TestCase
+TestTightShardMachine.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+
+
+def test_a_cap_below_two_chunks_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_chunks must be >= 2"):
+        ViewShard(0, 1, [VIEW], [QUERY], max_chunks=1)
 
 
 def test_a_switched_away_snapshot_is_refused_with_stale() -> None:
