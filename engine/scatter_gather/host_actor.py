@@ -36,8 +36,9 @@ class ShardHost:
         yield from self._runner.stream(request)
 
     def describe(self) -> dict[str, Any]:
-        """Process id, shards and their row counts (also the start-up probe)."""
-        return {"pid": os.getpid(),
+        """Process id, requests received, shards and their row counts (also the start-up
+        probe)."""
+        return {"pid": os.getpid(), "requests": self._runner.requests,
                 "shards": {name: table.num_rows for name, table in self._runner.shards.items()}}
 
 

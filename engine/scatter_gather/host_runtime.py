@@ -43,6 +43,7 @@ class ShardRunner:
                        for name in self.shards}
         self._running = dict.fromkeys(self.shards, 0)
         self._lock = threading.Lock()
+        self.requests = 0  # requests received (answer or stream), for tests and status
 
     def _claim(self, name: str) -> bool:
         with self._lock:
@@ -72,6 +73,8 @@ class ShardRunner:
         finish).  Replies are encoded for the wire (``replies.encode_reply``)."""
         futures: dict[str, Future] = {}
         errors: dict[str, str] = {}
+        with self._lock:
+            self.requests += 1
         for name in self.shards:
             if self._claim(name):
                 futures[name] = self._pools[name].submit(self._run_one, name, request)
@@ -105,6 +108,8 @@ class ShardRunner:
         then its ``DONE`` (or ``ERROR``); ends when every shard has ended."""
         events: queue.Queue[StreamEvent] = queue.Queue()
         open_shards = 0
+        with self._lock:
+            self.requests += 1
         for name in self.shards:
             if self._claim(name):
                 self._pools[name].submit(self._stream_one, name, request, events)
