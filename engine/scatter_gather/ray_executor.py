@@ -234,9 +234,15 @@ class RayScatterGather(ScatterGatherService):
             return
         ready = set(ray.wait(refs, num_returns=len(refs),
                              timeout=max(0.0, until - time.monotonic()))[0])
-        for host, ref in calls:
-            if ref in ready:
+        arrived = [(host, ref) for host, ref in calls if ref in ready]
+        try:  # one fetch for all that arrived, unless one of them failed
+            values = ray.get([ref for _, ref in arrived])
+        except RayError:
+            for host, ref in arrived:
                 self._take(host, ref, gathering)
+            return
+        for (host, _), value in zip(arrived, values):
+            gathering.host_replied(host.decode(value))
 
     def _take(self, host: HostClient, ref: ray.ObjectRef, gathering: Gathering) -> bool:
         """Record one arrived host reply; a failed call fails its shards.  True if fetched."""
