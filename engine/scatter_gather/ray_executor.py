@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -47,6 +47,7 @@ class _Pending:
     started: float
     gathering: Gathering
     inflight: dict[int, tuple[HostClient, Any]]  # host -> its ObjectRefGenerator (or ref)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # poll/wait from any thread
 
 
 class RayScatterGather(ScatterGatherService):
@@ -281,8 +282,9 @@ class RayScatterGather(ScatterGatherService):
         """
         with self._lock:
             pending = self._requests.get(request_id)
-        self._drain(pending)
-        return self._result(pending)
+        with pending.lock:
+            self._drain(pending)
+            return self._result(pending)
 
     def wait(self, request_id: str, timeout_s: float | None = None) -> GatherResult:
         """Block until every shard finished or ``timeout_s`` seconds passed; then poll."""
@@ -290,13 +292,15 @@ class RayScatterGather(ScatterGatherService):
             pending = self._requests.get(request_id)
         until = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            self._drain(pending)
-            waitables = [waitable for _, waitable in pending.inflight.values()]
+            with pending.lock:
+                self._drain(pending)
+                waitables = [waitable for _, waitable in pending.inflight.values()]
             remaining = None if until is None else until - time.monotonic()
             if not waitables or (remaining is not None and remaining <= 0):
                 break
             ray.wait(waitables, num_returns=1, timeout=remaining)
-        return self._result(pending)
+        with pending.lock:
+            return self._result(pending)
 
     def _result(self, pending: _Pending) -> GatherResult:
         return pending.gathering.result(self.aggregator, pending.started, pending.request_id,

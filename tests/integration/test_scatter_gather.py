@@ -109,11 +109,11 @@ def test_shards_map_to_hosts_and_each_request_is_one_call_per_host(ray_runtime: 
 
 
 def test_a_stalled_shard_hides_only_itself_by_the_deadline(service: RayScatterGather) -> None:
-    # shard-2 shares its host with shard-0, which must still answer.  Generous margins:
-    # the suite runs on a busy 2-core machine.
+    # shard-2 shares its host with shard-0, which must still answer.  Generous margins
+    # (the host answers 0.4 s before the deadline): the suite runs on a busy 2-core machine.
     assert ["shard-0", "shard-2"] in service.assignment
-    request = {"above": -1, "stall": 2, "stall_s": 10.0}
-    result = service.gather(request, deadline_s=1.5)
+    request = {"above": -1, "stall": 2, "stall_s": 20.0}
+    result = service.gather(request, deadline_s=4.0)
     assert result.partial and result.done
     assert result.missing == ["shard-2"] and result.answered == ["shard-0", "shard-1", "shard-3"]
     assert result.errors == {}
