@@ -27,7 +27,7 @@ class ScatterGatherOptions:
     - ``deadline_s``: how long ``gather`` waits for replies; late replies are left out
       and the result is marked partial.
     - ``min_replies``: fewer answers than this by the deadline raise
-      :class:`NotEnoughRepliesError` naming the missing workers.
+      :class:`NotEnoughRepliesError` naming the missing shards.
     - ``result_ttl_s``: how long a long-running request id stays valid after ``submit``.
     - ``hosts``: how many shard-host actors serve the shards on the Ray executor (each
       host holds several shards and answers for all of them in one call); ``None`` (the

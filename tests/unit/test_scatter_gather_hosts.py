@@ -202,3 +202,17 @@ def test_gathering_rejects_unknown_shards_and_duplicate_names() -> None:
         Gathering(["a", "a"])
     with pytest.raises(KeyError, match="unknown shard 'zz'"):
         Gathering(["a"]).piece("zz", 1)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"hosts": 0}, "hosts must be None or an int >= 1, got 0"),
+    ({"hosts": True}, "hosts must be None or an int >= 1, got True"),
+    ({"hosts": 2.5}, "hosts must be None or an int >= 1, got 2.5"),
+    ({"num_cpus_per_host": -1}, "num_cpus_per_host must be >= 0, got -1"),
+    ({"reply_margin_s": -0.1}, "reply_margin_s must be >= 0, got -0.1"),
+])
+def test_bad_host_options_are_one_line_errors(options: dict, message: str) -> None:
+    from engine.scatter_gather import ScatterGatherOptions
+
+    with pytest.raises(ValueError, match=f"^{message}$".replace(".", r"\.")):
+        ScatterGatherOptions(**options)
