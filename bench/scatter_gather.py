@@ -282,7 +282,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     args = parser.parse_args(list(argv))
     if args.short:
-        args.rows, args.requests, args.warmup = min(args.rows, 20_000), min(args.requests, 40), 5
+        args.rows, args.requests, args.warmup = min(args.rows, 20_000), min(args.requests, 20), 5
         args.long_running_requests = min(args.long_running_requests, 10)
         args.naive_stalled_requests = min(args.naive_stalled_requests, 2)
         args.stall_ms = min(args.stall_ms, 200.0)

@@ -49,8 +49,11 @@ def start_host(handler_ref: ray.ObjectRef, names: Sequence[str], shard_refs: Seq
                options: ScatterGatherOptions) -> tuple[ActorHandle, ray.ObjectRef]:
     """Start one host over ``shard_refs``; returns it and its start-up probe, a reference
     that resolves once the host is up (and has answered ``options.warmup_request``)."""
+    # SPREAD: on a multi-node cluster the hosts go to different nodes, like Elasticsearch
+    # nodes; on one node it changes nothing.
     actor = RemoteShardHost.options(num_cpus=options.num_cpus_per_host,
-                                    max_concurrency=options.max_concurrency).remote(
+                                    max_concurrency=options.max_concurrency,
+                                    scheduling_strategy="SPREAD").remote(
         handler_ref, list(names), options.max_concurrency, *shard_refs)
     if options.warmup_request is None:
         return actor, actor.describe.remote()
