@@ -9,14 +9,16 @@ SUITES = {
     "wordcount": ("bench.wordcount", "word count: engine vs Ray Data, Polars, DuckDB, Daft"),
     "faults": ("bench.faults", "MapReduce under worker/master failures and stragglers"),
     "pipeline": ("bench.pipeline", "3-stage pipeline vs a Ray Data map_batches chain"),
-    "scatter-gather": ("bench.scatter_gather", "scatter-gather latency over shard actors"),
+    "scatter-gather": ("bench.scatter_gather", "scatter-gather top-k latency over shard hosts vs the fan-out floor"),
     "lambda": ("bench.lambda_arch", "Lambda architecture ingest, freshness and queries"),
     "lambda_soak": ("bench.lambda_soak", "Lambda ingest soak: process-tree RSS over time, nothing lost, exact answers"),
 }
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch to the suite named by the first argument."""
+    """Dispatch to the suite named by the first argument (``_`` and ``-`` alike)."""
+    if argv and argv[0].replace("_", "-") in SUITES:
+        argv = [argv[0].replace("_", "-"), *argv[1:]]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUITES:
         print("usage: python -m bench SUITE [options]   (python -m bench SUITE --help)\n")
         print("suites:")

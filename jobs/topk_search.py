@@ -2,7 +2,8 @@
 
 ``python -m jobs.topk_search --input DIR --prefix PFX`` loads a word-count output
 directory (``part-NNNNN.parquet`` files with columns ``word: string, count: int64``, as the
-word-count job writes) into shard actors, then answers "the k most frequent words that
+word-count job writes) as shards onto shard hosts (one actor per CPU by default), then
+answers "the k most frequent words that
 start with PFX": each shard finds its own top k (vectorized ``starts_with`` + ``select_k``)
 and the dispatcher merges the shards' top-k lists.  Shards that miss the deadline are
 left out and named.
@@ -150,11 +151,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="return words starting with this prefix ('' for all words)")
     parser.add_argument("--k", type=int, default=10, help="how many words (default 10)")
     parser.add_argument("--shards", type=int, default=8,
-                        help="number of shard actors to split the data into (default 8)")
+                        help="number of shards to split the data into (default 8)")
+    parser.add_argument("--hosts", type=int, default=None,
+                        help="shard-host actors serving them (default: the cluster's CPUs)")
     parser.add_argument("--deadline-ms", type=float, default=100.0,
                         help="per-request deadline in milliseconds (default 100)")
     parser.add_argument("--executor", choices=["ray", "inline"], default="ray",
-                        help="ray: shard actors on an embedded Ray cluster (default); "
+                        help="ray: shard hosts on an embedded Ray cluster (default); "
                              "inline: in-process, no Ray")
     return parser.parse_args(list(argv))
 
@@ -162,8 +165,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one search and print the answer; bad input -> one-line error, exit 2."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    for name, value in (("--k", args.k), ("--shards", args.shards)):
-        if value < 1:
+    for name, value in (("--k", args.k), ("--shards", args.shards), ("--hosts", args.hosts)):
+        if value is not None and value < 1:
             print(f"topk_search: error: {name} must be >= 1, got {value}", file=sys.stderr)
             return 2
     if not args.deadline_ms > 0:
@@ -177,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     spec = build_search(split_shards(table, args.shards), args.k,
                         ScatterGatherOptions(deadline_s=args.deadline_ms / 1000.0,
-                                             warmup_request=WARMUP_REQUEST))
+                                             hosts=args.hosts, warmup_request=WARMUP_REQUEST))
     if args.executor == "ray":
         engine.connect()
     try:

@@ -9,12 +9,12 @@ completion inside ``submit`` and are kept by id like the Ray executor's.
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from engine.errors import NotEnoughRepliesError
+from engine.scatter_gather.gathering import Gathering
 from engine.scatter_gather.replies import call_handler
 from engine.scatter_gather.requests import RequestTable, new_request_id
-from engine.scatter_gather.results import build_result, check_enough, describe_error
-from engine.errors import NotEnoughRepliesError
+from engine.scatter_gather.results import check_enough, describe_error
 from engine.scatter_gather.service import ScatterGatherService
 from engine.scatter_gather.spec import GatherResult, Request, ScatterGather
 
@@ -34,15 +34,15 @@ class InlineScatterGather(ScatterGatherService):
 
     def _run(self, request: Request, request_id: str | None) -> GatherResult:
         started = time.monotonic()
-        pieces: dict[str, list[Any]] = {}
-        errors: dict[str, str] = {}
+        gathering = Gathering(self.worker_names)
         for name, shard in zip(self.worker_names, self.spec.shards):
             try:
-                pieces[name] = [call_handler(self.spec.handler, shard, request)]
-            except Exception as error:  # a worker's failure is reported, not raised
-                errors[name] = describe_error(error)
-        return build_result(self.spec.aggregator, self.worker_names, pieces, set(pieces),
-                            errors, started, request_id)
+                gathering.piece(name, call_handler(self.spec.handler, shard, request))
+                gathering.finished(name)
+            except Exception as error:  # a shard's failure is reported, not raised
+                gathering.failed(name, describe_error(error))
+        gathering.close()
+        return gathering.result(self.spec.aggregator, started, request_id)
 
     def gather(self, request: Request) -> GatherResult:
         """Send ``request`` to every shard and aggregate the replies.

@@ -1,32 +1,42 @@
-"""The Ray executor: a dispatcher that fans each request out to worker actors.
+"""The Ray executor: a dispatcher that sends each request to a few shard hosts.
 
-``gather`` sends the request to every worker at once and waits at most ``deadline_s``;
-replies that miss it are left out and named in ``missing`` (their work is not cancelled:
-its result is dropped when it arrives).  ``submit`` returns a request id at once; the
-workers' (partial) replies accumulate under it, and ``poll``/``wait`` aggregate what
-has arrived.  Ids expire ``result_ttl_s`` after submit.
+Shards are grouped onto ``options.hosts`` shard-host actors (default: the cluster's
+CPUs, never more than the shards; shard ``i`` on host ``i mod hosts``).  ``gather``
+costs ONE actor call per host; each host runs the request on its shards concurrently
+and answers with every shard that finished shortly before the deadline, so a stalled
+shard hides only itself.  Replies that miss the deadline are left out and the missing
+*shards* named (their work is not cancelled: its result is dropped when it arrives).
+A host that dies is replaced and its shards reloaded from the object store (the
+dispatcher owns them); until the new host is up its shards are missing with a reason.
+``submit`` returns a request id at once; the hosts stream per-shard pieces under it and
+``poll``/``wait`` aggregate what has arrived.  Ids expire ``result_ttl_s`` after submit.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+import pyarrow as pa
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import GetTimeoutError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from engine.cluster import require_ray
+from engine.cluster import available_cpus, require_ray
 from engine.errors import NotEnoughRepliesError
-from engine.scatter_gather.replies import decode_reply
-from engine.scatter_gather.service import ScatterGatherService
+from engine.scatter_gather.gathering import Gathering, HostReply
+from engine.scatter_gather.host_actor import start_host
+from engine.scatter_gather.host_client import HostClient
+from engine.scatter_gather.placement import STARTING, HostTable, assign_shards, host_budget, host_count
 from engine.scatter_gather.requests import RequestTable, new_request_id
-from engine.scatter_gather.results import build_result, check_enough, describe_error
-from engine.scatter_gather.shard_actor import start_shard_actors
+from engine.scatter_gather.results import check_enough, describe_error
+from engine.scatter_gather.service import ScatterGatherService
 from engine.scatter_gather.spec import (Aggregator, GatherResult, Request, ScatterGather,
                                         ScatterGatherOptions, check_min_replies, worker_names)
+
+_REQUEST_BY_REFERENCE_BYTES = 1 << 20  # a table request this big is put once, not sent per host
 
 
 @dataclass
@@ -35,32 +45,48 @@ class _Pending:
 
     request_id: str
     started: float
-    inflight: dict[str, Any]  # worker -> ObjectRef or ObjectRefGenerator still running
-    pieces: dict[str, list] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
-    errors: dict[str, str] = field(default_factory=dict)
+    gathering: Gathering
+    inflight: dict[int, tuple[HostClient, Any]]  # host -> its ObjectRefGenerator (or ref)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # poll/wait from any thread
 
 
 class RayScatterGather(ScatterGatherService):
-    """Runs a :class:`ScatterGather` on shard actors (or on actors you supply).
+    """Runs a :class:`ScatterGather` on shard hosts (or on actors you supply).
 
-    Use as a context manager, or call :meth:`close` to stop the actors it started.
-    ``gather`` may be called from several threads at once; long-running requests are
-    kept in a lock-protected table.
+    Use as a context manager, or call :meth:`close` to stop the hosts it started.
+    ``gather`` may be called from several threads at once.
     """
 
     executor_name = "ray"
 
     def __init__(self, spec: ScatterGather) -> None:
         require_ray("a scatter-gather service on the Ray executor")
-        actors = start_shard_actors(spec.shards, spec.handler, spec.worker_names,
-                                    spec.options)
-        self._attach(actors, spec.worker_names, spec.aggregator, spec.options, owns=True)
+        names = spec.worker_names
+        self.options = spec.options
+        groups = assign_shards(names, host_count(spec.options.hosts, available_cpus(), len(names)))
+        self._handler_ref = ray.put(spec.handler)
+        self._shard_refs = {name: ray.put(shard) for name, shard in zip(names, spec.shards)}
+        hosts = [self._start(index, tuple(group), 0) for index, group in enumerate(groups)]
+        try:
+            for host in hosts:
+                _check_probe(ray.get(host.probe))
+        except Exception:
+            for host in hosts:
+                ray.kill(host.actor)
+            raise
+        self._attach([replace(host, probe=None) for host in hosts], names, spec.aggregator,
+                     spec.options, owns=True)
 
-    def _attach(self, actors: list[ActorHandle], names: list[str], aggregator: Aggregator,
+    def _start(self, index: int, shards: tuple[str, ...], generation: int) -> HostClient:
+        actor, probe = start_host(self._handler_ref, shards, [self._shard_refs[s] for s in shards],
+                                  self.options)
+        return HostClient(index, shards, actor, generation, owned=True, probe=probe)
+
+    def _attach(self, hosts: list[HostClient], names: list[str], aggregator: Aggregator,
                 options: ScatterGatherOptions, owns: bool) -> None:
         self._init_service()
-        self.actors = actors
+        self._hosts = hosts
+        self._table = HostTable(len(hosts), ready=True)
         self.worker_names = names
         self.aggregator = aggregator
         self.options = options
@@ -72,12 +98,13 @@ class RayScatterGather(ScatterGatherService):
     def from_actors(cls, actors: Sequence[ActorHandle], aggregator: Aggregator,
                     options: ScatterGatherOptions | None = None,
                     names: Sequence[str] | None = None) -> "RayScatterGather":
-        """Use existing actors as workers; each must have ``handle(request) -> reply``
-        (and may have ``handle_stream(request)``, a generator, for long-running requests).
+        """Use existing actors as workers, one shard each; each must have
+        ``handle(request) -> reply`` (and may have ``handle_stream(request)``, a
+        generator, for long-running requests).
 
-        The actors stay yours: :meth:`close` does not kill them.  Start them (and warm
-        them up) before the first request, or their start-up time counts against its
-        deadline.
+        The actors stay yours: :meth:`close` does not kill them, and a dead one is not
+        replaced (its shard is reported missing with its error).  Start them (and warm
+        them up) before the first request, or their start-up counts against its deadline.
         """
         require_ray("RayScatterGather.from_actors")
         actors = list(actors)
@@ -89,145 +116,234 @@ class RayScatterGather(ScatterGatherService):
         options = options or ScatterGatherOptions()
         check_min_replies(options, len(actors))
         self = cls.__new__(cls)
-        self._attach(actors, names, aggregator, options, owns=False)
+        hosts = [HostClient(index, (name,), actor, owned=False)
+                 for index, (name, actor) in enumerate(zip(names, actors))]
+        self._attach(hosts, names, aggregator, options, owns=False)
         return self
+
+    # -- hosts -------------------------------------------------------------------------
+
+    @property
+    def actors(self) -> list[ActorHandle]:
+        """The current host actors, in host order."""
+        return [host.actor for host in self._hosts]
+
+    @property
+    def assignment(self) -> list[list[str]]:
+        """The shards of each host, in host order."""
+        return [list(host.shards) for host in self._hosts]
+
+    def host_of(self, shard: str) -> ActorHandle:
+        """The actor currently serving ``shard``."""
+        for host in self._hosts:
+            if shard in host.shards:
+                return host.actor
+        raise KeyError(f"unknown shard {shard!r} (shards: {', '.join(self.worker_names)})")
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            restarts = self._table.restarts
+        return super().status() | {"hosts": len(self._hosts), "host_restarts": restarts}
+
+    def _host_died(self, host: HostClient) -> None:
+        """``host`` failed as a process: replace it (once per generation) if it is ours."""
+        if not host.owned:
+            return
+        with self._lock:
+            if not self._table.failed(host.index, host.generation):
+                return
+            try:
+                ray.kill(host.actor)  # it may be unreachable rather than dead: make sure
+            except Exception:
+                pass
+            generation = self._table.replace(host.index)
+            self._hosts[host.index] = self._start(host.index, host.shards, generation)
+        with self._stats_lock:
+            self._stats["host_restarts"] += 1
+
+    def _callable_hosts(self) -> tuple[list[HostClient], list[HostClient]]:
+        """(hosts to call, hosts being replaced); replacements whose probe is in are
+        promoted first."""
+        with self._lock:
+            starting = [h for h in self._hosts
+                        if self._table.state(h.index).state == STARTING and h.probe is not None]
+        for host in starting:
+            if not ray.wait([host.probe], timeout=0)[0]:
+                continue
+            try:
+                _check_probe(ray.get(host.probe))
+            except Exception:
+                self._host_died(host)
+                continue
+            with self._lock:
+                self._table.ready(host.index, host.generation)
+        with self._lock:
+            ready = set(self._table.callable_hosts())
+            hosts = list(self._hosts)
+        return ([h for h in hosts if h.index in ready], [h for h in hosts if h.index not in ready])
 
     # -- one-shot requests with a deadline -------------------------------------------
 
     def gather(self, request: Request, deadline_s: float | None = None) -> GatherResult:
-        """Send ``request`` to every worker; aggregate the replies that beat the deadline.
+        """Send ``request`` to every host; aggregate the shard replies that beat the deadline.
 
-        Raises ``NotEnoughRepliesError`` (naming the missing workers) when fewer than
-        ``min_replies`` answered in time.
+        Raises ``NotEnoughRepliesError`` (naming the missing shards) when fewer than
+        ``min_replies`` shards answered in time.
         """
         deadline_s = self.options.deadline_s if deadline_s is None else deadline_s
         started = time.monotonic()
-        refs = [actor.handle.remote(request) for actor in self.actors]
-        errors: dict[str, str] = {}
+        until = started + deadline_s
+        gathering = Gathering(self.worker_names)
+        ready, unavailable = self._callable_hosts()
+        for host in unavailable:
+            gathering.host_failed(host.shards, host.unavailable())
+        request = self._by_reference(request, len(ready))
+        budget = host_budget(until - time.monotonic(), self.options.reply_margin_s)
+        calls = [(host, host.call(request, budget)) for host in ready]
+        self._collect(calls, until, gathering)
+        gathering.close()
         try:
-            # Fast path: one call when every worker answers in time.
-            values = ray.get(refs, timeout=deadline_s)
-            pieces = {name: [decode_reply(value)]
-                      for name, value in zip(self.worker_names, values)}
-        except (GetTimeoutError, RayError):
-            remaining = max(0.0, deadline_s - (time.monotonic() - started))
-            pieces, errors = self._collect_ready(refs, remaining)
-        answered = [name for name in self.worker_names if name in pieces]
-        missing = [name for name in self.worker_names if name not in pieces]
-        try:
-            check_enough(self.options.min_replies, answered, missing, errors)
+            check_enough(self.options.min_replies, gathering.answered, gathering.missing,
+                         gathering.errors)
         except NotEnoughRepliesError:
             self._note_failure()
             raise
-        result = build_result(self.aggregator, self.worker_names, pieces, set(pieces), errors,
-                              started, None)
+        result = gathering.result(self.aggregator, started, None)
         self._note(result)
         return result
 
-    def _collect_ready(self, refs: list[ray.ObjectRef],
-                       timeout: float) -> tuple[dict[str, list], dict[str, str]]:
-        """Replies ready within ``timeout``, and the errors of workers that failed."""
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        ready_set = set(ready)
-        named = [(name, ref) for name, ref in zip(self.worker_names, refs) if ref in ready_set]
-        pieces: dict[str, list] = {}
-        errors: dict[str, str] = {}
+    @staticmethod
+    def _by_reference(request: Request, hosts: int) -> Any:
+        if hosts > 1 and isinstance(request, pa.Table) and request.nbytes >= _REQUEST_BY_REFERENCE_BYTES:
+            return ray.put(request)
+        return request
+
+    def _collect(self, calls: list[tuple[HostClient, ray.ObjectRef]], until: float,
+                 gathering: Gathering) -> None:
+        """Record every host reply that arrives before ``until``."""
+        if not calls:
+            return
+        refs = [ref for _, ref in calls]
         try:
-            values = ray.get([ref for _, ref in named])
-            return {name: [decode_reply(v)] for (name, _), v in zip(named, values)}, errors
+            # Fast path: one call when every host answers in time.
+            values = ray.get(refs, timeout=max(0.0, until - time.monotonic()))
+        except (GetTimeoutError, RayError):
+            pass
+        else:
+            for (host, _), value in zip(calls, values):
+                gathering.host_replied(host.decode(value))
+            return
+        ready = set(ray.wait(refs, num_returns=len(refs),
+                             timeout=max(0.0, until - time.monotonic()))[0])
+        arrived = [(host, ref) for host, ref in calls if ref in ready]
+        try:  # one fetch for all that arrived, unless one of them failed
+            values = ray.get([ref for _, ref in arrived])
         except RayError:
-            pass  # some worker failed: fetch one by one to tell which
-        for name, ref in named:
-            try:
-                pieces[name] = [decode_reply(ray.get(ref))]
-            except RayError as error:
-                errors[name] = describe_error(error)
-        return pieces, errors
+            for host, ref in arrived:
+                self._take(host, ref, gathering)
+            return
+        for (host, _), value in zip(arrived, values):
+            gathering.host_replied(host.decode(value))
+
+    def _take(self, host: HostClient, ref: ray.ObjectRef, gathering: Gathering) -> bool:
+        """Record one arrived host reply; a failed call fails its shards.  True if fetched."""
+        try:
+            value = ray.get(ref)
+        except RayActorError as error:
+            gathering.host_failed(host.shards, describe_error(error))
+            self._host_died(host)
+            return False
+        except RayError as error:
+            gathering.host_failed(host.shards, describe_error(error))
+            return False
+        gathering.host_replied(host.decode(value))
+        return True
 
     # -- long-running requests by id -------------------------------------------------
 
     def submit(self, request: Request) -> str:
-        """Send ``request`` to every worker and return its request id at once."""
-        inflight: dict[str, Any] = {}
-        for name, actor in zip(self.worker_names, self.actors):
-            inflight[name] = (actor.handle_stream.remote(request)
-                              if hasattr(actor, "handle_stream")
-                              else actor.handle.remote(request))
+        """Send ``request`` to every host and return its request id at once."""
+        gathering = Gathering(self.worker_names)
+        ready, unavailable = self._callable_hosts()
+        for host in unavailable:
+            gathering.host_failed(host.shards, host.unavailable())
+        request = self._by_reference(request, len(ready))
+        inflight = {host.index: (host, host.stream(request)) for host in ready}
         request_id = new_request_id()
         with self._lock:
-            return self._requests.add(_Pending(request_id, time.monotonic(), inflight),
+            return self._requests.add(_Pending(request_id, time.monotonic(), gathering, inflight),
                                       request_id)
 
     def poll(self, request_id: str) -> GatherResult:
-        """The aggregate of every reply received so far under ``request_id``.
+        """The aggregate of every shard reply received so far under ``request_id``.
 
         ``done`` says whether more can arrive.  Raises ``RequestExpiredError`` /
         ``UnknownRequestError`` (both ``KeyError``) for an expired or unknown id.
         """
         with self._lock:
             pending = self._requests.get(request_id)
+        with pending.lock:
             self._drain(pending)
             return self._result(pending)
 
     def wait(self, request_id: str, timeout_s: float | None = None) -> GatherResult:
-        """Block until every worker finished or ``timeout_s`` seconds passed; then poll."""
+        """Block until every shard finished or ``timeout_s`` seconds passed; then poll."""
         with self._lock:
             pending = self._requests.get(request_id)
         until = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            with self._lock:
+            with pending.lock:
                 self._drain(pending)
-                waitables = list(pending.inflight.values())
+                waitables = [waitable for _, waitable in pending.inflight.values()]
             remaining = None if until is None else until - time.monotonic()
             if not waitables or (remaining is not None and remaining <= 0):
                 break
             ray.wait(waitables, num_returns=1, timeout=remaining)
-        with self._lock:
+        with pending.lock:
             return self._result(pending)
 
     def _result(self, pending: _Pending) -> GatherResult:
-        return build_result(self.aggregator, self.worker_names, pending.pieces,
-                            pending.answered, pending.errors, pending.started,
-                            pending.request_id, done=not pending.inflight)
+        return pending.gathering.result(self.aggregator, pending.started, pending.request_id,
+                                        done=not pending.inflight)
 
     def _drain(self, pending: _Pending) -> None:
-        """Move every reply that has arrived from ``inflight`` into ``pieces``."""
-        for name, waitable in list(pending.inflight.items()):
-            if isinstance(waitable, ray.ObjectRef):
+        """Move every piece that has arrived from ``inflight`` into the gathering."""
+        for index, (host, waitable) in list(pending.inflight.items()):
+            if isinstance(waitable, ray.ObjectRef):  # a supplied actor's one-shot reply
                 if ray.wait([waitable], timeout=0)[0]:
-                    self._take(pending, name, waitable, final=True)
+                    self._take(host, waitable, pending.gathering)
+                    del pending.inflight[index]
                 continue
             while ray.wait([waitable], timeout=0)[0]:  # a streaming generator
                 try:
                     ref = next(waitable)
                 except StopIteration:
-                    pending.answered.add(name)
-                    del pending.inflight[name]
+                    host.stream_ended(pending.gathering)
+                    del pending.inflight[index]
                     break
-                if not self._take(pending, name, ref, final=False):
+                try:
+                    value = ray.get(ref)
+                except RayError as error:
+                    pending.gathering.host_failed(host.shards, describe_error(error))
+                    del pending.inflight[index]
+                    if isinstance(error, RayActorError):
+                        self._host_died(host)
                     break
-
-    @staticmethod
-    def _take(pending: _Pending, name: str, ref: ray.ObjectRef, final: bool) -> bool:
-        """Fetch one arrived reply; a failure ends that worker's reply.  True if fetched."""
-        try:
-            pending.pieces.setdefault(name, []).append(decode_reply(ray.get(ref)))
-        except RayError as error:
-            pending.errors[name] = describe_error(error)
-            pending.pieces.pop(name, None)  # a failed worker contributes nothing
-            del pending.inflight[name]
-            return False
-        if final:
-            pending.answered.add(name)
-            del pending.inflight[name]
-        return True
+                host.take_event(pending.gathering, value)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the shard actors this executor started (supplied actors are left alone)."""
+        """Stop the shard hosts this executor started (supplied actors are left alone)."""
         if self._owns_actors:
-            for actor in self.actors:
-                ray.kill(actor)
-        self.actors = []
+            for host in self._hosts:
+                ray.kill(host.actor)
+        self._hosts = []
         self._stopped.set()
+
+
+def _check_probe(value: Any) -> None:
+    """A host's start-up probe: a warm-up reply with shard errors is a failed start."""
+    if isinstance(value, HostReply) and value.errors:
+        shard, error = next(iter(value.errors.items()))
+        raise RuntimeError(f"warm-up request failed on {shard}: {error}")

@@ -5,9 +5,11 @@ replies.  For a one-shot ``gather`` the generator is drained on the worker and t
 back as one :class:`PartialReplies`; the executor flattens it so the aggregator always
 sees a flat list of replies.  Long-running requests stream the pieces one by one instead.
 
-Table replies cross process boundaries as Arrow IPC stream bytes (:class:`IpcReply`):
-a small table round-trips through IPC about 4x faster than through pickle, which is
-most of a fast request's cost.
+Small table replies cross process boundaries as Arrow IPC stream bytes
+(:class:`IpcReply`): a small table round-trips through IPC about 4x faster than through
+pickle, which is most of a fast request's cost.  Large ones (``LARGE_REPLY_BYTES`` and
+up) travel as tables, which Ray keeps in its object store and the dispatcher reads
+without copying their buffers.
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ class IpcReply:
     payload: bytes
 
 
+LARGE_REPLY_BYTES = 256 * 1024
+
+
 def encode_reply(reply: Any) -> Any:
-    """Tables (and record batches) become :class:`IpcReply`; anything else is unchanged."""
+    """Small tables (and record batches) become :class:`IpcReply`; anything else,
+    large tables included, is unchanged."""
     if isinstance(reply, pa.RecordBatch):
         reply = pa.Table.from_batches([reply])
-    if not isinstance(reply, pa.Table):
+    if not isinstance(reply, pa.Table) or reply.nbytes >= LARGE_REPLY_BYTES:
         return reply
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, reply.schema) as writer:

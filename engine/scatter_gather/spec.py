@@ -27,12 +27,20 @@ class ScatterGatherOptions:
     - ``deadline_s``: how long ``gather`` waits for replies; late replies are left out
       and the result is marked partial.
     - ``min_replies``: fewer answers than this by the deadline raise
-      :class:`NotEnoughRepliesError` naming the missing workers.
+      :class:`NotEnoughRepliesError` naming the missing shards.
     - ``result_ttl_s``: how long a long-running request id stays valid after ``submit``.
-    - ``max_concurrency``: requests one shard actor serves at once (threads), so a
-      stalled request does not block the ones behind it.
-    - ``num_cpus_per_shard``: CPUs each shard actor reserves (0 lets many shards share a
-      small cluster).
+    - ``hosts``: how many shard-host actors serve the shards on the Ray executor (each
+      host holds several shards and answers for all of them in one call); ``None`` (the
+      default) = the cluster's CPUs.  Never more hosts than shards.
+    - ``max_concurrency``: requests one shard host serves at once (actor threads), and
+      calls one shard may have running at once on its host; a shard over that limit
+      (e.g. stalled) is reported busy at once instead of queueing without bound.
+    - ``num_cpus_per_host``: CPUs each shard host reserves (0 lets the hosts share a
+      small cluster with other work).
+    - ``reply_margin_s``: a host answers with whatever its shards finished a margin
+      before the request's deadline, so its reply crosses the wire before the dispatcher
+      stops waiting: the margin is a tenth of the time left, at least ``reply_margin_s``
+      and at most half the time left (see ``placement.host_budget``).
     - ``warmup_request``: sent once to every worker when the executor starts (untimed),
       so first-call costs (imports, kernel set-up: ~0.2 s for some Arrow kernels) do not
       eat the first real request's deadline.
@@ -41,8 +49,10 @@ class ScatterGatherOptions:
     deadline_s: float = 1.0
     min_replies: int = 1
     result_ttl_s: float = 600.0
+    hosts: int | None = None
     max_concurrency: int = 16
-    num_cpus_per_shard: float = 0.0
+    num_cpus_per_host: float = 0.0
+    reply_margin_s: float = 0.005
     warmup_request: Request | None = None
 
     def __post_init__(self) -> None:
@@ -54,18 +64,24 @@ class ScatterGatherOptions:
             raise ValueError(f"result_ttl_s must be > 0, got {self.result_ttl_s!r}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency!r}")
-        if self.num_cpus_per_shard < 0:
-            raise ValueError(f"num_cpus_per_shard must be >= 0, got {self.num_cpus_per_shard!r}")
+        if self.hosts is not None and (isinstance(self.hosts, bool) or not isinstance(self.hosts, int)
+                                       or self.hosts < 1):
+            raise ValueError(f"hosts must be None or an int >= 1, got {self.hosts!r}")
+        if self.num_cpus_per_host < 0:
+            raise ValueError(f"num_cpus_per_host must be >= 0, got {self.num_cpus_per_host!r}")
+        if not self.reply_margin_s >= 0:
+            raise ValueError(f"reply_margin_s must be >= 0, got {self.reply_margin_s!r}")
 
 
 @dataclass(frozen=True)
 class ScatterGather:
-    """One request fanned out to one worker per shard; replies combined by ``aggregator``.
+    """One request fanned out to every shard; replies combined by ``aggregator``.
 
     ``handler(shard, request)`` runs on each shard and returns a reply (an Arrow table or
     a scalar), or a generator of partial replies for long-running requests.
     ``aggregator(replies)`` receives the list of replies that arrived (never empty) and
-    returns the answer.  Workers are named ``shard-0``, ``shard-1``, ... in shard order.
+    returns the answer.  Shards are named ``shard-0``, ``shard-1``, ... in shard order;
+    how they map to processes is the executor's business (see ``options.hosts``).
     """
 
     shards: Sequence[pa.Table]

@@ -110,3 +110,9 @@ def test_binary_search_on_sorted_shards_equals_a_scan(words: list[str], prefix: 
     by_scan = topk_search.prefix_top_k(table, request)  # no sorted_by metadata: a scan
     assert by_search.to_pylist() == by_scan.to_pylist()
     assert sorted(by_scan["word"].to_pylist()) == sorted(w for w in words if w.startswith(prefix))
+
+
+def test_cli_rejects_a_nonpositive_host_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    directory = write_output(tmp_path / "wc", TABLE)
+    assert topk_search.main(["--input", str(directory), "--prefix", "a", "--hosts", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "topk_search: error: --hosts must be >= 1, got 0"
