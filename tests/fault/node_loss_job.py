@@ -19,14 +19,14 @@ from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines
 
 def slow_map(batch: pa.Table) -> pa.Table:
     """The word-count map, slowed so the map phase lasts a few seconds."""
-    time.sleep(0.25)
+    time.sleep(0.4)
     return count_words_in_lines(batch)
 
 
 def node_loss_job(inputs: str, output: str) -> engine.MapReduceJob:
     """Small splits, slow maps, a snapshot after every completed task."""
     return engine.MapReduceJob(
-        name="node-loss", source=engine.TextSource(inputs, split_size=2000), map=slow_map, combine=SUM_COUNTS,
+        name="node-loss", source=engine.TextSource(inputs, split_size=1000), map=slow_map, combine=SUM_COUNTS,
         reduce=SUM_COUNTS, keys="word", reducers=4, output=output,
         options=engine.JobOptions(workers=2, speculation=False, snapshot_every_tasks=1, snapshot_every_s=0.5))
 
