@@ -152,5 +152,6 @@ class Recovery:
 
     def resumed_line(self, loss: NodeLoss, from_snapshot: bool) -> str:
         """The one line saying what happened after a ``Restart``."""
-        how = "resumed job {} from its snapshot" if from_snapshot else "ran job {} again from the start (no snapshot yet)"
-        return f"{loss.cluster()} lost ({loss.what()}); restarted it and {how.format(self.job)}"
+        how = (f"resumed job {self.job} from its snapshot" if from_snapshot
+               else f"ran job {self.job} again from the start (no snapshot yet)")
+        return f"{loss.cluster()} lost ({loss.what()}); restarted it and {how}"
