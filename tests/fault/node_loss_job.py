@@ -32,10 +32,28 @@ def node_loss_job(inputs: str, output: str) -> engine.MapReduceJob:
 
 
 def main(argv: list[str]) -> int:
-    """Run the job to the end, whatever happens to the cluster under it."""
+    """Run the job to the end, whatever happens to the cluster under it; with a third
+    argument ``external``, on a cluster this driver joins rather than embeds (a one-node
+    ``ray.cluster_utils.Cluster``), where a lost node fails the job: print its one line."""
     from tests.fault.node_loss_job import node_loss_job as by_name  # not __main__'s copy: same fingerprint
 
-    engine.connect(num_cpus=2, warm=False, node_watch=NodeWatchOptions(check_every_s=0.2))
+    watch = NodeWatchOptions(check_every_s=0.2, unreachable_after_s=2.0)
+    if argv[2:] == ["external"]:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+        try:
+            engine.connect(address=cluster.address, warm=False, node_watch=watch)
+            try:
+                engine.run(by_name(argv[0], argv[1])).result(timeout_s=120)
+                print("done", flush=True)
+            except engine.JobFailedError as error:
+                print(f"failed: {error}", flush=True)
+            engine.shutdown()
+        finally:
+            cluster.shutdown()
+        return 0
+    engine.connect(num_cpus=2, warm=False, node_watch=watch)
     try:
         result = engine.run(by_name(argv[0], argv[1])).result(timeout_s=120)
         print(f"done {result.details.get('cluster_restarts', 0)}", flush=True)

@@ -1,6 +1,7 @@
-"""Losing the embedded cluster's node under a running job: the driver notices within
-seconds, restarts the cluster, resumes the job from its snapshot store and says so in one
-line; the output is exact.
+"""Losing the cluster's node under a running job: the driver notices within seconds.  On
+the embedded cluster it restarts the cluster, resumes the job from its snapshot store and
+says so in one line, with the exact output; on a cluster it joined, the job fails with one
+line naming what was lost and how to resume.
 
 The driver (``tests.fault.node_loss_job``) runs in a subprocess with an embedded cluster
 of its own, so killing that cluster's processes cannot hurt the shared test runtime.
@@ -84,3 +85,35 @@ def test_killing_the_embedded_cluster_mid_map_restarts_it_and_resumes_the_job(tm
     assert (out / "_SUCCESS").exists()
     parts = [pq.read_table(part) for part in sorted(out.glob("part-*.parquet"))]
     assert table_to_dict(pa.concat_tables(parts)) == wordcount_oracle(files)
+
+
+def test_losing_the_raylet_of_a_joined_cluster_fails_the_job_with_one_line(tmp_path: Path) -> None:
+    from tests.fault.node_loss_job import node_loss_job
+
+    make_corpus(tmp_path / "in", files=3, lines=400)
+    out = tmp_path / "out"
+    fingerprint = node_loss_job(str(tmp_path / "in"), str(out)).fingerprint()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "tests.fault.node_loss_job", str(tmp_path / "in"), str(out),
+                               "external"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    started: list[psutil.Process] = []
+    try:
+        wait_for_completed_maps(out / "_snapshots", fingerprint, at_least=2, driver=driver)
+        started = psutil.Process(driver.pid).children(recursive=True)
+        cluster_process(driver, "raylet").send_signal(signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=180)  # bounded: a hang fails here
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+        for process in started:  # what the dead node left behind (by pid, only ours)
+            if process.is_running():
+                process.kill()
+    assert driver.returncode == 0, stderr[-3000:]
+    failed = [line for line in stdout.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1, (stdout[-2000:], stderr[-3000:])
+    assert failed[0].startswith("failed: Ray cluster at ") and " lost (raylet stopped answering for " in failed[0]
+    assert failed[0].endswith("stopped; once the cluster is back, rerun it with engine.run(job, resume=True) to "
+                              "continue from its snapshots"), failed[0]
+    assert not (out / "_SUCCESS").exists()
