@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import ray
 
 from engine.errors import NotConnectedError
 from engine.runtime.auth import EmbeddedToken, tighten_token_file, token_authentication_on
+from engine.runtime.node_watch import NodeLoss, NodeWatch, NodeWatchOptions
 
 _embedded_token = EmbeddedToken()
+_watcher: "_Watcher | None" = None  # watches the cluster this process is connected to
+_embedded_args: dict | None = None  # how the embedded cluster was started, to start it again
+_restarting = False  # a restart keeps the token: Ray's client code caches the first one it read
 
 # Ray's job supervisor sets both for the entrypoint of `ray job submit` (the job's driver).
 _JOB_CONFIG_ENV, _ADDRESS_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR", "RAY_ADDRESS"
@@ -42,7 +50,8 @@ class ClusterInfo:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, warm: bool = True,
-            allow_insecure: bool = False, ui: bool = False) -> ClusterInfo:
+            allow_insecure: bool = False, ui: bool = False,
+            node_watch: NodeWatchOptions | None = None) -> ClusterInfo:
     """Connect to Ray and return what was connected to.
 
     ``address=None`` starts (or reuses) an embedded local Ray cluster with no dashboard,
@@ -60,14 +69,19 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     With ``ui`` the status page starts in this process (``engine.ui``: 127.0.0.1 only, a
     free port, a random token; its URL is printed once to standard error) and shows every
     handle ``engine.run`` returns; ``shutdown()`` stops it.
+    ``node_watch`` (``NodeWatchOptions``) says how fast the loss of the cluster's GCS
+    server or raylet is noticed and how often a MapReduce job may restart the embedded
+    cluster and resume (``node_loss()``; README, fault tolerance).
     """
+    global _watcher, _embedded_args
     if address is None:
         address = submitted_job_address()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         tighten_token_file()
         if address is None:
-            _embedded_token.install(allow_insecure)
+            if not _restarting:
+                _embedded_token.install(allow_insecure)
             try:
                 ray.init(
                     address="local",  # always a new embedded cluster, never a `ray start` one by accident
@@ -86,8 +100,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
                 _embedded_token.remove()
                 raise NotConnectedError("the embedded Ray cluster came up without token authentication; "
                                         "refusing to use it (this Ray is too old or configured to disable it)")
+            _embedded_args = dict(num_cpus=num_cpus, allow_insecure=allow_insecure, warm=warm)
         else:
             ray.init(address=address, logging_level=logging.WARNING)
+            _embedded_args = None
+        _watcher = _Watcher.start(node_watch or NodeWatchOptions(), address)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if warm:
         from engine.runtime.supervisor import get_pool
@@ -111,10 +128,50 @@ def shutdown() -> None:
         from engine.runtime.supervisor import shutdown_pool
 
         try:
-            shutdown_pool()
+            if node_loss() is None:  # a lost cluster has no pool to ask
+                shutdown_pool()
         finally:
-            ray.shutdown()
-            _embedded_token.remove()
+            _disconnect()
+
+
+def _disconnect() -> None:
+    global _watcher
+    if _watcher is not None:
+        _watcher.stop()
+        _watcher = None
+    ray.shutdown()
+    _embedded_token.remove()
+
+
+def node_loss() -> NodeLoss | None:
+    """The loss of the connected cluster's GCS server or raylet, once noticed (None while
+    it is fine, or when not connected)."""
+    if _watcher is None or _watcher.node is not getattr(ray._private.worker, "_global_node", None):
+        return None  # not connected through connect(), or to another session since
+    return _watcher.loss()
+
+
+def node_watch_options() -> NodeWatchOptions:
+    """The ``NodeWatchOptions`` of the current connection (the defaults if none)."""
+    return _watcher.options if _watcher is not None else NodeWatchOptions()
+
+
+def restart_embedded() -> ClusterInfo:
+    """Stop the lost embedded cluster (whatever is left of it) and start a new one the
+    way the first was started.  Only for the embedded cluster."""
+    if _embedded_args is None:
+        raise NotConnectedError("only the embedded Ray cluster can be restarted by the engine")
+    global _watcher, _restarting
+    args, options = dict(_embedded_args), node_watch_options()
+    if _watcher is not None:
+        _watcher.stop()
+        _watcher = None
+    ray.shutdown()  # stops what is left of the old cluster's processes
+    _restarting = True
+    try:
+        return connect(**args, node_watch=options)
+    finally:
+        _restarting = False
 
 
 def available_cpus() -> int:
@@ -127,3 +184,71 @@ def require_ray(what: str) -> None:
     every Ray executor makes (none of them connects, or lets Ray start a cluster, by itself)."""
     if not ray.is_initialized():
         raise NotConnectedError(f"{what} needs Ray: call engine.connect() first, or run with executor='inline'")
+
+
+class _Watcher:
+    """The Ray shell of ``NodeWatch``: a daemon thread that checks the cluster's GCS
+    server and raylet every ``check_every_s``: on the embedded cluster whether the
+    processes this driver started have exited, on an external one whether their ports
+    accept connections."""
+
+    def __init__(self, options: NodeWatchOptions, watch: NodeWatch, check: Callable[[], dict], node: Any) -> None:
+        self.options, self._watch, self._check, self.node = options, watch, check, node
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="engine-node-watch", daemon=True)
+
+    @classmethod
+    def start(cls, options: NodeWatchOptions, address: str | None) -> "_Watcher":
+        node = getattr(ray._private.worker, "_global_node", None)
+        if address is None and node is not None:
+            processes = {name: infos[0].process for name, infos in node.all_processes.items()
+                         if name in ("gcs_server", "raylet") and infos}
+            check = lambda: {"exited": {n: p.poll() is not None for n, p in processes.items()}}  # noqa: E731
+        else:
+            targets = _external_targets(node)
+            check = lambda: {"answers": {n: _accepts(t) for n, t in targets.items()}}  # noqa: E731
+        watcher = cls(options, NodeWatch(options, embedded=address is None, address=address), check, node)
+        watcher._thread.start()
+        return watcher
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.options.check_every_s):
+            try:
+                seen = self._check()
+            except Exception:  # a failed check is no verdict
+                continue
+            with self._lock:
+                if self._watch.observe(time.monotonic(), **seen) is not None:
+                    return
+
+    def loss(self) -> NodeLoss | None:
+        with self._lock:
+            return self._watch.loss
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _external_targets(node: Any) -> dict[str, tuple[str, int]]:
+    """The GCS server's and the local raylet's TCP addresses (none for a ``ray://`` client)."""
+    targets: dict[str, tuple[str, int]] = {}
+    try:
+        host, port = node.gcs_address.rsplit(":", 1)
+        targets["gcs_server"] = (host, int(port))
+        here = ray.get_runtime_context().get_node_id()
+        for entry in ray.nodes():
+            if entry.get("NodeID") == here and entry.get("Alive"):
+                targets["raylet"] = (entry["NodeManagerAddress"], int(entry["NodeManagerPort"]))
+    except Exception:  # a Ray client connection has no local node: nothing to probe
+        pass
+    return targets
+
+
+def _accepts(target: tuple[str, int]) -> bool:
+    """Whether something accepts TCP connections at ``target`` (within one second)."""
+    try:
+        with socket.create_connection(target, timeout=1.0):
+            return True
+    except OSError:
+        return False

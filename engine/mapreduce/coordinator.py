@@ -62,6 +62,7 @@ class JobCoordinator:
         self.last_poll = 0.0
         self.next_worker = 0  # workers leased so far: numbers the chaos plan refers to
         self.completions = 0
+        self.reduce_completions = 0
         self.snapshot_seq = 0
         self.started = time.time()
         self.takeover_at: float | None = None
@@ -293,15 +294,14 @@ class JobCoordinator:
     def _commit(self, commit: Commit) -> None:
         commit_dead_letters(self.config.output, commit.report.task_id, commit.report.dead_letters)
         self.completions += 1
-        chaos = self.config.master_chaos
-        if self.number == 0 and chaos.die_after_completions is not None \
-                and self.completions >= chaos.die_after_completions:
-            os._exit(1)  # at once: the completions since the last snapshot are lost with it
+        self.reduce_completions += commit.report.task_id.startswith("reduce")
+        self.config.master_chaos.after_commit(self.number, self.completions, self.reduce_completions)
 
     def _write_snapshot(self, state: dict) -> None:
         self.snapshot_seq += 1
-        self.store.write(self.snapshot_seq, {**state, "next_worker": self.next_worker,
-                                             "reducers": self.config.reducers})
+        state = {**state, "next_worker": self.next_worker, "reducers": self.config.reducers}
+        self.config.master_chaos.before_snapshot(self.number, self.completions, self.store.directory, state)
+        self.store.write(self.snapshot_seq, state)
 
     def _finish(self) -> None:
         self._mark("reduces done")

@@ -3,11 +3,16 @@
 A takeover changes the primary; the handle learns of new masters from the old ones
 (``peers``) and keeps working.  If every master of the job is lost (e.g. with their
 node), it starts a new one that continues from the snapshot store, a few times at most
-(the engine's one ``RetryPolicy``).
+(the engine's one ``RetryPolicy``).  Every wait on the cluster is bounded and gives up
+as soon as ``engine.cluster.node_loss()`` reports the cluster's GCS server or raylet
+lost: on the embedded cluster the handle then restarts it and resumes the job from its
+snapshot store (saying so in one line), on an external one the job fails with a line
+naming what was lost (decisions: ``engine.runtime.node_watch.Recovery``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -15,17 +20,28 @@ from typing import Any
 
 import ray
 
+from engine import cluster
 from engine.common.retry import RetryPolicy
 from engine.errors import JobFailedError, ResultTimeoutError
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.scheduler import progress_of
+from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.runtime.handle import CANCELLED, Handle
+from engine.runtime.node_watch import GiveUp, NodeLoss, Recovery
 
 
 class _MastersLost(Exception):
     """Every master this handle knows of is gone."""
+
+
+class _ClusterLost(Exception):
+    """The cluster's GCS server or raylet is gone (``loss`` says which)."""
+
+    def __init__(self, loss: NodeLoss) -> None:
+        super().__init__(loss.what())
+        self.loss = loss
 
 
 # The first masters, then up to three new ones started from the snapshot store.
@@ -45,12 +61,29 @@ class JobHandle(Handle):
         self._result: JobResult | None = None
         self._last_status: dict = {}
         self._cancelled = False
+        self._recovery = Recovery(job.name, cluster.node_watch_options())
+        self.recoveries: list[str] = []  # one line per restart of the embedded cluster
+
+    def _ask(self, ref: Any, timeout_s: float = 10.0) -> Any:
+        """``ray.get(ref)`` within ``timeout_s`` (``GetTimeoutError``), giving up at once
+        with ``_ClusterLost`` when the cluster is lost."""
+        end = time.monotonic() + timeout_s
+        while True:
+            loss = cluster.node_loss()
+            if loss is not None:
+                raise _ClusterLost(loss)
+            left = end - time.monotonic()
+            ready, _ = ray.wait([ref], timeout=max(0.0, min(0.25, left)))
+            if ready:
+                return ray.get(ref)
+            if left <= 0:
+                raise ray.exceptions.GetTimeoutError(f"no answer within {timeout_s}s")
 
     def _live_masters(self) -> list[Any]:
         """Known masters, newest first; a primary that took over reports its new standby."""
         for master in reversed(self._masters):
             try:
-                peers = ray.get(master.peers.remote(self.job_id), timeout=10)
+                peers = self._ask(master.peers.remote(self.job_id))
             except ray.exceptions.RayError:
                 continue
             for peer in peers:
@@ -65,14 +98,18 @@ class JobHandle(Handle):
             return {**self._last_status, "state": "succeeded"}
         if self._cancelled:
             return {**self._last_status, "state": CANCELLED}
-        for master in self._live_masters():
-            try:
-                status = ray.get(master.status.remote(self.job_id, tasks), timeout=10)
-            except ray.exceptions.RayError:
-                continue
-            if status.get("role") == "primary":
-                self._last_status = status
-                return status
+        try:
+            for master in self._live_masters():
+                try:
+                    status = self._ask(master.status.remote(self.job_id, tasks))
+                except ray.exceptions.RayError:
+                    continue
+                if status.get("role") == "primary":
+                    self._last_status = status
+                    return status
+        except _ClusterLost as lost:  # result() deals with it; status just says so
+            return {**self._last_status, "state": self._last_status.get("state", "starting"), "role": "none",
+                    "cluster_lost": lost.loss.what()}
         return {**self._last_status, "state": self._last_status.get("state", "starting"), "role": "none"}
 
     def progress(self) -> float:
@@ -112,7 +149,12 @@ class JobHandle(Handle):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         runs = list(self._starts)
         try:
-            summary = MASTER_RESTARTS.call(self._follow, runs, deadline, bar)
+            while True:
+                try:
+                    summary = MASTER_RESTARTS.call(self._follow, runs, deadline, bar)
+                    break
+                except _ClusterLost as lost:
+                    runs = self._recover(lost.loss)
         except _MastersLost:
             self._cleanup()
             raise JobFailedError(f"job {self.job_id} lost its masters {MASTER_RESTARTS.max_attempts} times") from None
@@ -120,6 +162,9 @@ class JobHandle(Handle):
             if bar is not None:
                 bar.close()
         self._cleanup()
+        if self.recoveries:
+            summary = {**summary, "events": [*self.recoveries, *summary.get("events", [])],
+                       "cluster_restarts": len(self.recoveries)}
         self._result = JobResult.from_summary(self.job.name, self.config.output, summary)
         return self._result
 
@@ -137,6 +182,9 @@ class JobHandle(Handle):
                 runs.append(live)
             if deadline is not None and time.monotonic() > deadline:
                 raise ResultTimeoutError(f"job {self.job_id} did not finish within the timeout")
+            loss = cluster.node_loss()
+            if loss is not None:
+                raise _ClusterLost(loss)
             ready, _ = ray.wait([runs[0]], timeout=0.25 if bar is not None else 1.0)
             if bar is not None:
                 self._update_bar(bar)
@@ -165,7 +213,7 @@ class JobHandle(Handle):
         """The run of a live primary started by a takeover, if there is one."""
         for master in self._live_masters():
             try:
-                if ray.get(master.ping.remote(self.job_id), timeout=10).get("role") == "primary":
+                if self._ask(master.ping.remote(self.job_id)).get("role") == "primary":
                     return master.wait_done.remote(self.job_id, None)
             except ray.exceptions.RayError:
                 continue
@@ -173,9 +221,31 @@ class JobHandle(Handle):
 
     def _restart_master(self) -> list[Any]:
         """Every master is lost: a new one continues from the snapshot store."""
-        master = ray.get(self.config.find_pool().take_masters.remote(1, list(self._masters)))[0]
+        master = self._ask(self.config.find_pool().take_masters.remote(1, list(self._masters)), 60.0)[0]
         self._masters.append(master)
         return [master.take_over.remote(ray.put(self.job), self.config, len(self._masters) - 1)]
+
+    def _recover(self, loss: NodeLoss) -> list[Any]:
+        """The cluster is lost: fail with one line, or restart the embedded cluster and
+        resume the job from its snapshot store (from the start if it has none yet);
+        returns the new primary's run."""
+        decision = self._recovery.decide(loss)
+        if isinstance(decision, GiveUp):
+            raise JobFailedError(decision.message) from None
+        from engine.mapreduce.submit import submit  # submit builds handles: imported when needed
+
+        cluster.restart_embedded()
+        snapshot = SnapshotStore(self.config.snapshot_dir, self.job.name, self.config.fingerprint).latest()
+        if snapshot is not None:
+            fresh = submit(self.job, resume=True)
+        else:  # nothing to resume from: the job's own output directory starts over
+            fresh = submit(dataclasses.replace(self.job, options=dataclasses.replace(self.job.options, overwrite=True)))
+        line = self._recovery.resumed_line(loss, snapshot is not None)
+        print(line, file=sys.stderr, flush=True)
+        self.recoveries.append(line)
+        self.config, self.job_id, self._masters = fresh.config, fresh.job_id, fresh._masters
+        self._last_status = {}
+        return list(fresh._starts)
 
     def _update_bar(self, bar: Any) -> None:
         bar.n = round(100 * self.progress())
@@ -193,6 +263,8 @@ class JobHandle(Handle):
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if cluster.node_loss() is not None:  # nothing left to tell
+            return
         for master in self._masters:
             try:
                 master.forget.remote(self.job_id)

@@ -151,18 +151,42 @@ def test_too_many_poison_records_fail_the_job_clearly(fault_cluster: None, tmp_p
         engine.run(poison_job(tmp_path, "local", 0.001), "inline").result()
 
 
+def random_master_chaos(rng: random.Random, point: str, maps: int, reducers: int) -> tuple[MasterChaos, int]:
+    """A master fault at ``point`` that is sure to fire in a job of ``maps`` + ``reducers``
+    tasks, and the lowest number the master that ends the job must have."""
+    tasks = maps + reducers
+    if point == "reduce":
+        return MasterChaos(die_after_completions=rng.randint(1, reducers), at="reduce"), 1
+    if point == "standby":  # the primary dies, then the standby that took over
+        return MasterChaos(die_after_completions=rng.randint(1, tasks - 2), standby_after_completions=1), 2
+    return MasterChaos(die_after_completions=rng.randint(1, tasks - 1), at=point), 1
+
+
 def test_randomized_chaos_always_gives_the_exact_output(fault_cluster: None, tmp_path: Path) -> None:
+    # Seeded random faults, each point of a master crash in turn: right after a commit (before
+    # any snapshot of it), in the middle of a snapshot write, in the reduce phase, and the
+    # standby after it took over; a random worker fault too.  Each fault is sure to fire and
+    # the job's own summary must show the takeovers it caused.
     rng = random.Random(20261124)
+    points = ["commit", "snapshot", "reduce", "standby"]
+    rng.shuffle(points)
     started = time.monotonic()
-    for round_number in range(3):
-        if time.monotonic() - started > 60:  # bounded in time: at least one round always runs
+    for round_number, point in enumerate(points):
+        if time.monotonic() - started > 25:  # bounded in time: at least one round always runs
             break
-        plan = ChaosPlan(
-            workers={rng.randrange(2): WorkerChaos(die_after_tasks=rng.randint(1, 4),
-                                                   die_in_phase=rng.choice(["map", "reduce", None]))},
-            master=MasterChaos(die_after_completions=rng.choice([None, rng.randint(1, 8)])))
-        run_with_chaos(tmp_path / f"round-{round_number}", plan, split_size=rng.choice([700, 1500, 4000]),
-                       reducers=rng.randint(1, 5))
+        split_size, reducers = rng.choice([700, 1500, 4000]), rng.randint(2, 5)
+        directory = tmp_path / f"round-{round_number}"
+        make_corpus(directory / "in")
+        maps = len(wordcount_job([str(directory / "in")], str(directory / "plan"), reducers=reducers,
+                                 split_size=split_size).source.plan_splits())
+        master, lowest = random_master_chaos(rng, point, maps, reducers)
+        plan = ChaosPlan(workers={rng.randrange(2): WorkerChaos(die_after_tasks=rng.randint(1, 4),
+                                                                die_in_phase=rng.choice(["map", "reduce", None]))},
+                         master=master)
+        _, summary = run_with_chaos(directory, plan, split_size=split_size, reducers=reducers)
+        described = (round_number, plan, maps, summary["master"], summary["events"][-20:])
+        assert summary["takeover"] is True, described
+        assert int(summary["master"].rsplit("-", 1)[1]) >= lowest, described
 
 
 def test_job_resumes_from_its_snapshot_store_after_the_driver_is_gone(fault_cluster: None, tmp_path: Path) -> None:
