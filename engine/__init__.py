@@ -22,6 +22,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ClusterInfo": "engine.cluster",
+    "NodeWatchOptions": "engine.runtime.node_watch",
     "connect": "engine.cluster",
     "shutdown": "engine.cluster",
     "CircuitBreaker": "engine.common.circuit_breaker",
@@ -97,7 +98,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     # running
-    "ClusterInfo", "Handle", "connect", "run", "shutdown",
+    "ClusterInfo", "Handle", "NodeWatchOptions", "connect", "run", "shutdown",
     # specs and results
     "AutoscalePolicy", "JobOptions", "JobResult", "MapReduceJob", "Pipeline", "PipelineOptions", "PipelineResult",
     "SinkBreakerPolicy", "Stage", "StageMetrics", "GatherResult", "ScatterGather", "ScatterGatherOptions",
