@@ -128,7 +128,9 @@ def shutdown() -> None:
         from engine.runtime.supervisor import shutdown_pool
 
         try:
-            if node_loss() is None:  # a lost cluster has no pool to ask
+            # The embedded cluster's teardown ends every actor with it; on a cluster this
+            # process joined, the pool and its workers are stopped one by one.
+            if _embedded_args is None and node_loss() is None:  # a lost cluster has no pool to ask
                 shutdown_pool()
         finally:
             _disconnect()

@@ -58,6 +58,7 @@ class JobCoordinator:
         self.inflight: dict[Any, Launch] = {}  # attempt call -> its launch
         self.pings: dict[Any, str] = {}  # ping call -> worker
         self.polls: dict[Any, str] = {}  # attempts() call -> worker (adopted attempts)
+        self.leases: dict[Any, str] = {}  # lease call still running -> worker (joins when it returns)
         self.monitor = HeartbeatMonitor(self.options.heartbeat_interval_s, self.options.heartbeat_timeout_s)
         self.last_poll = 0.0
         self.next_worker = 0  # workers leased so far: numbers the chaos plan refers to
@@ -143,7 +144,7 @@ class JobCoordinator:
                     raise JobFailedError(f"job {self.config.job_id} was cancelled")
                 if isinstance(self.scheduler.outcome, Finish):
                     return
-            refs = [*self.inflight, *self.pings, *self.polls]
+            refs = [*self.inflight, *self.pings, *self.polls, *self.leases]
             ready: list = []
             if refs:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=interval)
@@ -162,6 +163,14 @@ class JobCoordinator:
 
     def _on_ready(self, ref: Any) -> list[Action]:
         """Turn one finished Ray call into scheduler events."""
+        if ref in self.leases:  # a worker of the first lease finished starting
+            name = self.leases.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                return self._lose(name, "died while starting")
+            self.monitor.add(name)
+            return self.scheduler.worker_ready(name)
         if ref in self.pings:
             name = self.pings.pop(ref)
             try:
@@ -221,9 +230,18 @@ class JobCoordinator:
         missing = self.config.workers - len(self.handles)
         if missing <= 0 or self.scheduler.outcome is not None:
             return []
+        actions: list[Action] = []
         if self.next_worker == 0:
-            leased = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos)
+            # The first map starts on the first worker leased; the others join when their
+            # lease has run.  A fault plan names workers by number: then every lease is
+            # awaited, so each numbered worker takes part from the start (deterministic tests).
+            first = None if self.config.worker_chaos else 1
+            leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first)
             self.next_worker, starting = missing, False
+            for name, (handle, lease) in pending.items():
+                self.handles[name] = handle
+                self.leases[lease] = name
+                actions += self.scheduler.worker_joined(name, ready=False)
         else:
             leased, starting = {}, True  # a fresh process: no tasks until it answers a ping
             for _ in range(missing):
@@ -233,7 +251,6 @@ class JobCoordinator:
                 self.next_worker += 1
                 leased[name] = handle
                 self.events.append(f"started replacement worker {name}")
-        actions: list[Action] = []
         for name, handle in leased.items():
             self.handles[name] = handle
             self.monitor.add(name, starting=starting)

@@ -121,8 +121,16 @@ class WorkerPool(MasterHost):
         self.masters.append(master)
         return master
 
-    def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None) -> dict[str, Any]:
-        """Lease ``count`` workers to ``job_id`` (reusing warm ones); returns name -> handle."""
+    def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None,
+                wait_for: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+        """Lease ``count`` workers to ``job_id`` (reusing warm ones).
+
+        Returns (leased: name -> handle, pending: name -> (handle, lease call)).  Without
+        ``wait_for`` every lease is waited for; with it, the call returns as soon as that
+        many are leased, so a job's first map starts on the first warm worker while the
+        others are still starting: the caller waits on their lease calls (a worker's lease
+        has run once its call returns; one that fails died while starting).
+        """
         chaos = chaos or {}
         now = time.monotonic()
         chosen: dict[str, Any] = {}
@@ -143,9 +151,15 @@ class WorkerPool(MasterHost):
         slots = [{"name": name, "handle": handle, "chaos": chaos.get(index),
                   "ref": handle.lease.remote(job_id, chaos.get(index), self._next_seq())}
                  for index, (name, handle) in enumerate(chosen.items())]
-        leased = dict(_LEASE_RETRY.call(self._await_lease, job_id, slot) for slot in slots)
+        waiting = {slot["ref"]: slot for slot in slots}
+        leased: dict[str, Any] = {}
+        while waiting and len(leased) < (len(slots) if wait_for is None else min(wait_for, len(slots))):
+            done, _ = ray.wait(list(waiting), num_returns=1, timeout=120)
+            slot = waiting.pop(done[0]) if done else waiting.pop(next(iter(waiting)))
+            name, handle = _LEASE_RETRY.call(self._await_lease, job_id, slot)
+            leased[name] = handle
         self._start_extras()
-        return leased
+        return leased, {slot["name"]: (slot["handle"], slot["ref"]) for slot in waiting.values()}
 
     def _start_extras(self) -> None:
         """Once the first job holds its workers, start the spare worker in the background:
