@@ -232,10 +232,10 @@ class JobCoordinator:
             return []
         actions: list[Action] = []
         if self.next_worker == 0:
-            # The first map starts on the first worker leased; the others join when their
-            # lease has run.  A fault plan names workers by number: then every lease is
-            # awaited, so each numbered worker takes part from the start (deterministic tests).
-            first = None if self.config.worker_chaos else 1
+            # The first map starts once ``start_with_workers`` are leased; the others join
+            # when their lease has run.  A fault plan names workers by number: then every
+            # lease is awaited, so each numbered worker takes part from the start.
+            first = None if self.config.worker_chaos else self.options.start_with_workers
             leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first)
             self.next_worker, starting = missing, False
             for name, (handle, lease) in pending.items():

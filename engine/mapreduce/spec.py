@@ -33,6 +33,11 @@ class JobOptions:
     """How a job runs.  Every field has a default that follows the cluster.
 
     - ``workers``: worker actors (default: the cluster's CPUs).
+    - ``start_with_workers``: how many of them must be ready before the first task is
+      scheduled (default 1: the first map starts on the first warm worker, the others join
+      as they finish starting; None: all of them, as Spark's
+      ``spark.scheduler.minRegisteredResourcesRatio=1``).  A job with a fault plan naming
+      workers always waits for all of them.
     - ``max_task_attempts``: attempts of one task before its failure fails the job or,
       for deterministic user-code errors, before bad-record skipping starts.
     - ``heartbeat_interval_s`` / ``heartbeat_timeout_s``: how often the master pings
@@ -52,6 +57,7 @@ class JobOptions:
     """
 
     workers: int | None = None
+    start_with_workers: int | None = 1
     max_task_attempts: int = 4
     heartbeat_interval_s: float = 0.5
     heartbeat_timeout_s: float = 10.0
@@ -72,6 +78,9 @@ class JobOptions:
         """Raise ``SpecError`` naming the first bad option."""
         if self.workers is not None and self.workers < 1:
             raise SpecError(f"workers must be at least 1, got {self.workers}")
+        if self.start_with_workers is not None and (not isinstance(self.start_with_workers, int)
+                                                    or self.start_with_workers < 1):
+            raise SpecError(f"start_with_workers must be None or at least 1, got {self.start_with_workers!r}")
         if self.max_task_attempts < 1:
             raise SpecError(f"max_task_attempts must be at least 1, got {self.max_task_attempts}")
         if self.heartbeat_interval_s <= 0 or self.heartbeat_timeout_s <= 0:

@@ -32,7 +32,10 @@ def job_for(tmp_path: Path, output: str) -> engine.MapReduceJob:
     return engine.MapReduceJob(
         name="node-loss", source=engine.TextSource(str(tmp_path / "in"), split_size=3000), map=count_words_in_lines,
         combine=SUM_COUNTS, reduce=slow_sum, keys="word", reducers=10, output=str(tmp_path / output),
-        options=JobOptions(workers=2, speculation=False, heartbeat_interval_s=0.2, heartbeat_timeout_s=5.0))
+        # start_with_workers=None: both workers (one per node) take maps from the start, so
+        # the lost node held some maps and not others
+        options=JobOptions(workers=2, start_with_workers=None, speculation=False, heartbeat_interval_s=0.2,
+                           heartbeat_timeout_s=5.0))
 
 
 def test_node_loss_reexecutes_only_the_maps_it_held(isolated_ray: None, tmp_path: Path) -> None:

@@ -159,3 +159,12 @@ def test_user_counters_count_only_the_calls_that_succeeded(tmp_path: Path) -> No
     result = engine.run(job, "inline").result()
     assert len(FLAKY_CALLS) > 3  # the flaky call, its retry, and the bisection's calls
     assert result.counters["rows_seen"] == 63  # each good row once; no failed call counted
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2"])
+def test_start_with_workers_must_be_none_or_a_positive_count(tmp_path: Path, value: object) -> None:
+    (tmp_path / "in.txt").write_text("a b\n")
+    with pytest.raises(engine.SpecError) as raised:
+        wordcount_job([str(tmp_path / "in.txt")], str(tmp_path / "out"),
+                      options=engine.JobOptions(start_with_workers=value))  # type: ignore[arg-type]
+    assert str(raised.value) == f"start_with_workers must be None or at least 1, got {value!r}"
