@@ -10,11 +10,9 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -66,18 +64,21 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     subprocess.run("umask 077 && ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token",
                    shell=True, check=True, env=env, timeout=120)
     assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
-    temp_dir = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")  # short: Ray's socket paths live under it
-    os.chmod(temp_dir, 0o700)
-    dashboard = free_port()
-    args = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+    # Ray's default temp dir, as a user's `ray start` has it: `--address auto` finds the head
+    # through /tmp/ray/ray_current_cluster there (with --temp-dir it is not written there, and
+    # Ray falls back to whichever cluster it detects, e.g. the test session's own).
+    dashboard, port = free_port(), free_port()
+    args = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
             "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-            "--temp-dir", temp_dir, "--disable-usage-stats"]
+            "--disable-usage-stats"]
     try:
         with ray_head(args, env):
             yield Head(env, dashboard)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    finally:  # the head was killed: its address must not be left for a later `auto`
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink(missing_ok=True)
 
 
 def test_address_auto_joins_the_cluster_started_with_ray_start(head: Head, tmp_path: Path) -> None:
