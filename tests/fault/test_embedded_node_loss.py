@@ -56,9 +56,10 @@ def cluster_process(driver: subprocess.Popen, name: str) -> psutil.Process:
     return found[0]
 
 
-# the runtime-env agent is a node agent: the raylet fate-shares with it (the hang of issue 10)
-@pytest.mark.parametrize("victim, what", [("raylet", "raylet died"), ("gcs_server", "GCS server died"),
-                                          ("ray::RuntimeEnvAgent", "raylet died")])
+# The runtime-env agent is a node agent: the raylet fate-shares with it (the hang of issue 10),
+# so killing it is the raylet's death as the driver sees it (a direct SIGKILL of the raylet
+# takes the same path; it is left out to keep the suite under 15 minutes on 2 cores).
+@pytest.mark.parametrize("victim, what", [("gcs_server", "GCS server died"), ("ray::RuntimeEnvAgent", "raylet died")])
 def test_killing_the_embedded_cluster_mid_map_restarts_it_and_resumes_the_job(tmp_path: Path, victim: str,
                                                                               what: str) -> None:
     from tests.fault.node_loss_job import node_loss_job
