@@ -26,6 +26,7 @@ from engine.mapreduce.actions import (Action, Cancel, CheckWorker, Commit, DropO
                                       TakeSnapshot)
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.heartbeat import HeartbeatMonitor
+from engine.mapreduce.node_state import NODE_CHECK_S, dead_nodes
 from engine.mapreduce.rules import commit_dead_letters, commit_job
 from engine.mapreduce.scheduler import Scheduler, SchedulerConfig
 from engine.mapreduce.snapshot import SnapshotPolicy, SnapshotStore
@@ -59,6 +60,8 @@ class JobCoordinator:
         self.pings: dict[Any, str] = {}  # ping call -> worker
         self.polls: dict[Any, str] = {}  # attempts() call -> worker (adopted attempts)
         self.leases: dict[Any, str] = {}  # lease call still running -> worker (joins when it returns)
+        self.nodes: dict[str, str] = {}  # worker -> the node it runs on (from its pings)
+        self.last_node_check = 0.0
         self.monitor = HeartbeatMonitor(self.options.heartbeat_interval_s, self.options.heartbeat_timeout_s)
         self.last_poll = 0.0
         self.next_worker = 0  # workers leased so far: numbers the chaos plan refers to
@@ -174,9 +177,11 @@ class JobCoordinator:
         if ref in self.pings:
             name = self.pings.pop(ref)
             try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                return self._lose(name, "died")
+                info = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                return self._lose(name, f"died ({type(error).__name__})")
+            if isinstance(info, dict) and info.get("node"):
+                self.nodes[name] = str(info["node"])
             return self.scheduler.worker_ready(name) if self.monitor.answered(name) else []
         if ref in self.polls:
             name = self.polls.pop(ref)
@@ -190,8 +195,8 @@ class JobCoordinator:
             report = ray.get(ref)
         except ray.exceptions.TaskCancelledError:  # a backup attempt that lost the race
             return []
-        except ray.exceptions.RayActorError:
-            return self._lose(launch.worker, "died")
+        except ray.exceptions.RayActorError as error:
+            return self._lose(launch.worker, f"died ({type(error).__name__})")
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, MapOutputLostError):
@@ -202,6 +207,14 @@ class JobCoordinator:
 
     def _heartbeat(self) -> list[Action]:
         actions: list[Action] = []
+        if self.nodes and time.monotonic() - self.last_node_check >= NODE_CHECK_S:
+            # Ray's node table: a worker whose node Ray declared dead is lost now, not at its
+            # heartbeat deadline.
+            self.last_node_check = time.monotonic()
+            dead = dead_nodes()
+            for name, node in list(self.nodes.items()):
+                if node in dead and name in self.handles:
+                    actions += self._lose(name, f"its node died ({dead[node]})", dead)
         for name in self.monitor.overdue():
             actions += self._lose(name, f"missed its heartbeat deadline ({self.options.heartbeat_timeout_s}s)")
         for name in self.monitor.due():
@@ -214,7 +227,7 @@ class JobCoordinator:
                     self.polls[self.handles[name].attempts.remote(self.config.job_id)] = name
         return actions
 
-    def _lose(self, name: str, why: str) -> list[Action]:
+    def _lose(self, name: str, why: str, dead: dict[str, str] | None = None) -> list[Action]:
         handle = self.handles.pop(name, None)
         if handle is None:
             return []
@@ -223,7 +236,9 @@ class JobCoordinator:
             ray.kill(handle, no_restart=True)
         except Exception:  # already gone
             pass
-        return self.scheduler.worker_lost(name, why)
+        node = self.nodes.pop(name, None)
+        node_dead = node is not None and node in (dead if dead is not None else dead_nodes())
+        return self.scheduler.worker_lost(name, why, node, node_dead)
 
     def _top_up(self) -> list[Action]:
         """Lease workers from the pool until the job has its full count again."""

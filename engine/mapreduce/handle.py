@@ -25,7 +25,7 @@ from engine.common.retry import RetryPolicy
 from engine.errors import JobFailedError, ResultTimeoutError
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.result import JobResult
-from engine.mapreduce.scheduler import progress_of
+from engine.mapreduce.progress import progress_of
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.runtime.handle import CANCELLED, Handle
@@ -120,7 +120,7 @@ class JobHandle(Handle):
         """Task counts per phase, bytes read, workers, snapshots and timings so far."""
         status = self._result.details if self._result is not None else self.status()
         return {key: status[key] for key in ("maps", "reduces", "bytes_total", "bytes_done", "snapshot_seq",
-                                             "speculative_attempts", "failed_workers", "elapsed_s", "timeline")
+                                             "speculative_attempts", "failed_workers", "elapsed_s", "timeline", "recovery")
                 if key in status}
 
     def counters(self) -> Counter:

@@ -21,7 +21,8 @@ from engine.io.parts import prepare_directory
 from engine.mapreduce.actions import Action, Commit, DropOutput, Fail, Finish, Launch
 from engine.mapreduce.result import JobResult
 from engine.mapreduce.rules import commit_dead_letters, commit_job, default_reducers, resolve_output
-from engine.mapreduce.scheduler import Scheduler, SchedulerConfig, progress_of
+from engine.mapreduce.progress import progress_of
+from engine.mapreduce.scheduler import Scheduler, SchedulerConfig
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.task_table import TaskTable
 from engine.mapreduce.worker_state import MapOutputLostError, WorkerState

@@ -36,6 +36,7 @@ from engine.errors import JobFailedError
 from engine.mapreduce.actions import (Action, AttemptReport, Cancel, CheckWorker, Commit, DropOutput, Fail, Finish,
                                       Launch, MapKey, TakeSnapshot)
 from engine.mapreduce.counters import add_counters
+from engine.mapreduce.recovery_log import RecoveryLog
 from engine.mapreduce.rules import check_bad_records, check_bad_records_so_far, check_part_schema
 from engine.mapreduce.snapshot import SnapshotPolicy
 from engine.mapreduce.spec import JobOptions
@@ -86,6 +87,8 @@ class Scheduler:
         self.paused = False
         self.adopted: set[MapKey] = set()
         self.part_schema: tuple[str, str] | None = None  # (task, schema) of the first reduce part accepted
+        self.recovery = RecoveryLog()  # times in seconds since ``origin`` (this scheduler's start)
+        self.origin = clock()
 
     def note(self, text: str) -> None:
         """Note what happened (for the job's summary); only the newest events are kept."""
@@ -109,15 +112,18 @@ class Scheduler:
         self.workers[name] = True
         return self._progress()
 
-    def worker_lost(self, name: str, why: str = "was lost") -> list[Action]:
+    def worker_lost(self, name: str, why: str = "was lost", node: str | None = None,
+                    node_dead: bool = False) -> list[Action]:
         """A worker is gone: its running attempts end, and the map outputs it held are
-        lost (their maps run again) unless every reduce is done."""
+        lost (their maps run again) unless every reduce is done.  The loss goes into the
+        recovery timeline (``node``: where it ran; ``node_dead``: Ray declared that node dead)."""
         if self.outcome is not None or name not in self.workers:
             return []
         del self.workers[name]
         self.lost.append(name)
         self.adopted = {key for key in self.adopted if self.table.tasks[key[0]].running.get(key[1]) != name}
         rerun = self.table.worker_lost(name)
+        self.recovery.lost(name, why, self.clock(), tuple(rerun), node, node_dead)
         self.note(f"worker {name} {why}; tasks to run again: {', '.join(rerun) or 'none'}")
         return self._progress()
 
@@ -159,6 +165,7 @@ class Scheduler:
             details["input_bytes"] = report.input_bytes
         self.adopted.discard((task.task_id, report.attempt))
         self.table.complete(task.task_id, report.attempt, location, report.counters, details)
+        self.recovery.completed(task.task_id, self.clock())
         actions: list[Action] = [Commit(report)]
         for attempt, worker in sorted(self.table.losers(task.task_id).items()):
             self.adopted.discard((task.task_id, attempt))
@@ -362,6 +369,7 @@ class Scheduler:
             "speculative_attempts": sum(t.speculative_attempts for t in self.table.tasks.values()),
             "skipped_records": self.counters().get("bad_records_skipped", 0),
             "error": str(self.outcome.error).splitlines()[0] if isinstance(self.outcome, Fail) else None,
+            "recovery": self.recovery.to_json(self.origin, self.clock()),
         }
 
     def summary(self) -> dict:
@@ -378,18 +386,6 @@ class Scheduler:
             "task_workers": {t.task_id: t.details.get("worker") for t in tasks},
             "failed_workers": list(self.lost),
             "speculative_attempts": sum(t.speculative_attempts for t in tasks),
+            "recovery": status["recovery"],
         }
 
-
-def progress_of(status: dict) -> float:
-    """Fraction of a job done from its status: map bytes (or tasks) weigh 90%, reduces 10%."""
-    if status.get("state") == "succeeded":
-        return 1.0
-    maps, reduces = status.get("maps"), status.get("reduces")
-    if not maps or not reduces:
-        return 0.0
-    if status.get("bytes_total"):
-        map_part = status["bytes_done"] / status["bytes_total"]
-    else:
-        map_part = maps["completed"] / max(1, sum(maps.values()))
-    return 0.9 * map_part + 0.1 * reduces["completed"] / max(1, sum(reduces.values()))

@@ -25,7 +25,6 @@ from typing import Any
 
 import ray
 
-from engine.common.retry import RetryPolicy
 from engine.mapreduce.master import MapReduceMaster, MasterHost
 from engine.mapreduce.worker import MapReduceWorker
 from engine.testing.chaos import WorkerChaos
@@ -36,8 +35,12 @@ WORKER_PREFIX = "engine-worker-"
 MASTER_PREFIX = "engine-master-"
 ADOPT_TIMEOUT_S = 5.0  # a new pool waits this long for the survivors of an earlier one to answer
 DEFAULT_IDLE_TIMEOUT_S = 60.0
-# A warm worker may have died while free: a lease that fails is retried on a fresh worker.
-_LEASE_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0, retry_on=(ray.exceptions.RayError,))
+# A warm worker may have died while free (or with its node): a lease that fails is given to
+# a fresh worker, at most this many times per slot, while the other leases go on.
+LEASE_ATTEMPTS = 3
+# How long acquire waits for the next lease before returning what it has (the rest join
+# the job when their lease runs: capacity that left with a node may never come back).
+LEASE_WAIT_S = 30.0
 
 
 @ray.remote(num_cpus=0, max_concurrency=96, max_restarts=0)
@@ -153,11 +156,19 @@ class WorkerPool(MasterHost):
                  for index, (name, handle) in enumerate(chosen.items())]
         waiting = {slot["ref"]: slot for slot in slots}
         leased: dict[str, Any] = {}
-        while waiting and len(leased) < (len(slots) if wait_for is None else min(wait_for, len(slots))):
-            done, _ = ray.wait(list(waiting), num_returns=1, timeout=120)
-            slot = waiting.pop(done[0]) if done else waiting.pop(next(iter(waiting)))
-            name, handle = _LEASE_RETRY.call(self._await_lease, job_id, slot)
-            leased[name] = handle
+        need = len(slots) if wait_for is None else min(wait_for, len(slots))
+        while waiting and len(leased) < need:
+            done, _ = ray.wait(list(waiting), num_returns=1, timeout=LEASE_WAIT_S)
+            if not done:  # no capacity yet (e.g. a node left): the rest join the job later
+                break
+            slot = waiting.pop(done[0])
+            try:
+                ray.get(done[0])
+                leased[slot["name"]] = slot["handle"]
+            except ray.exceptions.RayError:  # died while starting (or while free): a fresh one
+                fresh = self._refill_slot(job_id, slot)
+                if fresh is not None:
+                    waiting[fresh["ref"]] = fresh
         self._start_extras()
         return leased, {slot["name"]: (slot["handle"], slot["ref"]) for slot in waiting.values()}
 
@@ -171,19 +182,18 @@ class WorkerPool(MasterHost):
             self._extras_started = True
         threading.Thread(target=self._refill_spare, name="pool-spare", daemon=True).start()
 
-    def _await_lease(self, job_id: str, slot: dict) -> tuple[str, Any]:
-        """Wait for one lease; if its worker is dead, put a fresh one in the slot and fail
-        (the retry policy waits for that one)."""
-        try:
-            ray.get(slot["ref"], timeout=120)
-            return slot["name"], slot["handle"]
-        except ray.exceptions.RayError:
-            with self.lock:
-                self.leased.pop(slot["name"], None)
-                name, handle = self._new_worker()
-                self.leased[name] = (handle, job_id)
-            slot.update(name=name, handle=handle, ref=handle.lease.remote(job_id, slot["chaos"], self._next_seq()))
-            raise
+    def _refill_slot(self, job_id: str, slot: dict) -> dict | None:
+        """Put a fresh worker in the slot of one whose lease failed, without waiting for it
+        (the other slots' leases go on meanwhile); None once the slot has failed
+        ``LEASE_ATTEMPTS`` times (the job replaces the worker later, as any lost one)."""
+        with self.lock:
+            self.leased.pop(slot["name"], None)
+            if slot.get("failures", 0) + 1 >= LEASE_ATTEMPTS:
+                return None
+            name, handle = self._new_worker()
+            self.leased[name] = (handle, job_id)
+        return {**slot, "name": name, "handle": handle, "failures": slot.get("failures", 0) + 1,
+                "ref": handle.lease.remote(job_id, slot["chaos"], self._next_seq())}
 
     def prewarm(self, count: int) -> int:
         """Start workers until ``count`` are free (so the first job does not wait for them);
