@@ -52,8 +52,10 @@ MASTER_RESTARTS = RetryPolicy(max_attempts=4, backoff="fixed", base_delay_s=0.5,
 class JobHandle(Handle):
     """A running job: ``status()``, ``progress()``, ``counters()``, ``result()``, ``cancel()``."""
 
-    def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any], starts: list[Any]) -> None:
+    def __init__(self, job: MapReduceJob, config: MasterConfig, masters: list[Any], starts: list[Any],
+                 submitted_at: float | None = None) -> None:
         self._starts = starts  # refs of the calls that started the masters: they surface start-up errors
+        self.submitted_at = time.time() if submitted_at is None else submitted_at
         self.job = job
         self.config = config
         self.job_id = config.job_id
@@ -165,6 +167,11 @@ class JobHandle(Handle):
         if self.recoveries:
             summary = {**summary, "events": [*self.recoveries, *summary.get("events", [])],
                        "cluster_restarts": len(self.recoveries)}
+        # The job's time is the user's: from submission (starting masters and workers, and any
+        # takeover or cluster restart, count) to the commit; the master's own clock is kept.
+        finished_at = summary["started_at"] + summary["elapsed_s"]
+        summary = {**summary, "master_elapsed_s": summary["elapsed_s"], "submitted_at": self.submitted_at,
+                   "elapsed_s": max(summary["elapsed_s"], finished_at - self.submitted_at)}
         self._result = JobResult.from_summary(self.job.name, self.config.output, summary)
         return self._result
 

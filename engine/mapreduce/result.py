@@ -28,6 +28,10 @@ DEAD_RECORD_SCHEMA = pa.schema([
 class JobResult:
     """A completed job: where its parts are, its counters and how long it took.
 
+    ``elapsed_s`` runs from submission to the commit of the result (on Ray, starting the
+    job's masters and workers, a takeover or a restart of the embedded cluster count; the
+    master's own clock is ``details["master_elapsed_s"]``).
+
     ``counters`` holds the built-in counters (``map_input_records``,
     ``map_input_bytes``, ``map_output_records``, ``reduce_input_records``,
     ``reduce_output_records``, ``invalid_input_records`` (lines that are not UTF-8),

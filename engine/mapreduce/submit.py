@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import ray
@@ -33,6 +34,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     again (map outputs died with the old cluster's workers, so needed maps run again).
     """
     require_ray("a MapReduce job on the Ray executor")
+    submitted_at = time.time()  # the job's time runs from here: starting its masters and workers counts
     job.source.plan_splits()  # fail on a missing input before any work starts
     workers = job.options.workers or available_cpus()
     reducers = job.reducers or default_reducers(workers)
@@ -58,4 +60,4 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     starts = [masters[0].start_primary.remote(job_ref, config, 0, state)]
     if len(masters) > 1:
         starts.append(masters[1].standby.remote(job_ref, config, 1, [masters[0]]))
-    return JobHandle(job, config, masters, starts)
+    return JobHandle(job, config, masters, starts, submitted_at)
