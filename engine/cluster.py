@@ -28,6 +28,7 @@ _embedded_args: dict | None = None  # how the embedded cluster was started, to s
 _restarting = False  # a restart keeps the token: Ray's client code caches the first one it read
 _generation = 0  # counts the clusters this process connected to (a restart makes a new one)
 _restart_lock = threading.Lock()  # one restart at a time, whoever noticed the loss
+_past_losses: dict[int, NodeLoss] = {}  # generation -> the loss that ended it (a restart followed)
 
 # Ray's job supervisor sets both for the entrypoint of `ray job submit` (the job's driver).
 _JOB_CONFIG_ENV, _ADDRESS_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR", "RAY_ADDRESS"
@@ -149,9 +150,13 @@ def _disconnect() -> None:
     _embedded_token.remove()
 
 
-def node_loss() -> NodeLoss | None:
+def node_loss(of_generation: int | None = None) -> NodeLoss | None:
     """The loss of the connected cluster's GCS server or raylet, once noticed (None while
-    it is fine, or when not connected)."""
+    it is fine, or when not connected).  With ``of_generation`` (a ``generation()`` seen
+    earlier): the loss of that cluster, even if it has been restarted since, so a run whose
+    actors lived there sees it whoever restarted it."""
+    if of_generation is not None and of_generation != _generation:
+        return _past_losses.get(of_generation)
     if _watcher is None or _watcher.node is not getattr(ray._private.worker, "_global_node", None):
         return None  # not connected through connect(), or to another session since
     return _watcher.loss()
@@ -182,6 +187,9 @@ def restart_embedded(lost_generation: int | None = None) -> ClusterInfo:
                 and node_loss() is None:
             return ClusterInfo(address=None, cpus=available_cpus(), embedded=True)
         if _watcher is not None:
+            loss = _watcher.loss()
+            if loss is not None:
+                _past_losses[_generation] = loss
             _watcher.stop()
             _watcher = None
         ray.shutdown()  # stops what is left of the old cluster's processes

@@ -8,9 +8,9 @@ that feeds the core), a source reader filling a bounded queue (``source_capacity
 a sink writer (``delivery.SinkDriver``: retry and circuit breaker).  Batches move between
 stages as object references; the coordinator reads only each call's small ``meta``.
 
-Every wait on Ray is bounded, and each loop turn asks ``engine.cluster.node_loss()``: a
-lost cluster ends the run at once with ``lost`` set (no further Ray calls); the handle
-(``ray_executor.RayPipelineHandle``) decides what follows.
+Every wait on Ray is bounded, and each loop turn asks ``engine.cluster.node_loss()`` about
+the cluster the run started on: a lost cluster ends the run at once with ``lost`` set (no
+further Ray calls); the handle (``ray_executor.RayPipelineHandle``) decides what follows.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Coordinator(PipelineRun):
             self.conclude(self._sink_table, error or self._close_error)
 
     def _check_cluster(self) -> None:
-        loss = cluster.node_loss()
+        loss = cluster.node_loss(self.generation)
         if loss is not None:
             raise ClusterLost(loss)
 
@@ -272,7 +272,7 @@ class Coordinator(PipelineRun):
             ready, _ = ray.wait([ref], timeout=0.25, fetch_local=True)
             if ready:
                 return ray.get(ref)
-            if cluster.node_loss() is not None:
+            if cluster.node_loss(self.generation) is not None:
                 self.wakeup.set()  # the coordinator's next turn sees it
                 return None
         return None
