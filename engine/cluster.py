@@ -192,7 +192,13 @@ def restart_embedded(lost_generation: int | None = None) -> ClusterInfo:
                 _past_losses[_generation] = loss
             _watcher.stop()
             _watcher = None
-        ray.shutdown()  # stops what is left of the old cluster's processes
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:  # what is left of a lost cluster need not stop gracefully (that takes seconds)
+            try:
+                node.kill_all_processes(check_alive=False, allow_graceful=False)
+            except Exception:  # ray.shutdown() tries again
+                pass
+        ray.shutdown()
         _restarting = True
         try:
             return connect(**args, node_watch=options)

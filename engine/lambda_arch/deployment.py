@@ -53,7 +53,11 @@ def partition_views(views: BatchViews, spec: LambdaArchitecture) -> list[dict[st
 
 
 class LambdaDeployment(DeploymentHandle):
-    """Ingest, batch recomputation, real-time views and queries over one directory."""
+    """Ingest, batch recomputation, real-time views and queries over one directory.
+
+    On Ray, a lost embedded cluster is restarted and the layers reopened from the
+    directory by the next call (an ingest stored before the loss keeps its ack); a lost
+    external one fails every call with one ``ClusterLostError`` line (``node_loss``)."""
 
     def __init__(self, spec: LambdaArchitecture, backend: InlineBackend) -> None:
         self.spec = spec
