@@ -114,7 +114,8 @@ __all__ = [
     # reliability
     "CircuitBreaker", "DeadLetterStore", "RateLimiter", "RetryPolicy", "replay_dead_letters",
     # errors
-    "CircuitOpenError", "ClusterLostError", "EngineError", "InputNotFoundError", "JobFailedError", "NotConnectedError",
+    "CircuitOpenError", "ClusterLostError", "EngineError", "InputNotFoundError", "JobFailedError",
+    "NotConnectedError",
     "NotEnoughRepliesError", "OutputExistsError", "PipelineFailedError", "QueryFailedError", "RateLimitedError",
     "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "SpeedLayerError", "TooManyBadRecordsError",
     "TransientError", "UnknownRequestError",
