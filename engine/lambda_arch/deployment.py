@@ -9,7 +9,8 @@ own methods: ``ingest``, ``query``, ``recompute_batch``, ``start_batch_schedule`
 
 Locks, always taken in this order: ``_batch_lock`` (one recomputation at a time),
 ``_ingest_lock`` (ingests, in log order), the cluster guard's (one recovery at a time),
-``_shard_lock`` (replacing shards or switching their batch view).  The batch job itself runs holding only the first.
+``_shard_lock`` (replacing shards or switching their batch view).  The batch job itself
+runs holding only the first.
 
 On Ray, the loss of the cluster never hangs a call: ``node_loss.ClusterGuard`` restarts
 the embedded cluster and reopens the layers from the directory (acknowledged events are
@@ -31,13 +32,13 @@ from engine.errors import ResultTimeoutError
 from engine.lambda_arch.backends import InlineBackend, shard_names
 from engine.lambda_arch.batch_layer import BatchViews, commit_current, compute_batch_views, load_current, view_schemas
 from engine.lambda_arch.errors import BatchLayerError, SpeedLayerDownError, SpeedLayerError
+from engine.lambda_arch.handle import DeploymentHandle
 from engine.lambda_arch.log import IngestAck, MasterLog
 from engine.lambda_arch.node_loss import ClusterGuard
 from engine.lambda_arch.schedule import BatchSchedule
 from engine.lambda_arch.serving import Answer, ServingLayer
 from engine.lambda_arch.spec import LambdaArchitecture
 from engine.lambda_arch.speed_layer import DeltaApplier, Freshness, SpeedStage
-from engine.lambda_arch.handle import DeploymentHandle
 from engine.runtime.handle import FAILED, SUCCEEDED
 from engine.runtime.node_watch import ClusterLost, in_flight_ingest
 
