@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "EngineError": "engine.errors",
     "InputNotFoundError": "engine.errors",
     "JobFailedError": "engine.errors",
+    "ClusterLostError": "engine.errors",
     "NotConnectedError": "engine.errors",
     "NotEnoughRepliesError": "engine.errors",
     "OutputExistsError": "engine.errors",
@@ -113,7 +114,8 @@ __all__ = [
     # reliability
     "CircuitBreaker", "DeadLetterStore", "RateLimiter", "RetryPolicy", "replay_dead_letters",
     # errors
-    "CircuitOpenError", "EngineError", "InputNotFoundError", "JobFailedError", "NotConnectedError",
+    "CircuitOpenError", "ClusterLostError", "EngineError", "InputNotFoundError", "JobFailedError",
+    "NotConnectedError",
     "NotEnoughRepliesError", "OutputExistsError", "PipelineFailedError", "QueryFailedError", "RateLimitedError",
     "RequestExpiredError", "ResultTimeoutError", "ScatterGatherError", "SpecError", "SpeedLayerError", "TooManyBadRecordsError",
     "TransientError", "UnknownRequestError",

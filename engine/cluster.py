@@ -26,6 +26,9 @@ _embedded_token = EmbeddedToken()
 _watcher: "_Watcher | None" = None  # watches the cluster this process is connected to
 _embedded_args: dict | None = None  # how the embedded cluster was started, to start it again
 _restarting = False  # a restart keeps the token: Ray's client code caches the first one it read
+_generation = 0  # counts the clusters this process connected to (a restart makes a new one)
+_restart_lock = threading.Lock()  # one restart at a time, whoever noticed the loss
+_past_losses: dict[int, NodeLoss] = {}  # generation -> the loss that ended it (a restart followed)
 
 # Ray's job supervisor sets both for the entrypoint of `ray job submit` (the job's driver).
 _JOB_CONFIG_ENV, _ADDRESS_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR", "RAY_ADDRESS"
@@ -70,10 +73,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     free port, a random token; its URL is printed once to standard error) and shows every
     handle ``engine.run`` returns; ``shutdown()`` stops it.
     ``node_watch`` (``NodeWatchOptions``) says how fast the loss of the cluster's GCS
-    server or raylet is noticed and how often a MapReduce job may restart the embedded
-    cluster and resume (``node_loss()``; README, fault tolerance).
+    server or raylet is noticed and how often a MapReduce job, a pipeline or a Lambda
+    deployment may restart the embedded cluster and continue (``node_loss()``; README,
+    fault tolerance).
     """
-    global _watcher, _embedded_args
+    global _watcher, _embedded_args, _generation
     if address is None:
         address = submitted_job_address()
     if not ray.is_initialized():
@@ -105,6 +109,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
             ray.init(address=address, logging_level=logging.WARNING)
             _embedded_args = None
         _watcher = _Watcher.start(node_watch or NodeWatchOptions(), address)
+        _generation += 1
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if warm:
         from engine.runtime.supervisor import get_pool
@@ -145,9 +150,13 @@ def _disconnect() -> None:
     _embedded_token.remove()
 
 
-def node_loss() -> NodeLoss | None:
+def node_loss(of_generation: int | None = None) -> NodeLoss | None:
     """The loss of the connected cluster's GCS server or raylet, once noticed (None while
-    it is fine, or when not connected)."""
+    it is fine, or when not connected).  With ``of_generation`` (a ``generation()`` seen
+    earlier): the loss of that cluster, even if it has been restarted since, so a run whose
+    actors lived there sees it whoever restarted it."""
+    if of_generation is not None and of_generation != _generation:
+        return _past_losses.get(of_generation)
     if _watcher is None or _watcher.node is not getattr(ray._private.worker, "_global_node", None):
         return None  # not connected through connect(), or to another session since
     return _watcher.loss()
@@ -158,22 +167,43 @@ def node_watch_options() -> NodeWatchOptions:
     return _watcher.options if _watcher is not None else NodeWatchOptions()
 
 
-def restart_embedded() -> ClusterInfo:
+def generation() -> int:
+    """A number that changes whenever this process connects to a (new) cluster: actors and
+    objects made under one generation are gone under the next."""
+    return _generation
+
+
+def restart_embedded(lost_generation: int | None = None) -> ClusterInfo:
     """Stop the lost embedded cluster (whatever is left of it) and start a new one the
-    way the first was started.  Only for the embedded cluster."""
-    if _embedded_args is None:
-        raise NotConnectedError("only the embedded Ray cluster can be restarted by the engine")
+    way the first was started.  Only for the embedded cluster.  With ``lost_generation``
+    (the ``generation()`` the caller saw lost) a cluster someone else has restarted since
+    is kept: several runs may notice one loss."""
     global _watcher, _restarting
-    args, options = dict(_embedded_args), node_watch_options()
-    if _watcher is not None:
-        _watcher.stop()
-        _watcher = None
-    ray.shutdown()  # stops what is left of the old cluster's processes
-    _restarting = True
-    try:
-        return connect(**args, node_watch=options)
-    finally:
-        _restarting = False
+    with _restart_lock:
+        if _embedded_args is None:
+            raise NotConnectedError("only the embedded Ray cluster can be restarted by the engine")
+        args, options = dict(_embedded_args), node_watch_options()
+        if lost_generation is not None and lost_generation != _generation and ray.is_initialized() \
+                and node_loss() is None:
+            return ClusterInfo(address=None, cpus=available_cpus(), embedded=True)
+        if _watcher is not None:
+            loss = _watcher.loss()
+            if loss is not None:
+                _past_losses[_generation] = loss
+            _watcher.stop()
+            _watcher = None
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:  # what is left of a lost cluster need not stop gracefully (that takes seconds)
+            try:
+                node.kill_all_processes(check_alive=False, allow_graceful=False)
+            except Exception:  # ray.shutdown() tries again
+                pass
+        ray.shutdown()
+        _restarting = True
+        try:
+            return connect(**args, node_watch=options)
+        finally:
+            _restarting = False
 
 
 def available_cpus() -> int:

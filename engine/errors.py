@@ -62,6 +62,13 @@ class PipelineFailedError(EngineError, RuntimeError):
     """A pipeline run stopped on an error that is not a filter's (sink, source, engine)."""
 
 
+class ClusterLostError(EngineError, RuntimeError):
+    """The Ray cluster under a Lambda deployment was lost and the engine did not (or could
+    not) restart it: the one-line message names what was lost and how to reopen it
+    (``engine.runtime.node_watch``).  A pipeline fails with a ``PipelineFailedError`` of
+    the same wording."""
+
+
 class ScatterGatherError(EngineError, RuntimeError):
     """Base class of the errors raised by scatter-gather executors."""
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from engine.scatter_gather.spec import GatherResult
 
 from engine.lambda_arch.errors import SpeedLayerDownError
+from engine.runtime.node_watch import ClusterLost
 from engine.lambda_arch.serving import Gather, ShardOutcome
 from engine.lambda_arch.shard import ViewShard
 from engine.lambda_arch.spec import LambdaArchitecture
@@ -120,6 +121,10 @@ class InlineBackend:
         """Drop the shards."""
         self.shards = []
 
+    def forget_shards(self) -> None:
+        """Drop the shards without calling them (they died with their cluster)."""
+        self.shards = []
+
     def shard_actors(self) -> list[object]:
         """No actors inline."""
         return []
@@ -136,10 +141,14 @@ class RayBackend(InlineBackend):
         require_ray("a Lambda deployment on the Ray executor")
         super().__init__(spec)
         self.actors: list[Any] = []
+        self.generation = 0  # the cluster the actors live on (engine.cluster.generation())
 
     def create_shards(self, speed_start: int) -> None:
         import ray
 
+        from engine import cluster
+
+        self.generation = cluster.generation()
         count = self.spec.options.shards
         actor_class = ray.remote(ViewShard).options(num_cpus=0, max_concurrency=8)
         options = self.spec.options
@@ -148,15 +157,28 @@ class RayBackend(InlineBackend):
         self._call("status", [() for _ in self.actors])  # started (and importable) before the first query
 
     def _call(self, method: str, arguments: Sequence[tuple], actors: Sequence[Any] | None = None) -> list[Any]:
-        """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDownError``."""
+        """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDownError``,
+        a lost cluster ``ClusterLost`` (the wait is bounded: it is checked every 0.25 s)."""
         import ray
         from ray.exceptions import RayActorError
 
         actors = list(self.actors if actors is None else actors)
+        self._raise_if_lost()
         try:
-            return ray.get([getattr(actor, method).remote(*args) for actor, args in zip(actors, arguments)])
+            refs = [getattr(actor, method).remote(*args) for actor, args in zip(actors, arguments)]
+            while len(ray.wait(refs, num_returns=len(refs), timeout=0.25, fetch_local=False)[0]) < len(refs):
+                self._raise_if_lost()
+            return ray.get(refs)
         except RayActorError as error:
+            self._raise_if_lost()  # a shard that died with its cluster
             raise SpeedLayerDownError(f"a view shard died during {method}: {error}") from error
+
+    def _raise_if_lost(self) -> None:
+        from engine import cluster
+
+        loss = cluster.node_loss(self.generation)
+        if loss is not None:
+            raise ClusterLost(loss)
 
     def load_batch(self, version: int, partitions: Sequence[Mapping[str, pa.Table]]) -> None:
         self._call("load_batch", [(version, dict(tables)) for tables in partitions])
@@ -214,8 +236,14 @@ class RayBackend(InlineBackend):
     def destroy_shards(self) -> None:
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
+        from engine import cluster
+
+        if cluster.node_loss(self.generation) is None:  # actors of a lost cluster are gone with it
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors = []
+
+    def forget_shards(self) -> None:
         self.actors = []
 
     def shard_actors(self) -> list[object]:

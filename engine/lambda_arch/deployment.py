@@ -8,8 +8,13 @@ own methods: ``ingest``, ``query``, ``recompute_batch``, ``start_batch_schedule`
 ``close``.
 
 Locks, always taken in this order: ``_batch_lock`` (one recomputation at a time),
-``_ingest_lock`` (ingests, in log order), ``_shard_lock`` (replacing shards or switching
-their batch view).  The batch job itself runs holding only the first.
+``_ingest_lock`` (ingests, in log order), the cluster guard's (one recovery at a time),
+``_shard_lock`` (replacing shards or switching their batch view).  The batch job itself
+runs holding only the first.
+
+On Ray, the loss of the cluster never hangs a call: ``node_loss.ClusterGuard`` restarts
+the embedded cluster and reopens the layers from the directory (acknowledged events are
+in the log, which this process writes), or fails the deployment with one line.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from engine.errors import ResultTimeoutError
 from engine.lambda_arch.backends import InlineBackend, shard_names
 from engine.lambda_arch.batch_layer import BatchViews, commit_current, compute_batch_views, load_current, view_schemas
 from engine.lambda_arch.errors import BatchLayerError, SpeedLayerDownError, SpeedLayerError
+from engine.lambda_arch.handle import DeploymentHandle
 from engine.lambda_arch.log import IngestAck, MasterLog
+from engine.lambda_arch.node_loss import ClusterGuard
 from engine.lambda_arch.schedule import BatchSchedule
 from engine.lambda_arch.serving import Answer, ServingLayer
 from engine.lambda_arch.spec import LambdaArchitecture
 from engine.lambda_arch.speed_layer import DeltaApplier, Freshness, SpeedStage
-from engine.runtime.handle import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle
+from engine.runtime.handle import FAILED, SUCCEEDED
+from engine.runtime.node_watch import ClusterLost, in_flight_ingest
 
 
 def partition_views(views: BatchViews, spec: LambdaArchitecture) -> list[dict[str, pa.Table]]:
@@ -45,8 +53,12 @@ def partition_views(views: BatchViews, spec: LambdaArchitecture) -> list[dict[st
     return parts
 
 
-class LambdaDeployment(Handle):
-    """Ingest, batch recomputation, real-time views and queries over one directory."""
+class LambdaDeployment(DeploymentHandle):
+    """Ingest, batch recomputation, real-time views and queries over one directory.
+
+    On Ray, a lost embedded cluster is restarted and the layers reopened from the
+    directory by the next call (an ingest stored before the loss keeps its ack); a lost
+    external one fails every call with one ``ClusterLostError`` line (``node_loss``)."""
 
     def __init__(self, spec: LambdaArchitecture, backend: InlineBackend) -> None:
         self.spec = spec
@@ -67,6 +79,7 @@ class LambdaDeployment(Handle):
         self._schedule: BatchSchedule | None = None
         self._pending_pin: int | None = None
         self._batch_error: BatchLayerError | None = None
+        self._guard = ClusterGuard(str(self.directory), enabled=backend.name == "ray")
         try:
             self._views = load_current(self.directory, self._schemas[1])
             self.serving = ServingLayer(spec.queries, shard_names(self.options.shards), lambda message: [],
@@ -120,9 +133,25 @@ class LambdaDeployment(Handle):
         Also clears a ``SpeedLayerError`` (after the view is fixed).
         """
         with self._ingest_lock, self._shard_lock:
+            self._guard.raise_if_lost()  # never rebuild on a lost cluster
             self._stop_speed_layer()
             self._start_speed_layer()
             self._counts["speed_rebuilds"] += 1
+
+    def _abandon_cluster(self) -> None:
+        """The cluster is lost: drop its speed layer and shards (their waits are bounded)."""
+        self._speed_broken.set()
+        try:
+            self.speed.close(abandon=True)
+        finally:
+            self._backend.forget_shards()
+
+    def _reopen_layers(self) -> None:
+        """On a new cluster: the views this directory committed last, the log replayed since."""
+        with self._shard_lock:
+            self._views = load_current(self.directory, self._schemas[1])
+            self._start_speed_layer()
+            self._counts["cluster_restarts"] += 1
 
     def speed_layer_healthy(self, timeout_s: float = 5.0) -> bool:
         """True when every view shard answers and the speed layer is running."""
@@ -145,9 +174,11 @@ class LambdaDeployment(Handle):
 
         With ``LambdaOptions.ingest_limiter`` the batch is first admitted for its rows
         (``RateLimitedError`` in drop mode, a wait in queue mode): nothing is stored when
-        it is refused.  A crashed speed layer is rebuilt from the log (ingest waits).
+        it is refused.  A crashed speed layer is rebuilt from the log (ingest waits).  On
+        a lost cluster see ``node_loss``: a batch stored before the loss stays acknowledged.
         """
         self._check_open()
+        self._guard.ensure(self, in_flight_ingest(None))
         if self._applier.error is not None:
             raise self._applier.error
         self._raise_batch_error()
@@ -159,7 +190,10 @@ class LambdaDeployment(Handle):
             self._counts.update(ingests=1, accepted=ack.accepted, duplicates=ack.duplicates, rejected=ack.rejected)
             self.freshness.acked(ack.end_offset)
             if stored.num_rows:
-                self._push(stored)
+                try:
+                    self._push(stored)
+                except ClusterLost:  # stored already: the reopened layers replay it from the log
+                    self._guard.ensure(self, in_flight_ingest((ack.first_offset, ack.end_offset)))
         return ack
 
     def _push(self, stored: pa.Table) -> None:
@@ -179,11 +213,15 @@ class LambdaDeployment(Handle):
         target = self.log.end_offset if offset is None else offset
         deadline = time.monotonic() + timeout_s
         while self.serving.snapshot[1] < target:
+            self._guard.ensure(self)
             if self._applier.error is not None:
                 raise self._applier.error
             self._raise_batch_error()
             if self._speed_broken.is_set() or not self.speed.running():
-                self.rebuild_speed_layer()
+                try:
+                    self.rebuild_speed_layer()
+                except ClusterLost:
+                    continue  # the next turn's ensure deals with it
             if time.monotonic() > deadline:
                 raise ResultTimeoutError(f"queries cover offsets below {self.serving.snapshot[1]}, not {target}, "
                                          f"after {timeout_s} s")
@@ -196,6 +234,7 @@ class LambdaDeployment(Handle):
         """Recompute every view up to the log's end with one MapReduce job and switch to
         it (blue-green); returns its version W.  Success clears a ``BatchLayerError``."""
         self._check_open()
+        self._guard.ensure(self)
         with self._batch_lock:
             with self._ingest_lock, self._shard_lock:
                 version = self.log.end_offset
@@ -205,11 +244,15 @@ class LambdaDeployment(Handle):
                 self._pending_pin = version
                 try:
                     self._backend.pin(version)
-                except SpeedLayerDownError:
+                except (SpeedLayerDownError, ClusterLost):
                     self._speed_broken.set()  # the rebuild pins it on the new shards
             views = compute_batch_views(self.log, self.spec, version, self.options.batch_executor or self.executor,
                                         self._schemas)
-            self._install(views)
+            try:
+                self._install(views)
+            except ClusterLost:  # the views are computed: install them on the reopened layers
+                self._guard.ensure(self)
+                self._install(views)
             self.batch_runs.append({"version": version, "elapsed_s": views.elapsed_s, "finished": time.time()})
             self._counts["batch_recomputations"] += 1
             self._batch_error = None
@@ -267,10 +310,17 @@ class LambdaDeployment(Handle):
 
     def query(self, name: str, **request: Any) -> Answer:
         """Answer query ``name`` for ``request`` (see the query's own documentation); raises
-        the ``BatchLayerError`` of a batch schedule that gave up."""
+        the ``BatchLayerError`` of a batch schedule that gave up.  A query that met the
+        loss of the embedded cluster is asked again once the layers are reopened."""
         self._check_open()
         self._raise_batch_error()
-        return self.serving.query(name, request, self.visible_event_time_ms())
+        while True:
+            self._guard.ensure(self)
+            try:
+                return self.serving.query(name, request, self.visible_event_time_ms())
+            except Exception:
+                if self._guard.loss() is None:
+                    raise  # not the cluster's fault; else ask again on the reopened layers
 
     @property
     def snapshot(self) -> tuple[int, int]:
@@ -302,6 +352,7 @@ class LambdaDeployment(Handle):
         """What the deployment holds in memory for its views and dedup, summed over shards:
         real-time ``chunks``, ``speed_rows`` and ``speed_bytes``, ``batch_rows``, and the
         dedup index's ``dedup_entries`` (see ``ViewShard.status`` and ``dedup.py``)."""
+        self._guard.ensure(self)
         with self._shard_lock:
             shards = self._backend.shard_status()
         totals = {name: sum(status[name] for status in shards) for name in ("speed_rows", "speed_bytes", "batch_rows")}
@@ -315,63 +366,6 @@ class LambdaDeployment(Handle):
     def speed_replica_actors(self) -> list[object]:
         """The speed stage's replica actors (Ray; for inspection and fault injection)."""
         return self.speed.replica_actors()
-
-    # -- the Handle --------------------------------------------------------------------
-
-    def _failure(self) -> Exception | None:
-        """What stopped a layer: a view's speed-layer error, else the batch layer's."""
-        return self._applier.error if self._applier.error is not None else self._batch_error
-
-    def status(self) -> dict[str, Any]:
-        """State (running until closed; ``failed`` after a view's speed-layer error or a
-        batch schedule that gave up, with ``error``), executor, directory and offsets."""
-        failure = self._failure()
-        if self._closed.is_set():
-            state = self._final_state
-        else:
-            state = FAILED if failure is not None else RUNNING
-        version, speed = self.serving.snapshot
-        status = {"state": state, "executor": self.executor, "directory": str(self.directory),
-                  "end_offset": self.log.end_offset, "batch_offset": version, "speed_offset": speed}
-        if failure is not None:
-            status["error"] = str(failure)
-        return status
-
-    def metrics(self) -> dict[str, Any]:
-        """Offsets, freshness (ack to visible), query latencies and breakers, batch runs
-        and the last failed batch recomputation (``last_batch_error``, one line)."""
-        schedule = self._schedule
-        return {**self.status(), "freshness_p50_s": self.freshness.percentile(50),
-                "freshness_p99_s": self.freshness.percentile(99), "visible_events": self.freshness.visible_events,
-                "queries": self.serving.metrics(), "batch_runs": list(self.batch_runs),
-                "last_batch_error": schedule.last_failure if schedule is not None else None}
-
-    def counters(self) -> Counter:
-        """Ingests, accepted/duplicate/rejected rows, batch runs, rebuilds, queries."""
-        return Counter({**self._counts, "queries_answered": self.serving.answered,
-                        "queries_failed": self.serving.failed})
-
-    def progress(self) -> None:
-        """``None``: a deployment is open-ended work."""
-        return None
-
-    def result(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """Wait until the deployment is closed; returns its final status.  Raises the
-        failure that stopped a layer (``SpeedLayerError``, ``BatchLayerError``) at once."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            failure = self._failure()
-            if failure is not None:
-                raise type(failure)(str(failure)) from failure.__cause__
-            if self._closed.is_set():
-                return self.status()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeoutError(f"the Lambda deployment on {self.directory} is still open after {timeout_s}s")
-            self._closed.wait(0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic())))
-
-    def cancel(self) -> None:
-        """Close the deployment (state ``cancelled``)."""
-        self.close(_state=CANCELLED)
 
     def close(self, _state: str = SUCCEEDED) -> None:
         """Stop the schedule and the speed layer (delivering what it holds), release the

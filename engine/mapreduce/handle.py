@@ -64,6 +64,7 @@ class JobHandle(Handle):
         self._last_status: dict = {}
         self._cancelled = False
         self._recovery = Recovery(job.name, cluster.node_watch_options())
+        self._generation = cluster.generation()  # the cluster its masters live on
         self.recoveries: list[str] = []  # one line per restart of the embedded cluster
 
     def _ask(self, ref: Any, timeout_s: float = 10.0) -> Any:
@@ -71,7 +72,7 @@ class JobHandle(Handle):
         with ``_ClusterLost`` when the cluster is lost."""
         end = time.monotonic() + timeout_s
         while True:
-            loss = cluster.node_loss()
+            loss = cluster.node_loss(self._generation)
             if loss is not None:
                 raise _ClusterLost(loss)
             left = end - time.monotonic()
@@ -189,7 +190,7 @@ class JobHandle(Handle):
                 runs.append(live)
             if deadline is not None and time.monotonic() > deadline:
                 raise ResultTimeoutError(f"job {self.job_id} did not finish within the timeout")
-            loss = cluster.node_loss()
+            loss = cluster.node_loss(self._generation)
             if loss is not None:
                 raise _ClusterLost(loss)
             ready, _ = ray.wait([runs[0]], timeout=0.25 if bar is not None else 1.0)
@@ -241,7 +242,7 @@ class JobHandle(Handle):
             raise JobFailedError(decision.message) from None
         from engine.mapreduce.submit import submit  # submit builds handles: imported when needed
 
-        cluster.restart_embedded()
+        cluster.restart_embedded(self._generation)  # unless another run restarted it already
         snapshot = SnapshotStore(self.config.snapshot_dir, self.job.name, self.config.fingerprint).latest()
         if snapshot is not None:
             fresh = submit(self.job, resume=True)
@@ -251,6 +252,7 @@ class JobHandle(Handle):
         print(line, file=sys.stderr, flush=True)
         self.recoveries.append(line)
         self.config, self.job_id, self._masters = fresh.config, fresh.job_id, fresh._masters
+        self._generation = fresh._generation
         self._last_status = {}
         return list(fresh._starts)
 
@@ -270,7 +272,7 @@ class JobHandle(Handle):
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if cluster.node_loss() is not None:  # nothing left to tell
+        if cluster.node_loss(self._generation) is not None:  # nothing left to tell
             return
         for master in self._masters:
             try:

@@ -7,6 +7,10 @@ module only runs it on Ray.  Three threads of the driver: the coordinator (the o
 that feeds the core), a source reader filling a bounded queue (``source_capacity``), and
 a sink writer (``delivery.SinkDriver``: retry and circuit breaker).  Batches move between
 stages as object references; the coordinator reads only each call's small ``meta``.
+
+Every wait on Ray is bounded, and each loop turn asks ``engine.cluster.node_loss()`` about
+the cluster the run started on: a lost cluster ends the run at once with ``lost`` set (no
+further Ray calls); the handle (``ray_executor.RayPipelineHandle``) decides what follows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from engine import cluster
 from engine.common.bad_records import describe_error
 from engine.errors import PipelineFailedError
 from engine.io.sources import SourceBatch
@@ -26,6 +31,7 @@ from engine.pipeline.flow import events as ev
 from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.shell import PipelineRun
 from engine.pipeline.spec import Pipeline
+from engine.runtime.node_watch import ClusterLost, NodeLoss
 
 _STOP = object()
 
@@ -71,6 +77,8 @@ class Coordinator(PipelineRun):
         self._shutdown = threading.Event()
         self._sink_table: pa.Table | None = None
         self._close_error: BaseException | None = None
+        self.lost: NodeLoss | None = None  # the cluster loss that ended this run
+        self.generation = cluster.generation()  # the cluster this run started on
 
     def replica_actors(self, stage: int) -> list[object]:
         """The actors of a stage's active replicas, in slot order."""
@@ -94,6 +102,7 @@ class Coordinator(PipelineRun):
                 source_thread.start()
                 sink_thread.start()
             while not self.core.finished:
+                self._check_cluster()
                 self.wakeup.clear()  # before looking at the state: a later set() is seen
                 for event in self.take_requests():
                     self._feed(event)
@@ -101,6 +110,8 @@ class Coordinator(PipelineRun):
                 self._feed(ev.Tick())
                 if not self.core.finished:
                     self._wait_for_completions()
+        except ClusterLost as lost:  # the handle decides: restart and resume, or fail with one line
+            self.lost, error = lost.loss, lost
         except BaseException as exc:  # surfaced by result()
             error = exc
         finally:
@@ -108,8 +119,17 @@ class Coordinator(PipelineRun):
             self.sink_queue.put(_STOP)
             if sink_thread.is_alive():
                 sink_thread.join()
-            self._release_replicas(clean=error is None and self.core.outcome in ("completed", "drained"))
+            if self.lost is None:
+                self._release_replicas(clean=error is None and self.core.outcome in ("completed", "drained"))
+            else:  # nothing left to release: the actors died with the cluster
+                self.actors.clear()
+                self.inflight.clear()
             self.conclude(self._sink_table, error or self._close_error)
+
+    def _check_cluster(self) -> None:
+        loss = cluster.node_loss(self.generation)
+        if loss is not None:
+            raise ClusterLost(loss)
 
     def _feed(self, event: ev.Event) -> None:
         self._apply(self.handle(event))
@@ -232,7 +252,9 @@ class Coordinator(PipelineRun):
                 if item is _STOP or self.cancelled.is_set():
                     break
                 assert isinstance(item, ev.Deliver)
-                table = item.payload if isinstance(item.payload, pa.Table) else ray.get(item.payload)
+                table = item.payload if isinstance(item.payload, pa.Table) else self._fetch(item.payload)
+                if table is None:  # the run is over (the cluster was lost)
+                    break
                 failed = driver.write(item.batch_name, table)
                 self.request(ev.SinkCommitted(item.name, failed))
         except BaseException as exc:
@@ -243,6 +265,17 @@ class Coordinator(PipelineRun):
                 self._sink_table = driver.close()
             except PipelineFailedError as exc:
                 self._close_error = exc
+
+    def _fetch(self, ref: ray.ObjectRef) -> pa.Table | None:
+        """``ray.get(ref)`` in bounded waits; None once the run shuts down or the cluster is lost."""
+        while not (self._shutdown.is_set() or self.cancelled.is_set()):
+            ready, _ = ray.wait([ref], timeout=0.25, fetch_local=True)
+            if ready:
+                return ray.get(ref)
+            if cluster.node_loss(self.generation) is not None:
+                self.wakeup.set()  # the coordinator's next turn sees it
+                return None
+        return None
 
     # -- ending ------------------------------------------------------------------------
 

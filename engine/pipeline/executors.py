@@ -12,6 +12,7 @@ must be the same too: a keyed stage that autoscales is refused).
 from __future__ import annotations
 
 from engine.errors import SpecError
+from engine.io.sources import LiveFeed
 from engine.pipeline.handle import PipelineHandle
 from engine.pipeline.spec import Pipeline
 from engine.runtime.run import RunOptions
@@ -48,14 +49,36 @@ def _check(pipeline: Pipeline, options: RunOptions) -> None:
         raise SpecError(f"a pipeline executor needs a Pipeline, got {type(pipeline).__name__}")
     if options.chaos is not None:
         raise SpecError("pipelines take no chaos option")
-    if options.resume and not pipeline.sink.stable_commits:
+    if options.resume:
+        check_resumable(pipeline)
+
+
+def check_resumable(pipeline: Pipeline) -> None:
+    """Raise ``SpecError`` (one line) unless ``pipeline`` can be run with ``resume=True``."""
+    if not pipeline.sink.stable_commits:
         raise SpecError(f"resume needs a sink that remembers its commits (a ParquetSink); this pipeline writes to "
                         f"a {type(pipeline.sink).__name__}")
-    if options.resume:
-        for stage in pipeline.stages:
-            if stage.key is not None and stage.autoscale is not None:
-                # Batch names follow the keyed split, i.e. this stage's replica count.
-                raise SpecError(f"resume needs fixed replica counts on keyed stages; stage {stage.id!r} autoscales")
+    for stage in pipeline.stages:
+        if stage.key is not None and stage.autoscale is not None:
+            # Batch names follow the keyed split, i.e. this stage's replica count.
+            raise SpecError(f"resume needs fixed replica counts on keyed stages; stage {stage.id!r} autoscales")
+
+
+def resume_blocker(pipeline: Pipeline) -> str | None:
+    """Why ``pipeline`` cannot be run again with ``resume=True`` after its cluster was lost
+    (None: it can)."""
+    if isinstance(pipeline.source, LiveFeed):
+        return "its source is a LiveFeed (batches pushed before the loss are not read again): push them again"
+    try:
+        check_resumable(pipeline)
+    except SpecError as error:
+        return str(error)
+    return None
+
+
+def pipeline_name(pipeline: Pipeline) -> str:
+    """How one-line messages name a pipeline: its stage ids, ``"double->odd"``."""
+    return "->".join(stage.id for stage in pipeline.stages)
 
 
 EXECUTORS = {"inline": InlineExecutor, "ray": RayExecutor}

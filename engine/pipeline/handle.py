@@ -30,8 +30,17 @@ class PipelineHandle(Handle):
 
     def __init__(self, run: PipelineRun) -> None:
         self._run = run
-        self._thread = threading.Thread(target=run.run, name=f"pipeline-{run.executor_name}", daemon=True)
+        self._cancelled = False
+        self._done = threading.Event()  # the handle's end: a Ray run may be followed by a resumed one
+        self._thread = threading.Thread(target=self._drive, name=f"pipeline-{run.executor_name}", daemon=True)
         self._thread.start()
+
+    def _drive(self) -> None:
+        """The handle's thread: run to the end (the Ray handle may run again after a loss)."""
+        try:
+            self._run.run()
+        finally:
+            self._done.set()
 
     @property
     def pipeline(self) -> Pipeline:
@@ -42,7 +51,7 @@ class PipelineHandle(Handle):
         """``state`` (running, succeeded, failed or cancelled), the executor, the run's
         ``status`` once over (completed, drained, cancelled) and the error's first line."""
         run = self._run
-        if not run.finished.is_set():
+        if not self._done.is_set():
             return {"state": RUNNING, "executor": run.executor_name}
         if run.error is not None:
             return {"state": FAILED, "executor": run.executor_name, "error": str(run.error).splitlines()[0]}
@@ -63,11 +72,11 @@ class PipelineHandle(Handle):
 
     def progress(self) -> float | None:
         """1.0 once the run ended; ``None`` while it runs (a source's length is not known)."""
-        return 1.0 if self._run.finished.is_set() else None
+        return 1.0 if self._done.is_set() else None
 
     def done(self) -> bool:
         """True once the run has ended (completed, drained, cancelled or failed)."""
-        return self._run.finished.is_set()
+        return self._done.is_set()
 
     def scale(self, stage_id: str, replicas: int) -> None:
         """Set the replica count of a stage (applied within a loop turn of the run).
@@ -86,7 +95,7 @@ class PipelineHandle(Handle):
     def result(self, timeout_s: float | None = None) -> PipelineResult:
         """Wait for the end of the run and return its result; raises the run's
         ``PipelineFailedError`` if it failed (``ResultTimeoutError`` if time runs out)."""
-        if not self._run.finished.wait(timeout_s):
+        if not self._done.wait(timeout_s):
             raise ResultTimeoutError(f"pipeline still running after {timeout_s}s")
         self._thread.join()
         if self._run.error is not None:
@@ -106,5 +115,6 @@ class PipelineHandle(Handle):
         """Stop promptly: nothing more is submitted or delivered, batches in flight are
         dropped; waits until the run has stopped (``result()`` then gives the cancelled
         run's result)."""
+        self._cancelled = True  # no resumed run after this
         self._run.request_cancel()
-        self._run.finished.wait()
+        self._done.wait()

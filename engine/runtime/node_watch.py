@@ -10,8 +10,10 @@ lost its raylet used to hang for minutes).  So the driver watches the cluster it
 
 ``NodeWatch`` turns those observations into a ``NodeLoss``; ``decide`` turns a loss into
 ``Restart`` (the embedded cluster, a few times at most) or ``GiveUp`` with the one line
-that tells the user what was lost and how to resume.  The Ray side is a thin shell in
-``engine.cluster`` and ``engine.mapreduce.handle``.
+that tells the user what was lost and how to resume, worded for a MapReduce job, a
+pipeline or a Lambda deployment (``Wording``).  The Ray side is a thin shell in
+``engine.cluster``, ``engine.mapreduce.handle``, ``engine.pipeline.ray_executor`` and
+``engine.lambda_arch.node_loss``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class NodeWatchOptions:
     - ``unreachable_after_s``: how long a component of an external cluster may refuse
       connections before it counts as lost (a process of the embedded cluster that has
       exited is lost at once).
-    - ``max_restarts``: how many times one job may restart the embedded cluster and
-      resume; the next loss fails the job.
+    - ``max_restarts``: how many times one job, pipeline or Lambda deployment may restart
+      the embedded cluster and continue; the next loss fails it.
     """
 
     check_every_s: float = 0.5
@@ -117,41 +119,95 @@ def _order(name: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Restart:
-    """Restart the embedded cluster and resume the job (restart number ``number``, from 1)."""
+    """Restart the embedded cluster and continue the run (restart number ``number``, from 1)."""
 
     number: int
 
 
 @dataclass(frozen=True)
 class GiveUp:
-    """Fail the job with ``message`` (one line: what was lost and how to resume)."""
+    """Fail the run with ``message`` (one line: what was lost and how to continue)."""
 
     message: str
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How the lines of one kind of work name it and say how it continues: ``kind``
+    ("job"), ``resume`` (what the user reruns once an external cluster is back), and the
+    ``resumed`` / ``fresh`` halves of the line after a restart (``{name}`` is filled in)."""
+
+    kind: str
+    resume: str
+    resumed: str
+    fresh: str
+
+
+JOB = Wording("job", "rerun it with engine.run(job, resume=True) to continue from its snapshots",
+              "resumed job {name} from its snapshot", "ran job {name} again from the start (no snapshot yet)")
+PIPELINE = Wording("pipeline",
+                   "rerun it with engine.run(pipeline, resume=True) to continue from its last committed sink batch",
+                   "resumed pipeline {name} from its last committed sink batch",
+                   "ran pipeline {name} again from the start (no sink batch committed yet)")
+DEPLOYMENT = Wording("deployment",
+                     "reopen its directory with engine.run(architecture, \"ray\"): every acknowledged event is in "
+                     "its log",
+                     "reopened deployment {name} from its directory (every acknowledged event kept, views rebuilt)",
+                     "reopened deployment {name} from its directory (every acknowledged event kept, views rebuilt)")
+
+
 @dataclass
 class Recovery:
-    """One job's answers to cluster losses: restart the embedded cluster up to
-    ``options.max_restarts`` times, otherwise give up with a line saying how to resume."""
+    """One run's answers to cluster losses: restart the embedded cluster up to
+    ``options.max_restarts`` times, otherwise give up with a line saying how to continue
+    (``wording``: a MapReduce job, a pipeline or a Lambda deployment)."""
 
-    job: str
+    name: str
     options: NodeWatchOptions = field(default_factory=NodeWatchOptions)
     restarts: int = 0
+    wording: Wording = JOB
 
-    def decide(self, loss: NodeLoss) -> Restart | GiveUp:
-        """What to do about ``loss`` (a ``Restart`` counts against the limit)."""
-        resume = "rerun it with engine.run(job, resume=True) to continue from its snapshots"
+    def decide(self, loss: NodeLoss, blocker: str | None = None) -> Restart | GiveUp:
+        """What to do about ``loss`` (a ``Restart`` counts against the limit).  ``blocker``
+        says why this run cannot continue where it stopped (e.g. its sink keeps no
+        commits): then it is never restarted, and the line says why."""
+        w = self.wording
+        stopped = f"{w.kind} {self.name} stopped"
+        if blocker is not None:
+            return GiveUp(f"{loss.cluster()} lost ({loss.what()}); {stopped} and cannot continue where it stopped: "
+                          f"{blocker}")
         if not loss.embedded:
-            return GiveUp(f"{loss.cluster()} lost ({loss.what()}); job {self.job} stopped; once the cluster is "
-                          f"back, {resume}")
+            return GiveUp(f"{loss.cluster()} lost ({loss.what()}); {stopped}; once the cluster is back, {w.resume}")
         if self.restarts >= self.options.max_restarts:
             return GiveUp(f"{loss.cluster()} lost ({loss.what()}) again after {self.restarts} restart(s); "
-                          f"job {self.job} stopped; {resume}")
+                          f"{stopped}; {w.resume}")
         self.restarts += 1
         return Restart(self.restarts)
 
     def resumed_line(self, loss: NodeLoss, from_snapshot: bool) -> str:
-        """The one line saying what happened after a ``Restart``."""
-        how = (f"resumed job {self.job} from its snapshot" if from_snapshot
-               else f"ran job {self.job} again from the start (no snapshot yet)")
+        """The one line saying what happened after a ``Restart`` (``from_snapshot``: there
+        was something to continue from)."""
+        how = (self.wording.resumed if from_snapshot else self.wording.fresh).format(name=self.name)
         return f"{loss.cluster()} lost ({loss.what()}); restarted it and {how}"
+
+
+def in_flight_ingest(stored: tuple[int, int] | None) -> str:
+    """What a Lambda ingest that met a cluster loss it could not recover from tells its
+    caller: its events were stored in the durable log at offsets ``[begin, end)`` before
+    the loss (acknowledged: sending them again would count them twice), or nothing of it
+    was stored (``None``: not acknowledged, to be sent again once reopened)."""
+    if stored is None:
+        return "this ingest was not stored and is not acknowledged: send it again once the deployment is reopened"
+    begin, end = stored
+    if begin == end:
+        return "this ingest stored no new event before the loss (all duplicates or rejected): nothing to send again"
+    return (f"this ingest's events were stored in the log at offsets [{begin}, {end}) before the loss and are "
+            f"acknowledged: do not send them again")
+
+
+class ClusterLost(Exception):
+    """Raised inside a run when the cluster under it is lost (``loss`` says how)."""
+
+    def __init__(self, loss: NodeLoss) -> None:
+        super().__init__(f"{loss.cluster()} lost ({loss.what()})")
+        self.loss = loss

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.runtime.node_watch import GiveUp, NodeLoss, NodeWatch, NodeWatchOptions, Recovery, Restart
+from engine.runtime.node_watch import (DEPLOYMENT, PIPELINE, GiveUp, NodeLoss, NodeWatch, NodeWatchOptions, Recovery,
+                                      Restart, in_flight_ingest)
 
 pytestmark = pytest.mark.unit
 
@@ -79,6 +80,56 @@ def test_an_external_cluster_is_never_restarted() -> None:
     assert decision == GiveUp("Ray cluster at ray-head:6379 lost (GCS server stopped answering for 3.2s); job adtech "
                               "stopped; once the cluster is back, rerun it with engine.run(job, resume=True) to "
                               "continue from its snapshots")
+
+
+def test_a_pipeline_is_worded_as_one_and_resumes_from_its_sink() -> None:
+    recovery = Recovery("double->odd", NodeWatchOptions(max_restarts=1), wording=PIPELINE)
+    loss = NodeLoss(("gcs_server",), died=True, embedded=True)
+    assert recovery.decide(loss) == Restart(1)
+    assert recovery.resumed_line(loss, from_snapshot=True) == (
+        "embedded Ray cluster lost (GCS server died); restarted it and resumed pipeline double->odd from its last "
+        "committed sink batch")
+    assert recovery.resumed_line(loss, from_snapshot=False).endswith(
+        "ran pipeline double->odd again from the start (no sink batch committed yet)")
+    again = recovery.decide(loss)
+    assert isinstance(again, GiveUp) and "pipeline double->odd stopped" in again.message
+    external = Recovery("p", wording=PIPELINE).decide(NodeLoss(("raylet",), died=True, embedded=False, address="h:1"))
+    assert external == GiveUp("Ray cluster at h:1 lost (raylet died); pipeline p stopped; once the cluster is back, "
+                              "rerun it with engine.run(pipeline, resume=True) to continue from its last committed "
+                              "sink batch")
+
+
+def test_a_run_that_cannot_resume_is_never_restarted_and_says_why() -> None:
+    recovery = Recovery("p", wording=PIPELINE)
+    loss = NodeLoss(("raylet",), died=True, embedded=True)
+    decision = recovery.decide(loss, blocker="its sink keeps no commits")
+    assert decision == GiveUp("embedded Ray cluster lost (raylet died); pipeline p stopped and cannot continue where "
+                              "it stopped: its sink keeps no commits")
+    assert recovery.restarts == 0  # a refusal spends no restart
+    assert recovery.decide(loss) == Restart(1)
+
+
+def test_a_deployment_is_reopened_from_its_directory() -> None:
+    recovery = Recovery("/data/adtech", wording=DEPLOYMENT)
+    loss = NodeLoss(("gcs_server",), died=True, embedded=True)
+    assert recovery.decide(loss) == Restart(1)
+    assert recovery.resumed_line(loss, from_snapshot=True) == (
+        "embedded Ray cluster lost (GCS server died); restarted it and reopened deployment /data/adtech from its "
+        "directory (every acknowledged event kept, views rebuilt)")
+    external = Recovery("/d", wording=DEPLOYMENT).decide(NodeLoss(("gcs_server",), died=False, embedded=False,
+                                                                  address="h:1", after_s=2.0))
+    assert isinstance(external, GiveUp)
+    assert external.message == ("Ray cluster at h:1 lost (GCS server stopped answering for 2.0s); deployment /d "
+                                "stopped; once the cluster is back, reopen its directory with engine.run(architecture, "
+                                "\"ray\"): every acknowledged event is in its log")
+
+
+def test_an_ingest_in_flight_says_whether_it_was_acknowledged() -> None:
+    assert in_flight_ingest(None) == ("this ingest was not stored and is not acknowledged: send it again once the "
+                                      "deployment is reopened")
+    assert in_flight_ingest((10, 14)) == ("this ingest's events were stored in the log at offsets [10, 14) before the "
+                                          "loss and are acknowledged: do not send them again")
+    assert "nothing to send again" in in_flight_ingest((7, 7))
 
 
 @pytest.mark.parametrize("bad", [dict(check_every_s=0), dict(unreachable_after_s=-1.0),

@@ -99,3 +99,22 @@ def test_unordered_tracker_releases_at_once() -> None:
     tracker.open(1, 1)
     tracker.arrive(1, (1,), "b")
     assert tracker.take_released() == ["b"]
+
+
+def test_after_a_cluster_loss_only_a_resumable_pipeline_is_run_again(tmp_path) -> None:
+    from engine import LiveFeed, ParquetSink
+    from engine.pipeline.executors import pipeline_name, resume_blocker
+
+    stages = [Stage("double", identity), Stage("odd", identity, key="x", replicas=2)]
+    resumable = Pipeline(source(), stages, ParquetSink(str(tmp_path / "out")))
+    assert resume_blocker(resumable) is None
+    assert pipeline_name(resumable) == "double->odd"
+    collecting = Pipeline(source(), stages, CollectSink())
+    assert resume_blocker(collecting) == ("resume needs a sink that remembers its commits (a ParquetSink); this "
+                                          "pipeline writes to a CollectSink")
+    live = Pipeline(LiveFeed(capacity=2), stages, ParquetSink(str(tmp_path / "live")))
+    assert resume_blocker(live).startswith("its source is a LiveFeed")
+    scaling = Pipeline(source(), [Stage("k", identity, key="x", autoscale=AutoscalePolicy(min_replicas=1,
+                                                                                          max_replicas=2))],
+                       ParquetSink(str(tmp_path / "scaling")))
+    assert resume_blocker(scaling) == "resume needs fixed replica counts on keyed stages; stage 'k' autoscales"
