@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.faults_common import actor_pid, embedded_cluster, kill_actor, scenario_row, sigkill_own, wait_until
+from bench.faults_common import embedded_cluster, kill_actor, scenario_row, sigkill_own, wait_until
 
 PATTERN = "mapreduce"
 QUICK_DELAY_S = 0.12  # --quick: every task sleeps this long, so kills land mid-job
@@ -139,7 +139,7 @@ def _one_run(job: Any, plan: Any, kill: Callable | None, kill_at: int, reference
     handle = engine.run(job, chaos=plan)
     note = ""
     if kill is not None:
-        wait_until(lambda: _maps_done(handle, kill_at), timeout_s=300)
+        wait_until(lambda: _maps_done(handle, kill_at), timeout_s=300, interval_s=0.05)
         note = kill(handle) if not handle.done() else "the job ended before the kill"
     result = handle.result(timeout_s=600)
     elapsed = time.perf_counter() - started
