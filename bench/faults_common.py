@@ -21,13 +21,14 @@ import psutil
 
 def scenario_row(pattern: str, scenario: str, runs: list[dict], baseline: str | None,
                  baseline_seconds: float | None, notes: str = "") -> dict:
-    """One report row: median ``seconds`` of ``runs`` (each a dict with ``seconds`` and
-    ``exact``), its ratio to ``baseline_seconds`` (1.0 for the baseline itself), and
-    ``exact`` only if every run was."""
-    seconds = statistics.median(run["seconds"] for run in runs) if runs else float("nan")
-    ratio = seconds / baseline_seconds if baseline_seconds else None
+    """One report row: median ``seconds`` of ``runs`` (each a dict with ``seconds``, None
+    for a run that raised, and ``exact``), its ratio to ``baseline_seconds`` (1.0 for the
+    baseline itself), and ``exact`` only if every run was."""
+    timed = [run["seconds"] for run in runs if run["seconds"] is not None]
+    seconds = statistics.median(timed) if timed else None
+    ratio = seconds / baseline_seconds if seconds is not None and baseline_seconds else None
     return {"pattern": pattern, "scenario": scenario, "seconds": seconds,
-            "ratio_to_undisturbed": 1.0 if baseline is None else ratio,
+            "ratio_to_undisturbed": (1.0 if seconds is not None else None) if baseline is None else ratio,
             "baseline": baseline or scenario, "exact": bool(runs) and all(run["exact"] for run in runs),
             "runs": runs, "notes": notes}
 
@@ -37,6 +38,21 @@ def failed_row(pattern: str, scenario: str, error: BaseException) -> dict:
     line = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     return {"pattern": pattern, "scenario": scenario, "seconds": None, "ratio_to_undisturbed": None,
             "baseline": None, "exact": False, "runs": [], "notes": f"raised {line}"}
+
+
+def guarded(scenario: str, repeat: int, fn: Callable[[], dict]) -> dict:
+    """``fn()`` (one run: a dict with ``seconds``, ``exact`` and maybe ``kill``), printed;
+    a run that raises becomes ``{"seconds": None, "exact": False, "error": ...}`` so that
+    the other scenarios still run."""
+    try:
+        run = fn()
+    except Exception as error:
+        run = {"seconds": None, "exact": False, "kill": "",
+               "error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+    seconds = "  raised" if run["seconds"] is None else f"{run['seconds']:7.2f}s"
+    print(f"[{repeat}] {scenario:58s} {seconds} exact: {run['exact']}  {run.get('kill', '')} {run.get('error', '')}",
+          flush=True)
+    return run
 
 
 @contextlib.contextmanager

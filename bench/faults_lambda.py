@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.faults_common import embedded_cluster, kill_actor, percentiles_ms, scenario_row
+from bench.faults_common import embedded_cluster, guarded, kill_actor, percentiles_ms, scenario_row
 
 PATTERN = "lambda"
 SCENARIOS = {"undisturbed": None, "view shard 1 killed at 50% of ingest": "shard",
@@ -101,14 +101,15 @@ def run(args: argparse.Namespace) -> list[dict]:
                  None)  # warm-up, untimed
         for repeat in range(args.repeat):
             for name, victim in SCENARIOS.items():
-                run_ = _one_run(events, batch_rows, oracle, victim)
-                runs[name].append(run_)
-                print(f"[{repeat}] {name:58s} {run_['seconds']:7.2f}s exact: {run_['exact']}  {run_['kill']}",
-                      flush=True)
+                runs[name].append(guarded(name, repeat, lambda: _one_run(events, batch_rows, oracle, victim)))
     base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
     out = []
     for name, results in runs.items():
         last = results[-1]
+        if "error" in last:
+            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
+                                    f"raised {last['error']}"))
+            continue
         notes = (f"{count:,} events in {-(-count // batch_rows)} ingests; acknowledged {last['acknowledged']:,}, "
                  f"answers cover {last['answers_cover']}; queries during ingest {last['queries']} "
                  f"(p99 {last['latency']['p99_ms'] or 0:.1f} ms), failed {last['failed_queries']}; "

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from bench.faults_common import embedded_cluster, kill_actor, scenario_row, wait_until
+from bench.faults_common import embedded_cluster, guarded, kill_actor, scenario_row, wait_until
 from bench.pipeline import canonical, keep_rows, make_lines, parse, project
 
 PATTERN = "pipeline"
@@ -80,13 +80,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         engine.run(_pipeline(lines.slice(0, 4 * batch_rows), batch_rows, 0.0)).result(timeout_s=600)  # warm-up
         for repeat in range(args.repeat):
             for name, (victim, index) in scenarios.items():
-                run_ = _one_run(lines, batch_rows, delay_s, victim, index, expected)
-                runs[name].append(run_)
-                print(f"[{repeat}] {name:58s} {run_['seconds']:7.2f}s exact: {run_['exact']}  {run_['kill']}", flush=True)
+                runs[name].append(guarded(name, repeat, lambda: _one_run(lines, batch_rows, delay_s, victim, index,
+                                                                         expected)))
     base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
     out = []
     for name, results in runs.items():
         last = results[-1]
+        if "error" in last:
+            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
+                                    f"raised {last['error']}"))
+            continue
         notes = (f"{rows:,} lines in {-(-rows // batch_rows)} batches; sink rows {last['rows']:,} "
                  f"(oracle {expected.num_rows:,}), duplicates {last['duplicates']}")
         if last["kill"]:

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.faults_common import embedded_cluster, kill_actor, percentiles_ms, scenario_row
+from bench.faults_common import embedded_cluster, guarded, kill_actor, percentiles_ms, scenario_row
 from bench.scatter_gather import make_requests, make_word_counts
 
 PATTERN = "scatter-gather"
@@ -96,11 +96,31 @@ def _after_recovery(service: Any, requests: list[dict], everything: Oracle) -> t
     return exact, back - started, back
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    """Undisturbed and shard-host-killed runs of the same queries; one row each."""
+def _one_run(shards: list[pa.Table], requests: list[dict], everything: Oracle, kill_at: int | None) -> dict:
+    """A fresh service, warmed up; the queries; with ``kill_at``, the check after recovery."""
     import engine
     from engine.scatter_gather import ScatterGatherOptions
-    from jobs.topk_search import WARMUP_REQUEST, build_search, split_shards
+    from jobs.topk_search import WARMUP_REQUEST, build_search
+
+    options = ScatterGatherOptions(deadline_s=5.0, hosts=HOSTS, warmup_request=WARMUP_REQUEST)
+    with engine.run(build_search(shards, K, options)) as service:
+        for request in requests[:20]:  # warm-up, untimed
+            service.gather(request)
+        doomed = next(host for host in service.assignment if VICTIM in host)
+        others = [shard for index, shard in enumerate(shards) if f"shard-{index}" not in doomed]
+        run = _queries(service, requests, everything, Oracle(pa.concat_tables(others)), doomed, kill_at)
+        if kill_at is not None:
+            exact_after, waited, back = _after_recovery(service, requests[:20], everything)
+            if run["recovered_s"] is None:  # the host came back after the last query
+                run["recovered_s"] = back - run["killed_at"]
+            run.update(exact=run["exact"] and exact_after, exact_after_recovery=exact_after,
+                       waited_after_run_s=waited, host_restarts=service.status()["host_restarts"])
+    return run
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Undisturbed and shard-host-killed runs of the same queries; one row each."""
+    from jobs.topk_search import split_shards
 
     rows, count = (20_000, 150) if args.quick else (200_000, 1_500)
     table = make_word_counts(rows, seed=7)
@@ -111,27 +131,16 @@ def run(args: argparse.Namespace) -> list[dict]:
     with embedded_cluster(args.cpus):
         for repeat in range(args.repeat):
             for name in runs:
-                options = ScatterGatherOptions(deadline_s=5.0, hosts=HOSTS, warmup_request=WARMUP_REQUEST)
-                with engine.run(build_search(shards, K, options)) as service:
-                    for request in requests[:20]:  # warm-up, untimed
-                        service.gather(request)
-                    doomed = next(host for host in service.assignment if VICTIM in host)
-                    others = [s for i, s in enumerate(shards) if f"shard-{i}" not in doomed]
-                    kill_at = None if name == "undisturbed" else count // 4
-                    run_ = _queries(service, requests, everything, Oracle(pa.concat_tables(others)), doomed, kill_at)
-                    if kill_at is not None:
-                        exact_after, waited, back = _after_recovery(service, requests[:20], everything)
-                        if run_["recovered_s"] is None:  # the host came back after the last query
-                            run_["recovered_s"] = back - run_["killed_at"]
-                        run_.update(exact=run_["exact"] and exact_after, exact_after_recovery=exact_after,
-                                    waited_after_run_s=waited, host_restarts=service.status()["host_restarts"])
-                runs[name].append(run_)
-                print(f"[{repeat}] {name:58s} {run_['seconds']:7.2f}s exact: {run_['exact']}  "
-                      f"complete {run_['complete']} partial {run_['partial']} failed {run_['failed']}", flush=True)
+                kill_at = None if name == "undisturbed" else count // 4
+                runs[name].append(guarded(name, repeat, lambda: _one_run(shards, requests, everything, kill_at)))
     base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
     out = []
     for name, results in runs.items():
         last = results[-1]
+        if "error" in last:
+            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
+                                    f"raised {last['error']}"))
+            continue
         notes = (f"{count} sequential top-{K} queries, {SHARDS} shards of {rows:,} words on {HOSTS} hosts: "
                  f"complete {last['complete']}, partial {last['partial']}, failed {last['failed']}, "
                  f"p50 {last['latency']['p50_ms']:.1f} ms, p99 {last['latency']['p99_ms']:.1f} ms")
