@@ -15,9 +15,12 @@ oracle).  Patterns and their modules (each exposes ``run(args) -> list[dict]``):
 - ``lambda`` (bench/faults_lambda.py): a view shard and a speed-layer replica killed
   during ingest and queries: nothing acknowledged lost, exact final answers.
 
-Writes ``faults.json`` (rows, load average before and after) and ``faults.png`` (one
-panel per pattern: time as a multiple of the undisturbed run).  Exits 1 naming every
-scenario whose results were not exact.
+Each pattern runs in a process of its own (``--in-process --rows-to FILE``), with its own
+embedded cluster: a fault cannot leak into the next pattern, and a pattern may build the
+cluster it needs (Ray lets one process start an embedded cluster only once).  Writes
+``faults.json`` (rows, load average before and after) and ``faults.png`` (one panel per
+pattern: time as a multiple of the undisturbed run).  Exits 1 naming every scenario
+whose results were not exact.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 # One line per pattern module: name -> module exposing ``run(args) -> list[dict]``.
 PATTERNS = {
@@ -58,6 +64,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "engine-bench",
                         help="where corpora and outputs are kept (default $TMPDIR/engine-bench)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for faults.json and faults.png")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the patterns in this process, one after another (Ray starts an embedded "
+                             "cluster once per process: use it with one pattern)")
+    parser.add_argument("--rows-to", type=Path, default=None,
+                        help="with --in-process: only write the rows as JSON to this file (no report)")
     args = parser.parse_args(argv)
     args.patterns = [name.strip() for name in args.patterns.split(",") if name.strip()]
     unknown = [name for name in args.patterns if name not in PATTERNS]
@@ -70,12 +81,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str]) -> int:
-    """Run the chosen patterns' scenarios, write the report and chart; 1 if any result is not exact."""
+def run_in_process(args: argparse.Namespace) -> list[dict]:
+    """The rows of every chosen pattern, run here one after another (one that raises is
+    a not-exact row)."""
     from bench.faults_common import failed_row
 
-    args = parse_args(argv)
-    started, load_before = time.time(), os.getloadavg()
     rows: list[dict] = []
     for pattern in args.patterns:
         print(f"== {pattern}", flush=True)
@@ -83,6 +93,40 @@ def main(argv: list[str]) -> int:
             rows += importlib.import_module(PATTERNS[pattern]).run(args)
         except Exception as error:  # report the pattern as failed and go on with the others
             rows.append(failed_row(pattern, "(pattern did not finish)", error))
+    return rows
+
+
+def run_isolated(args: argparse.Namespace) -> list[dict]:
+    """The rows of every chosen pattern, each run by ``python -m bench.faults
+    --in-process`` in a process of its own (its output shown as it comes)."""
+    from bench.faults_common import failed_row
+
+    rows: list[dict] = []
+    for pattern in args.patterns:
+        with tempfile.TemporaryDirectory(prefix="bench-faults-") as scratch:
+            target = Path(scratch) / "rows.json"
+            command = [sys.executable, "-m", "bench.faults", "--in-process", "--rows-to", str(target),
+                       "--patterns", pattern, "--repeat", str(args.repeat), "--size", args.size,
+                       "--split-size", args.split_size, "--workers", str(args.workers), "--cpus", str(args.cpus),
+                       "--data", str(args.data), *(["--quick"] if args.quick else [])]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+            done = subprocess.run(command, cwd=ROOT, env=env)
+            if done.returncode == 0 and target.exists():
+                rows += json.loads(target.read_text())
+            else:
+                rows.append(failed_row(pattern, "(pattern did not finish)", RuntimeError(
+                    f"its process exited {done.returncode} (output above)")))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    """Run the chosen patterns' scenarios, write the report and chart; 1 if any result is not exact."""
+    args = parse_args(argv)
+    started, load_before = time.time(), os.getloadavg()
+    if args.rows_to is not None:
+        args.rows_to.write_text(json.dumps(run_in_process(args), default=str))
+        return 0
+    rows = run_in_process(args) if args.in_process else run_isolated(args)
     report = {
         "suite": "faults", "patterns": args.patterns, "repeat": args.repeat, "quick": args.quick,
         "size": args.size, "split_size": args.split_size, "workers": args.workers, "cpus": args.cpus,

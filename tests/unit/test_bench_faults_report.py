@@ -47,7 +47,7 @@ def test_a_run_that_is_not_exact_exits_1_naming_the_scenario(tmp_path: Path, mon
     monkeypatch.setitem(sys.modules, "fake_bad", _fake(bad))
     monkeypatch.setitem(sys.modules, "fake_broken", _fake(error=RuntimeError("no cluster\nmore")))
     monkeypatch.setattr(faults, "PATTERNS", {"good": "fake_good", "bad": "fake_bad", "broken": "fake_broken"})
-    assert faults.main(["--out", str(tmp_path)]) == 1
+    assert faults.main(["--out", str(tmp_path), "--in-process"]) == 1
     error = capsys.readouterr().err.strip()
     assert error == ("error: results not exact in bad: other thing killed; "
                      "broken: (pattern did not finish)")
@@ -59,7 +59,7 @@ def test_a_run_that_is_not_exact_exits_1_naming_the_scenario(tmp_path: Path, mon
     assert report["rows"][-1]["notes"] == "raised RuntimeError: no cluster"
     assert len(report["loadavg_before"]) == 3 and (tmp_path / "faults.png").stat().st_size > 0
     monkeypatch.setattr(faults, "chart", lambda rows, path: None)  # drawn above already
-    assert faults.main(["--out", str(tmp_path), "--patterns", "good"]) == 0
+    assert faults.main(["--out", str(tmp_path), "--in-process", "--patterns", "good"]) == 0
 
 
 def test_an_unknown_pattern_is_refused_in_one_line(capsys: pytest.CaptureFixture) -> None:
