@@ -158,8 +158,9 @@ def chart(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     patterns = list(dict.fromkeys(row["pattern"] for row in rows))
-    figure, axes = plt.subplots(len(patterns), 1, squeeze=False,
-                                figsize=(10, 1.2 + sum(0.45 * sum(r["pattern"] == p for r in rows) + 0.6 for p in patterns)))
+    counts = [sum(row["pattern"] == pattern for row in rows) for pattern in patterns]
+    figure, axes = plt.subplots(len(patterns), 1, squeeze=False, gridspec_kw={"height_ratios": counts},
+                                figsize=(10, 1.2 + sum(0.4 * count + 0.7 for count in counts)))
     for axis, pattern in zip(axes[:, 0], patterns):
         mine = [row for row in rows if row["pattern"] == pattern]
         ratios = [row["ratio_to_undisturbed"] or 0.0 for row in mine]
