@@ -1,8 +1,8 @@
 """Pipeline under the loss of a stage replica (``bench faults``, pattern pipeline).
 
 The 3-stage pipeline of ``bench.pipeline`` (parse with 2 replicas, filter, project) over
-generated CSV lines into a ``CollectSink``.  Once half of the batches have left the
-source, one replica's process is SIGKILLed: one of parse's two, or the only replica of
+generated CSV lines into a ``CollectSink``.  Once half of the batches have been parsed,
+one replica's process is SIGKILLed: one of parse's two, or the only replica of
 project.  Exact means the sink holds every row of a plain-pyarrow oracle (the same three
 functions applied to the whole table in the driver) exactly once.
 """
@@ -53,7 +53,7 @@ def _one_run(lines: pa.Table, batch_rows: int, delay_s: float, victim: str | Non
     handle = engine.run(_pipeline(lines, batch_rows, delay_s))
     note = ""
     if victim is not None:
-        wait_until(lambda: handle.done() or handle.metrics()["source"].batches_out >= batches // 2, timeout_s=600)
+        wait_until(lambda: handle.done() or handle.metrics()["parse"].batches_out >= batches // 2, timeout_s=600)
         note = ("the run ended before the kill" if handle.done() else
                 f"{victim} replica {index} pid {kill_actor(handle.replica_actors(victim)[index])} SIGKILLed")
     result = handle.result(timeout_s=600)
@@ -68,7 +68,7 @@ def _one_run(lines: pa.Table, batch_rows: int, delay_s: float, victim: str | Non
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Undisturbed, a parse replica killed, the project replica killed; one row each."""
-    rows, batch_rows, delay_s = (40_000, 1_000, 0.03) if args.quick else (2_000_000, 20_000, 0.0)
+    rows, batch_rows, delay_s = (40_000, 1_000, 0.03) if args.quick else (4_000_000, 40_000, 0.0)
     lines = make_lines(rows)
     expected = canonical(project(keep_rows(parse(lines))))  # the oracle: no engine, one call each
     scenarios = {"undisturbed": (None, 0), "parse replica (1 of 2) killed at 50% of batches": ("parse", 0),
