@@ -7,7 +7,7 @@ import sys
 
 SUITES = {
     "wordcount": ("bench.wordcount", "word count: engine vs Ray Data, Polars, DuckDB, Daft"),
-    "faults": ("bench.faults", "MapReduce under worker/master failures and stragglers"),
+    "faults": ("bench.faults", "every pattern under the loss of each kind of process (time, exact results)"),
     "pipeline": ("bench.pipeline", "3-stage pipeline vs a Ray Data map_batches chain"),
     "scatter-gather": ("bench.scatter_gather", "scatter-gather top-k latency over shard hosts vs the fan-out floor"),
     "lambda": ("bench.lambda_arch", "Lambda architecture ingest, freshness and queries"),
