@@ -13,7 +13,10 @@ oracle).  Patterns and their modules (each exposes ``run(args) -> list[dict]``):
 - ``scatter-gather`` (bench/faults_scatter_gather.py): a shard host killed under
   sequential queries: answered, partial, latency, exact answers after recovery;
 - ``lambda`` (bench/faults_lambda.py): a view shard and a speed-layer replica killed
-  during ingest and queries: nothing acknowledged lost, exact final answers.
+  during ingest and queries: nothing acknowledged lost, exact final answers;
+- ``multinode`` (bench/faults_multinode.py): word count on a simulated 3-node cluster with
+  a worker node removed at 25/50/75% of the map phase or in the reduce phase, or its
+  raylet SIGKILLed: job time, how soon the master noticed, tasks run again.
 
 Each pattern runs in a process of its own (``--in-process --rows-to FILE``), with its own
 embedded cluster: a fault cannot leak into the next pattern, and a pattern may build the
@@ -45,6 +48,7 @@ PATTERNS = {
     "pipeline": "bench.faults_pipeline",
     "scatter-gather": "bench.faults_scatter_gather",
     "lambda": "bench.faults_lambda",
+    "multinode": "bench.faults_multinode",
 }
 
 

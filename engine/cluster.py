@@ -1,8 +1,8 @@
 """Connecting to Ray: an embedded local cluster by default, or an existing cluster.
 
 The embedded cluster starts no dashboard and runs with Ray's token authentication and a
-private per-cluster token (``engine.runtime.auth``).  Ray's own servers (GCS, raylet,
-core workers) still listen on every interface of the machine: the token is what keeps
+private random token, one per driver process (``engine.runtime.auth``).  Ray's own servers
+(GCS, raylet, core workers) still listen on every interface of the machine: the token is what keeps
 others out.  See the README's security section.
 """
 
@@ -58,8 +58,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     """Connect to Ray and return what was connected to.
 
     ``address=None`` starts (or reuses) an embedded local Ray cluster with no dashboard,
-    token authentication on and a private per-cluster token (passed to the cluster's
-    processes through their environment; no token file is written).  It refuses to start
+    token authentication on and a private random token (one per driver process, passed to the
+    cluster's processes through their environment; no token file is written).  It refuses to start
     with ``RAY_AUTH_MODE`` set to anything but ``token`` unless ``allow_insecure=True``.
     ``address="auto"`` joins the cluster started on this machine by ``ray start --head``;
     ``"ray://host:port"`` or ``"host:port"`` joins a remote one (its token comes from

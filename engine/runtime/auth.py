@@ -57,9 +57,12 @@ class EmbeddedToken:
 
     def __init__(self) -> None:
         self._saved: dict[str, str | None] = {}
+        # Ray loads the token once per process and keeps it: every embedded cluster this
+        # process starts gets the same one (a new one would be refused by Ray's cached copy).
+        self._generated: str | None = None
 
     def install(self, allow_insecure: bool) -> None:
-        """Before ``ray.init``: require token mode and provide a private per-cluster token."""
+        """Before ``ray.init``: require token mode and provide a private random token (the same for every embedded cluster of this process)."""
         mode = os.environ.get(MODE_ENV, "token")
         if mode != "token":
             if not allow_insecure:
@@ -72,7 +75,8 @@ class EmbeddedToken:
         # setting the mode here, after Ray was imported, would not reach its C++ config.
         self._saved = {MODE_ENV: os.environ.get(MODE_ENV), TOKEN_ENV: os.environ.get(TOKEN_ENV)}
         if not os.environ.get(TOKEN_ENV):
-            os.environ[TOKEN_ENV] = secrets.token_hex(32)
+            self._generated = self._generated or secrets.token_hex(32)
+            os.environ[TOKEN_ENV] = self._generated
 
     def remove(self) -> None:
         """After ``ray.shutdown``: restore the environment as it was before ``install``."""

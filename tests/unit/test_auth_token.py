@@ -25,7 +25,7 @@ def test_a_readable_token_file_is_made_private(tmp_path: Path) -> None:
     assert not tighten_token_file(token_file)
 
 
-def test_the_embedded_token_is_random_per_cluster_and_removed_after(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_embedded_token_is_random_per_process_and_removed_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     import os
@@ -36,9 +36,15 @@ def test_the_embedded_token_is_random_per_cluster_and_removed_after(monkeypatch:
     assert len(token) == 64
     first.remove()
     assert "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_MODE" not in os.environ
-    second.install(allow_insecure=False)
+    second.install(allow_insecure=False)  # another process's token
     assert os.environ["RAY_AUTH_TOKEN"] != token
     second.remove()
+    # A second embedded cluster of the same process gets the same token: Ray keeps the
+    # first one it loaded for the life of the process (a new one was refused).
+    first.install(allow_insecure=False)
+    assert os.environ["RAY_AUTH_TOKEN"] == token
+    first.remove()
+    assert "RAY_AUTH_TOKEN" not in os.environ
 
 
 def test_authentication_switched_off_is_refused_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
