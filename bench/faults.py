@@ -172,7 +172,12 @@ def chart(rows: list[dict], path: Path) -> None:
                   for row in mine]
         bars = axis.barh([row["scenario"] for row in mine], ratios, color=colors)
         for bar, row in zip(bars, mine):
-            label = "failed" if row["seconds"] is None else f" {row['ratio_to_undisturbed']:.2f}x ({row['seconds']:.1f}s)"
+            if row["seconds"] is None:
+                label = "failed"
+            elif row["ratio_to_undisturbed"] is None:  # a figure of its own (e.g. seconds beyond a job)
+                label = f" {row['seconds']:.2f}s"
+            else:
+                label = f" {row['ratio_to_undisturbed']:.2f}x ({row['seconds']:.1f}s)"
             axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
         axis.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)
         axis.invert_yaxis()

@@ -138,10 +138,12 @@ def shutdown() -> None:
             if _embedded_args is None and node_loss() is None:  # a lost cluster has no pool to ask
                 shutdown_pool()
         finally:
-            _disconnect()
+            disconnect()
 
 
-def _disconnect() -> None:
+def disconnect() -> None:
+    """Disconnect this driver from Ray, leaving the engine's pooled actors on a cluster it
+    joined (``shutdown`` stops them); the embedded cluster stops with its driver."""
     global _watcher
     if _watcher is not None:
         _watcher.stop()

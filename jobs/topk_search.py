@@ -197,4 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from engine.runtime.process_exit import exit_process
+
+    exit_process(main())

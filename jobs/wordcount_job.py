@@ -14,25 +14,29 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from engine.kernels.aggregate import sum_by_key
-from engine.kernels.text import count_words
 from engine.common.combine import GroupByAggregate
 from engine.io.sources import TextSource
 from engine.mapreduce.spec import JobOptions, MapReduceJob
 
 SUM_COUNTS = GroupByAggregate("word", {"count": "sum"})
+# The compiled kernels (numba: about 0.3 s to import) are imported where they run, in the
+# workers: the driver that builds and submits the job never needs them.
 _SLACK = 64 * 1024
 
 
 def count_words_in_text(batch: pa.Table) -> pa.Table:
     """Map over ``records="blocks"`` input: ``(word, count)`` for the words of the ``text`` column,
     each value split as ``str.split()`` splits it."""
+    from engine.kernels.text import count_words
+
     return count_words(batch.column("text"))
 
 
 def count_words_in_lines(batch: pa.Table) -> pa.Table:
     """Map over ``records="lines"`` input: ``(word, count)`` for the words of the ``line`` column,
     each line split as ``str.split()`` splits it."""
+    from engine.kernels.text import count_words
+
     return count_words(batch.column("line"))
 
 
@@ -41,6 +45,8 @@ def sum_word_counts(table: pa.Table) -> pa.Table:
     compiled ``sum_by_key`` (``SUM_COUNTS``, Arrow's group-by, when a word is null)."""
     if table.column("word").null_count:
         return SUM_COUNTS(table)
+    from engine.kernels.aggregate import sum_by_key
+
     return sum_by_key(table, "word", "count")
 
 

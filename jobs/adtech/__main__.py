@@ -1,5 +1,6 @@
 """``python -m jobs.adtech``: the live ad-tech demo (see ``jobs/adtech/demo.py``)."""
 
+from engine.runtime.process_exit import exit_process
 from jobs.adtech.demo import main
 
-raise SystemExit(main())
+exit_process(main())

@@ -297,4 +297,6 @@ def _first_line(text: str) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from engine.runtime.process_exit import exit_process
+
+    exit_process(main())
