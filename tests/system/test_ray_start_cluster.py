@@ -107,3 +107,18 @@ def test_the_wordcount_job_runs_unchanged_under_ray_job_submit(head: Head, tmp_p
     assert re.search(r"^\s+to\s+3$", done.stdout, re.M)
     result = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
     assert table_to_dict(result) == wordcount_oracle([words])
+
+
+def test_what_the_engine_leaves_on_a_joined_cluster_is_listed_and_stopped(head: Head) -> None:
+    # Runs after the two jobs above (same head): their supervisor, master and workers stay.
+    def engine_cli(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", command, "--address", "auto"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120, env=head.env)
+
+    listed = engine_cli("what")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert re.search(r"supervisor engine-mapreduce-pool; master processes: 1; free workers: \d+", listed.stdout)
+    stopped = engine_cli("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr[-2000:]
+    after = engine_cli("what")
+    assert after.returncode == 0 and after.stdout.strip() == "the engine keeps nothing on this cluster", after
