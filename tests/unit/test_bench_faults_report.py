@@ -67,4 +67,4 @@ def test_an_unknown_pattern_is_refused_in_one_line(capsys: pytest.CaptureFixture
         faults.parse_args(["--patterns", "mapreduce,nope"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "error: unknown pattern nope; choose from mapreduce, pipeline, scatter-gather, lambda")
+        "error: unknown pattern nope; choose from mapreduce, pipeline, scatter-gather, lambda, multinode")
