@@ -155,8 +155,13 @@ def main(argv: list[str]) -> int:
 
 def chart(rows: list[dict], path: Path) -> None:
     """One panel per pattern: each scenario's time as a multiple of its undisturbed run
-    (red: results not exact)."""
-    import matplotlib
+    (red: results not exact).  Without matplotlib (the ``bench`` extra) it says so and
+    draws nothing: the JSON report holds every figure."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"note: {path.name} not drawn: matplotlib is not installed (pip install '.[bench]')", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -95,6 +95,8 @@ class JobCoordinator:
         except Exception as error:  # the master must report, not vanish
             self.error = JobFailedError(f"master failed: {type(error).__name__}: {error}\n{traceback.format_exc()}")
         finally:
+            if self.error is not None:
+                self._release_workers()  # a failed or cancelled job gives its workers back too
             self.done.set()
 
     def _new_scheduler_parts(self) -> tuple[SchedulerConfig, SnapshotPolicy]:
@@ -348,9 +350,14 @@ class JobCoordinator:
         self.store.clear()
         self._mark("finished")
         self.summary = summary
+        self._release_workers()
+
+    def _release_workers(self) -> None:
+        """Return the job's workers to the pool (else they would hold their CPUs, leased to
+        a job that has ended, until their idle timeout)."""
         try:  # through a new pool if the one the job started with died
             self._call_pool("release", self.config.job_id)
-        except Exception as error:  # the job is done: its workers give their CPU back when idle anyway
+        except Exception as error:  # the job has ended: its workers give their CPU back when idle anyway
             self.events.append(f"could not release the workers: {type(error).__name__}")
 
     def _mark(self, event: str) -> None:

@@ -142,9 +142,23 @@ def test_a_task_that_keeps_failing_fails_the_job_naming_it(executor: str, tmp_pa
     job = engine.MapReduceJob(name="flaky", source=engine.TableSource(table), map=flaky_map, reduce=lambda t: t,
                               keys="key", reducers=1, output=str(tmp_path / "out"),
                               options=engine.JobOptions(max_task_attempts=2, retry=engine.RetryPolicy(max_attempts=1)))
+    handle = engine.run(job, executor)
     with pytest.raises(engine.JobFailedError,
                        match=r"^task map-00000 failed 2 times; last error: TransientError: the source is flaky$"):
-        engine.run(job, executor).result(timeout_s=120)
+        handle.result(timeout_s=120)
+    assert_gave_its_workers_back(handle, executor)
+
+
+def assert_gave_its_workers_back(handle: engine.Handle, executor: str) -> None:
+    """On Ray: the pool leases no worker to the ended job (a failed or cancelled job that
+    kept them held their CPUs until the workers' idle timeout, stalling the next Ray work)."""
+    if executor == "ray":
+        import ray
+
+        from engine.runtime.supervisor import get_pool
+
+        leased = ray.get(get_pool().members.remote(), timeout=30)["leased"]
+        assert handle.job_id not in leased.values(), leased
 
 
 def slow_map(table: pa.Table) -> pa.Table:
@@ -162,6 +176,7 @@ def test_cancel_stops_the_job(executor: str, tmp_path: Path) -> None:
         handle.result(timeout_s=120)
     assert handle.status()["state"] == "cancelled" and handle.done()
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+    assert_gave_its_workers_back(handle, executor)
 
 
 def test_worker_ignores_a_lease_or_release_older_than_the_newest(ray_runtime: object) -> None:
