@@ -176,20 +176,23 @@ def line_larger_than_the_split(directory: Path) -> Outcome:
 
 
 def line_longer_than_max_line_bytes(directory: Path) -> Outcome:
-    """A 5,000-byte line with ``TextSource(max_line_bytes=1024)``: a bad record, not memory."""
+    """A 5,000-byte line, longer than both ``max_line_bytes=1024`` and a 256-byte batch: a bad
+    record (its first KiB kept), never held in memory."""
     engine = _engine()
     from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines
 
     data = b"a b\n" * 20 + b"z" * 4999 + b"\n" + b"c\n" * 20
     (directory / "in.txt").write_bytes(data)
     job = engine.MapReduceJob(
-        name="long-line", source=engine.TextSource([str(directory / "in.txt")], split_size=64, max_line_bytes=1024),
+        name="long-line", source=engine.TextSource([str(directory / "in.txt")], split_size=64, batch_size=256,
+                                                 max_line_bytes=1024),
         map=count_words_in_lines, reduce=SUM_COUNTS, keys="word", reducers=1, output=str(directory / "out"),
         options=engine.JobOptions(max_bad_record_fraction=0.5))
     result = _run(job)
     letters = result.dead_letters()
     if letters.num_rows != 1 or counts_of(result.table()) != {"a": 20, "b": 20, "c": 20}:
-        return handled("", False, f"{letters.num_rows} dead letters; counts {counts_of(result.table())}")
+        words = sorted(word[:20] for word in counts_of(result.table()))
+        return handled("", False, f"{letters.num_rows} dead letters; words {words}")
     return Outcome(gets=f"dead letter: {letters.column('error')[0].as_py()}")
 
 
@@ -271,7 +274,8 @@ MR_CASES = [
          "tests/unit/test_text_splits.py::test_missing_input_is_named"),
     Case("mapreduce: a line larger than the split size", "API: wordcount_job, 400 KB line, split_size=4096",
          line_larger_than_the_split, "tests/unit/test_text_splits.py::test_splits_cover_every_line_once"),
-    Case("mapreduce: a line longer than max_line_bytes", "API: TextSource(max_line_bytes=1024), 5,000-byte line",
+    Case("mapreduce: a line longer than max_line_bytes", "API: TextSource(batch_size=256, max_line_bytes=1024), "
+         "a 5,000-byte line",
          line_longer_than_max_line_bytes, "tests/unit/test_text_splits.py::"
          "test_a_line_longer_than_max_line_bytes_is_skipped_as_a_bad_line_with_a_preview"),
     Case("mapreduce: resume on the inline executor", "API: engine.run(job, 'inline', resume=True)",
