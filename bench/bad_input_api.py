@@ -212,7 +212,8 @@ def start_with_workers_zero(directory: Path) -> Outcome:
 
 def resume_after_the_input_changed(directory: Path) -> Outcome:
     """A driver dies mid-job (``tests.fault.resume_job``), the input grows, the job is
-    resumed: it must start over and count the new data exactly, not mix old parts in."""
+    resumed: it must never mix old parts with new data; either it starts over and counts
+    the new data exactly, or it refuses in one line and leaves the old parts alone."""
     import subprocess
     import sys
 
@@ -230,10 +231,18 @@ def resume_after_the_input_changed(directory: Path) -> Outcome:
                        problems=[f"setup: {gone.stderr.strip().splitlines()[-1:]}"])
     with open(directory / "in" / "a.txt", "a") as more:
         more.write("added words here\n" * 300)
+    parts = sorted(p.name for p in (directory / "out").glob("part-*"))
+    job = resumable_job(str(directory / "in"), str(directory / "out"))
+    results: list[Any] = []
     engine.connect(num_cpus=2)
-    result = engine.run(resumable_job(str(directory / "in"), str(directory / "out")), resume=True).result(
-        timeout_s=240)
-    got = counts_of(result.table())
+    try:
+        outcome = raised(lambda: results.append(engine.run(job, resume=True).result(timeout_s=240)))
+    finally:
+        engine.shutdown()
+    if not results:  # refused: its snapshot no longer fits the job; the old parts must be untouched
+        return outcome.check_kept(sorted(p.name for p in (directory / "out").glob("part-*")) == parts,
+                                  "the parts of the interrupted run")
+    got = counts_of(results[0].table())
     return handled("the resume started over (fingerprint changed) and counted the new data exactly",
                    got == words_of((directory / "in" / "a.txt").read_bytes()),
                    f"counts mix old and new data (added={got.get('added')}, expected 300)")
