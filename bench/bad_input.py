@@ -117,8 +117,12 @@ def run_case(case: Case, scratch: Path) -> dict:
                           problems=[f"escaped the case: {type(error).__name__}: {first_line(str(error))}"])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return {"case": case.name, "fed": case.fed, "gets": outcome.gets, "exit_status": outcome.status,
-            "nothing_lost": outcome.kept, "test": case.test, "problems": outcome.problems,
+
+    def shown(text: str) -> str:  # the scratch directory's random name is noise in the catalog
+        return text.replace(str(directory), "<dir>")
+
+    return {"case": case.name, "fed": case.fed, "gets": shown(outcome.gets), "exit_status": outcome.status,
+            "nothing_lost": shown(outcome.kept), "test": case.test, "problems": [shown(p) for p in outcome.problems],
             "seconds": round(time.perf_counter() - started, 2), "skipped": False}
 
 
