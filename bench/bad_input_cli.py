@@ -47,7 +47,8 @@ def cli(module: str, *args: str, timeout_s: float = TIMEOUT_S) -> Outcome:
         done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
                               timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return Outcome(gets=f"hung: no exit within {timeout_s:.0f} s", problems=[f"hung (killed after {timeout_s:.0f} s)"])
+        return Outcome(gets=f"hung: no exit within {timeout_s:.0f} s",
+                       problems=[f"hung (killed after {timeout_s:.0f} s)"])
     lines = message_lines(done.stderr)
     outcome = Outcome(gets=lines[-1] if lines else "(nothing on stderr)", status=done.returncode)
     if "Traceback" in done.stderr:

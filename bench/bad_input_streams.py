@@ -206,7 +206,8 @@ STREAM_CASES = [
          "tests/unit/test_pipeline_sink.py::test_an_inline_run_whose_sink_cannot_open_fails_through_result"),
     Case("pipeline: ParquetSink over an earlier run's parts", "API: a second pipeline into the same ParquetSink "
          "directory", sink_over_an_earlier_run,
-         "tests/unit/test_dead_letter_replay_exactly_once.py::test_a_parquet_sink_refuses_an_earlier_runs_parts_unless_told"),
+         "tests/unit/test_dead_letter_replay_exactly_once.py::"
+         "test_a_parquet_sink_refuses_an_earlier_runs_parts_unless_told"),
     Case("pipeline: missing ParquetSource path", "API: Pipeline(ParquetSource(<missing>), ...), inline",
          missing_parquet_source, "tests/unit/test_pipeline_local.py::test_missing_source_file_is_named"),
     Case("pipeline: resume with a CollectSink", "API: engine.run(pipeline, 'inline', resume=True)",
@@ -221,7 +222,8 @@ STREAM_CASES = [
     _row_case("lambda: an inf cost", "API: AdTech.ingest, one row with cost=inf", _event("cost", cost=float("inf")),
               _ADTECH + "test_uncastable_and_non_finite_values_reject_their_rows_only"),
     _row_case("lambda: a -inf revenue", "API: AdTech.ingest, one row with revenue=-inf",
-              _event("rev", revenue=float("-inf")), _ADTECH + "test_uncastable_and_non_finite_values_reject_their_rows_only"),
+              _event("rev", revenue=float("-inf")),
+              _ADTECH + "test_uncastable_and_non_finite_values_reject_their_rows_only"),
     _row_case("lambda: event time in seconds, not ms", "API: AdTech.ingest, one event_time of epoch seconds as ms",
               _event("secs", event_time=BASE_MS // 1000),
               _ADTECH + "test_implausible_times_are_rejected_and_do_not_move_the_default_query_time"),
@@ -232,5 +234,6 @@ STREAM_CASES = [
     Case("lambda: a column that never casts", "API: AdTech.ingest, user_id of type list<int64>",
          _batch_error(_list_user_ids), _ADTECH + "test_a_column_of_a_type_that_never_casts_is_a_one_line_batch_error"),
     Case("lambda: a batch without a contract column", "API: AdTech.ingest, no 'revenue' column",
-         _batch_error(_no_revenue), "tests/unit/test_lambda_log.py::test_a_batch_without_a_contract_column_is_a_clear_error"),
+         _batch_error(_no_revenue),
+         "tests/unit/test_lambda_log.py::test_a_batch_without_a_contract_column_is_a_clear_error"),
 ]
