@@ -12,6 +12,7 @@ SUITES = {
     "scatter-gather": ("bench.scatter_gather", "scatter-gather top-k latency over shard hosts vs the fan-out floor"),
     "lambda": ("bench.lambda_arch", "Lambda architecture ingest, freshness and queries"),
     "lambda_soak": ("bench.lambda_soak", "Lambda ingest soak: process-tree RSS over time, nothing lost, exact answers"),
+    "bad-input": ("bench.bad_input", "the bad-input catalog: each case run as a user feeds it, with its message"),
 }
 
 
