@@ -293,7 +293,9 @@ MR_CASES = [
     Case("mapreduce: start_with_workers=0", "API: JobOptions(start_with_workers=0)", start_with_workers_zero,
          UNIT + "test_start_with_workers_must_be_none_or_a_positive_count"),
     Case("mapreduce: resume after the input data changed", "API + Ray: driver killed mid-job, input appended, "
-         "engine.run(job, resume=True)", resume_after_the_input_changed, "not tested", ray=True),
+         "engine.run(job, resume=True)", resume_after_the_input_changed,
+         "tests/integration/test_mapreduce_ray.py::"
+         "test_a_resume_after_the_input_changed_starts_over_instead_of_mixing_parts", ray=True),
     Case("count_words: values without trailing whitespace", "API: engine.count_words(['a b', 'c d', ...])",
          count_words_without_trailing_whitespace,
          "tests/unit/test_text_kernel.py::test_values_never_join_without_trailing_whitespace"),

@@ -136,7 +136,9 @@ WORDCOUNT_CASES = [
     Case("wordcount CLI: input of mostly invalid UTF-8", "CLI: python -m jobs.wordcount IN --local (9 of 10 lines "
          "invalid)", _input_mostly_invalid, "not tested", cli=True),
     Case("wordcount CLI: --address of no cluster", "CLI: python -m jobs.wordcount IN --address 127.0.0.1:1",
-         lambda d: cli("jobs.wordcount", *_tiny(d), "--address", "127.0.0.1:1"), "not tested", ray=True, cli=True),
+         lambda d: cli("jobs.wordcount", *_tiny(d), "--address", "127.0.0.1:1"),
+         "tests/system/test_wordcount_cli.py::test_an_address_where_no_cluster_answers_fails_at_once_in_one_line",
+         cli=True),
 ]
 
 ADTECH_OPTIONS = [

@@ -106,6 +106,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
                                         "refusing to use it (this Ray is too old or configured to disable it)")
             _embedded_args = dict(num_cpus=num_cpus, allow_insecure=allow_insecure, warm=warm)
         else:
+            _require_reachable(address)
             ray.init(address=address, logging_level=logging.WARNING)
             _embedded_args = None
         _watcher = _Watcher.start(node_watch or NodeWatchOptions(), address)
@@ -262,6 +263,27 @@ class _Watcher:
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+def _require_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line when nothing accepts connections at the cluster's address
+    (``ray.init`` would retry for minutes); an address Ray cannot resolve is left to Ray."""
+    if address.startswith("ray://"):
+        target: str | None = address[len("ray://"):]
+    else:
+        try:
+            target = ray._private.services.canonicalize_bootstrap_address(address)
+        except Exception:  # e.g. "auto" with no cluster: Ray's own one-line error follows
+            return
+    if not target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise NotConnectedError(f"no Ray cluster answers at {address} ({target}: {reason})") from None
 
 
 def _external_targets(node: Any) -> dict[str, tuple[str, int]]:

@@ -21,7 +21,7 @@ class SpecError(EngineError, ValueError):
 
 class NotConnectedError(EngineError, RuntimeError):
     """Something that needs Ray (a Ray executor, a Ray Dataset) was used before
-    ``engine.connect()``."""
+    ``engine.connect()``, or ``connect`` found no cluster answering at the address given."""
 
 
 class ResultTimeoutError(EngineError, TimeoutError):

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.errors import NotConnectedError
+
 DEFAULT_CORPUS_SIZE = "64MiB"
 
 
@@ -159,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except NotConnectedError as error:  # no cluster at --address
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -64,6 +64,15 @@ class SnapshotStore:
                 pass
         return path
 
+    def stale(self) -> list[str]:
+        """Snapshot files of this job written for another fingerprint: its input files (their
+        sizes or modification times) or its specification changed since."""
+        if not os.path.isdir(self.directory):
+            return []
+        pattern = re.compile(re.escape(self.prefix[:-13]) + r"[0-9a-f]{12}-\d+\.json$")
+        return sorted(os.path.join(self.directory, n) for n in os.listdir(self.directory)
+                      if pattern.match(n) and not n.startswith(self.prefix))
+
     def _files(self) -> list[str]:
         if not os.path.isdir(self.directory):
             return []

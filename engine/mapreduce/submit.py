@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 
@@ -32,6 +33,10 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     ``resume=True`` continues a job whose driver went away, from its snapshot store:
     parts already committed are kept and reduce tasks recorded as completed are not run
     again (map outputs died with the old cluster's workers, so needed maps run again).
+    When the job's snapshots were written for another fingerprint (an input file's size or
+    modification time, or the job's specification, changed since), it starts over: says so
+    in one line on standard error, removes them and the old result, and runs from the
+    beginning; with no snapshot of the job at all it raises ``InputNotFoundError``.
     """
     require_ray("a MapReduce job on the Ray executor")
     submitted_at = time.time()  # the job's time runs from here: starting its masters and workers counts
@@ -42,8 +47,16 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     snapshot_dir = job.options.snapshot_dir or os.path.join(output, SNAPSHOTS_DIR)
     state = None
     fingerprint = job.fingerprint()
-    if resume:
-        snapshot = SnapshotStore(snapshot_dir, job.name, fingerprint).latest()
+    store = SnapshotStore(snapshot_dir, job.name, fingerprint)
+    snapshot = store.latest() if resume else None
+    if resume and snapshot is None and store.stale():
+        # Its parts were made from other data: never mix them with new ones.
+        print(f"job {job.name}: its input files or specification changed since its snapshots in {snapshot_dir}; "
+              "starting over", file=sys.stderr)
+        for path in store.stale():
+            os.unlink(path)
+        prepare_directory(output, overwrite=True)
+    elif resume:
         if snapshot is None:
             raise InputNotFoundError(f"no usable snapshot of job {job.name!r} in {snapshot_dir}")
         state = snapshot.state

@@ -8,12 +8,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from jobs.wordcount_job import wordcount_job
+from jobs.wordcount_job import SUM_COUNTS, count_words_in_lines, wordcount_job
 from tests.oracles import table_to_dict, wordcount_oracle
 from tests.unit.test_wordcount_local import FILE_BYTES, check_output_contract, write_files
 
@@ -199,3 +200,28 @@ def test_worker_ignores_a_lease_or_release_older_than_the_newest(ray_runtime: ob
         assert ray.get(worker.ping.remote())["job"] is None
     finally:
         ray.kill(worker)
+
+
+def test_a_resume_after_the_input_changed_starts_over_instead_of_mixing_parts(ray_runtime: object,
+                                                                              tmp_path: Path) -> None:
+    from engine.mapreduce.snapshot import SnapshotStore
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("old words\n" * 50)
+    job = engine.MapReduceJob(name="changing", source=engine.TextSource(str(tmp_path / "in")),
+                              map=count_words_in_lines, combine=SUM_COUNTS, reduce=SUM_COUNTS, keys="word",
+                              reducers=2, output=str(tmp_path / "out"))
+    # What an interrupted run over the old data left: a snapshot and a committed part.
+    old_fingerprint = job.fingerprint()
+    stale = SnapshotStore(str(tmp_path / "out" / "_snapshots"), "changing", old_fingerprint)
+    stale.write(1, {"tasks": [], "workers": [], "failed_workers": [], "reducers": 2})
+    pq.write_table(pa.table({"word": ["old"], "count": pa.array([50], pa.int64())}),
+                   tmp_path / "out" / "part-00000.parquet")
+    (tmp_path / "in" / "a.txt").write_text("new words here\n" * 30)  # size and mtime change
+    changed = engine.MapReduceJob(name="changing", source=engine.TextSource(str(tmp_path / "in")),
+                                  map=count_words_in_lines, combine=SUM_COUNTS, reduce=SUM_COUNTS, keys="word",
+                                  reducers=2, output=str(tmp_path / "out"))
+    assert changed.fingerprint() != old_fingerprint
+    result = engine.run(changed, "ray", resume=True).result(timeout_s=120)
+    assert table_to_dict(result.table()) == {"new": 30, "words": 30, "here": 30}
+    assert not list((tmp_path / "out").glob("_snapshots/snapshot-*"))  # the stale one is gone too

@@ -38,6 +38,15 @@ def test_cli_errors_are_one_line_without_traceback(args: list[str], message: str
     assert "Traceback" not in done.stderr
 
 
+def test_an_address_where_no_cluster_answers_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("a b\n")
+    done = run_cli(str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"), "--address", "127.0.0.1:1",
+                   timeout=60)  # ray.init alone retried for minutes
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: no Ray cluster answers at 127.0.0.1:1 (")
+    assert done.stderr.strip().endswith("Connection refused)") and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_cli_names_an_input_directory_without_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = run_cli(str(tmp_path / "empty"), "--local")
