@@ -109,6 +109,12 @@ def binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         return _EMPTY_DATA, np.zeros(1, np.int64), np.zeros(0, np.bool_)
     offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset: array.offset + rows + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else _EMPTY_DATA
+    if data.flags.writeable:
+        # Arrow memory that is mutable (lines read into a bytearray): numba types read-only and
+        # writable arrays apart, so every kernel compiled twice (a fresh machine's first
+        # line-mode job on Ray waited ~45 s for its workers to compile)
+        data = data.view()
+        data.setflags(write=False)
     valid = np.array(array.is_valid(), dtype=np.bool_) if array.null_count else np.zeros(0, np.bool_)
     return data, offsets, valid
 

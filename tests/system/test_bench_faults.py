@@ -34,4 +34,9 @@ def test_quick_fault_run_reports_exact_rows_and_the_kill(tmp_path: Path) -> None
     assert killed["complete"] + killed["partial"] == killed["queries"] == 150
     assert killed["exact_after_recovery"] is True
     assert len(report["loadavg_before"]) == len(report["loadavg_after"]) == 3
-    assert (tmp_path / "faults.png").stat().st_size > 0
+    try:  # the chart needs the bench extra (matplotlib); without it the run says so
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "note: faults.png not drawn: matplotlib is not installed" in done.stderr
+    else:
+        assert (tmp_path / "faults.png").stat().st_size > 0
