@@ -91,9 +91,9 @@ def one_run(scenario: str, corpus: str, output: str, split_size: str, reducers: 
         recovery = result.details.get("recovery", {})
         noticed = None
         if removed.get("at") is not None:
-            after = [result.details["started_at"] + loss["noticed_at_s"] - removed["at"]
-                     for loss in recovery.get("losses", [])]
-            noticed = min((a for a in after if a >= -0.5), default=None)
+            after = [loss["noticed_at_unix"] - removed["at"] for loss in recovery.get("losses", [])
+                     if loss.get("noticed_at_unix") is not None]
+            noticed = min((a for a in after if a >= 0), default=None)
         return {"scenario": scenario, "job_s": result.elapsed_s, "submit_to_result_s": finished - submitted,
                 "removed": removed, "noticed_after_s": noticed, "recovery": recovery,
                 "max_map_attempt": max(a for t, a in result.attempts.items() if t.startswith("map")),

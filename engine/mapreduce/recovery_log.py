@@ -25,6 +25,7 @@ class WorkerLoss:
     node_dead: bool = False
     waiting: set[str] = field(default_factory=set)
     recovered_at: float | None = None
+    noticed_unix: float | None = None  # wall-clock time of ``noticed_at``, when known
 
 
 class RecoveryLog:
@@ -34,9 +35,10 @@ class RecoveryLog:
         self.losses: list[WorkerLoss] = []
 
     def lost(self, worker: str, why: str, now: float, rerun: tuple[str, ...], node: str | None = None,
-             node_dead: bool = False) -> None:
-        """Record that ``worker`` was lost at ``now``, making the tasks ``rerun`` run again."""
-        loss = WorkerLoss(worker, why, now, tuple(rerun), node, node_dead, set(rerun))
+             node_dead: bool = False, unix: float | None = None) -> None:
+        """Record that ``worker`` was lost at ``now`` (``unix``: the same moment on the wall
+        clock), making the tasks ``rerun`` run again."""
+        loss = WorkerLoss(worker, why, now, tuple(rerun), node, node_dead, set(rerun), noticed_unix=unix)
         if not loss.waiting:
             loss.recovered_at = now
         self.losses.append(loss)
@@ -67,7 +69,8 @@ class RecoveryLog:
         of tasks run again and the seconds spent recovering."""
         entries = [{
             "worker": loss.worker, "node": loss.node, "node_dead": loss.node_dead, "why": loss.why,
-            "noticed_at_s": round(loss.noticed_at - origin, 3), "tasks_rerun": len(loss.rerun),
+            "noticed_at_s": round(loss.noticed_at - origin, 3), "noticed_at_unix": loss.noticed_unix,
+            "tasks_rerun": len(loss.rerun),
             "rerun": list(loss.rerun),
             "recovered_at_s": None if loss.recovered_at is None else round(loss.recovered_at - origin, 3),
         } for loss in self.losses]

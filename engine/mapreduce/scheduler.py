@@ -123,7 +123,7 @@ class Scheduler:
         self.lost.append(name)
         self.adopted = {key for key in self.adopted if self.table.tasks[key[0]].running.get(key[1]) != name}
         rerun = self.table.worker_lost(name)
-        self.recovery.lost(name, why, self.clock(), tuple(rerun), node, node_dead)
+        self.recovery.lost(name, why, self.clock(), tuple(rerun), node, node_dead, unix=time.time())
         self.note(f"worker {name} {why}; tasks to run again: {', '.join(rerun) or 'none'}")
         return self._progress()
 

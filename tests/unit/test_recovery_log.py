@@ -17,14 +17,14 @@ pytestmark = pytest.mark.unit
 
 def test_a_loss_is_recovered_once_every_task_it_requeued_completed_again() -> None:
     log = RecoveryLog()
-    log.lost("w1", "died", now=10.0, rerun=("map-1", "map-2"), node="n1", node_dead=True)
+    log.lost("w1", "died", now=10.0, rerun=("map-1", "map-2"), node="n1", node_dead=True, unix=1_800_000_000.5)
     log.completed("map-1", now=11.0)
     assert log.to_json(origin=4.0, now=11.5)["losses"][0]["recovered_at_s"] is None
     log.completed("map-3", now=12.0)  # not one it re-queued
     log.completed("map-2", now=13.0)
     timeline = log.to_json(origin=4.0, now=20.0)
     assert timeline == {"losses": [{"worker": "w1", "node": "n1", "node_dead": True, "why": "died",
-                                    "noticed_at_s": 6.0, "tasks_rerun": 2, "rerun": ["map-1", "map-2"],
+                                    "noticed_at_s": 6.0, "noticed_at_unix": 1_800_000_000.5, "tasks_rerun": 2, "rerun": ["map-1", "map-2"],
                                     "recovered_at_s": 9.0}],
                         "tasks_rerun": 2, "recovering_s": 3.0}
 
