@@ -111,8 +111,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
             _embedded_args = None
         _watcher = _Watcher.start(node_watch or NodeWatchOptions(), address)
         _generation += 1
+        connected_now = True
+    else:
+        connected_now = False
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    if warm:
+    if warm and connected_now:  # once per connection: the pool keeps its workers warm itself
         from engine.runtime.supervisor import get_pool
 
         get_pool().prewarm.remote(max(1, cpus))

@@ -196,10 +196,12 @@ class WorkerPool(MasterHost):
                 "ref": handle.lease.remote(job_id, slot["chaos"], self._next_seq())}
 
     def prewarm(self, count: int) -> int:
-        """Start workers until ``count`` are free (so the first job does not wait for them);
-        the warm spare that replaces a failed worker starts beside the first job."""
+        """Start workers until the pool holds ``count`` (free or leased: one per CPU), so
+        the first job does not wait for them; the warm spare that replaces a failed worker
+        starts beside the first job.  Workers beyond the cluster's CPUs would never start,
+        and a job leased one of them would wait for it."""
         with self.lock:
-            while len(self.free) < count:
+            while len(self.free) + len(self.leased) < count:
                 name, handle = self._new_worker()
                 self.free[name] = (handle, time.monotonic())
         return len(self.free)

@@ -225,3 +225,23 @@ def test_a_resume_after_the_input_changed_starts_over_instead_of_mixing_parts(ra
     result = engine.run(changed, "ray", resume=True).result(timeout_s=120)
     assert table_to_dict(result.table()) == {"new": 30, "words": 30, "here": 30}
     assert not list((tmp_path / "out").glob("_snapshots/snapshot-*"))  # the stale one is gone too
+
+
+def test_prewarming_never_starts_workers_beyond_the_cpus_while_a_job_holds_them(ray_runtime: object) -> None:
+    # Every engine.connect() used to prewarm "until N are free": with a job holding the
+    # workers it started N more, which could never be placed; the next job leased them and
+    # waited for CPUs until the others' idle minute ran out (the 45-65 s test stalls).
+    import ray
+
+    from engine.runtime.supervisor import get_pool
+
+    pool = get_pool()
+    cpus = int(ray.cluster_resources()["CPU"])
+    leased, pending = ray.get(pool.acquire.remote("prewarm-test", cpus), timeout=120)
+    try:
+        assert len(leased) == cpus and not pending
+        ray.get(pool.prewarm.remote(cpus), timeout=60)
+        members = ray.get(pool.members.remote(), timeout=60)
+        assert len(members["free"]) + len(members["leased"]) == cpus, members
+    finally:
+        ray.get(pool.release.remote("prewarm-test"), timeout=60)
