@@ -33,6 +33,20 @@ def scenario_row(pattern: str, scenario: str, runs: list[dict], baseline: str | 
             "runs": runs, "notes": notes}
 
 
+def pattern_rows(pattern: str, runs: dict[str, list[dict]], notes_of: Callable[[dict], str]) -> list[dict]:
+    """One row per scenario of ``runs`` (scenario -> its runs; ``"undisturbed"`` is the
+    baseline of the others): notes from ``notes_of(last run)``, or the error of a last run
+    that raised."""
+    base = scenario_row(pattern, "undisturbed", runs["undisturbed"], None, None)["seconds"]
+    rows = []
+    for name, results in runs.items():
+        last = results[-1]
+        notes = f"raised {last['error']}" if "error" in last else notes_of(last)
+        rows.append(scenario_row(pattern, name, results, None if name == "undisturbed" else "undisturbed", base,
+                                 notes))
+    return rows
+
+
 def failed_row(pattern: str, scenario: str, error: BaseException) -> dict:
     """The row of a scenario (or pattern) that raised instead of finishing: not exact."""
     line = f"{type(error).__name__}: {error}".splitlines()[0][:300]

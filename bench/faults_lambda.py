@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.faults_common import embedded_cluster, guarded, kill_actor, percentiles_ms, scenario_row
+from bench.faults_common import embedded_cluster, guarded, kill_actor, pattern_rows, percentiles_ms
 
 PATTERN = "lambda"
 SCENARIOS = {"undisturbed": None, "view shard 1 killed at 50% of ingest": "shard",
@@ -102,14 +102,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for repeat in range(args.repeat):
             for name, victim in SCENARIOS.items():
                 runs[name].append(guarded(name, repeat, lambda: _one_run(events, batch_rows, oracle, victim)))
-    base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
-    out = []
-    for name, results in runs.items():
-        last = results[-1]
-        if "error" in last:
-            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
-                                    f"raised {last['error']}"))
-            continue
+    def notes_of(last: dict) -> str:
         notes = (f"{count:,} events in {-(-count // batch_rows)} ingests; acknowledged {last['acknowledged']:,}, "
                  f"answers cover {last['answers_cover']}; queries during ingest {last['queries']} "
                  f"(p99 {last['latency']['p99_ms'] or 0:.1f} ms), failed {last['failed_queries']}; "
@@ -117,8 +110,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                  f"{'; ' + last['wrong'] if last['wrong'] else ''}")
         if last["kill"]:
             notes = f"{last['kill']}; {notes}"
-        out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base, notes))
-    return out
+        return notes
+
+    return pattern_rows(PATTERN, runs, notes_of)
 
 
 def _oracle_of(events: Any, batch_rows: int) -> Any:

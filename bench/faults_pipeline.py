@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from bench.faults_common import embedded_cluster, guarded, kill_actor, scenario_row, wait_until
+from bench.faults_common import embedded_cluster, guarded, kill_actor, pattern_rows, wait_until
 from bench.pipeline import canonical, keep_rows, make_lines, parse, project
 
 PATTERN = "pipeline"
@@ -82,17 +82,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             for name, (victim, index) in scenarios.items():
                 runs[name].append(guarded(name, repeat, lambda: _one_run(lines, batch_rows, delay_s, victim, index,
                                                                          expected)))
-    base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
-    out = []
-    for name, results in runs.items():
-        last = results[-1]
-        if "error" in last:
-            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
-                                    f"raised {last['error']}"))
-            continue
+    def notes_of(last: dict) -> str:
         notes = (f"{rows:,} lines in {-(-rows // batch_rows)} batches; sink rows {last['rows']:,} "
                  f"(oracle {expected.num_rows:,}), duplicates {last['duplicates']}")
         if last["kill"]:
             notes = f"{last['kill']}; restarts {last['replica_restarts']}; {notes}"
-        out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base, notes))
-    return out
+        return notes
+
+    return pattern_rows(PATTERN, runs, notes_of)

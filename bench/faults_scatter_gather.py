@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.faults_common import embedded_cluster, guarded, kill_actor, percentiles_ms, scenario_row
+from bench.faults_common import embedded_cluster, guarded, kill_actor, pattern_rows, percentiles_ms
 from bench.scatter_gather import make_requests, make_word_counts
 
 PATTERN = "scatter-gather"
@@ -133,14 +133,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             for name in runs:
                 kill_at = None if name == "undisturbed" else count // 4
                 runs[name].append(guarded(name, repeat, lambda: _one_run(shards, requests, everything, kill_at)))
-    base = scenario_row(PATTERN, "undisturbed", runs["undisturbed"], None, None)["seconds"]
-    out = []
-    for name, results in runs.items():
-        last = results[-1]
-        if "error" in last:
-            out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base,
-                                    f"raised {last['error']}"))
-            continue
+    def notes_of(last: dict) -> str:
         notes = (f"{count} sequential top-{K} queries, {SHARDS} shards of {rows:,} words on {HOSTS} hosts: "
                  f"complete {last['complete']}, partial {last['partial']}, failed {last['failed']}, "
                  f"p50 {last['latency']['p50_ms']:.1f} ms, p99 {last['latency']['p99_ms']:.1f} ms")
@@ -148,5 +141,6 @@ def run(args: argparse.Namespace) -> list[dict]:
             notes = (f"{last['kill']}; first complete answer {last['recovered_s']:.2f}s after the kill"
                      f"{' (after the last query)' if last['waited_after_run_s'] > 0.01 else ''}; "
                      f"host restarts {last['host_restarts']}; {notes}")
-        out.append(scenario_row(PATTERN, name, results, None if name == "undisturbed" else "undisturbed", base, notes))
-    return out
+        return notes
+
+    return pattern_rows(PATTERN, runs, notes_of)
