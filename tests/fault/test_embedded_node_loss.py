@@ -56,6 +56,18 @@ def cluster_process(driver: subprocess.Popen, name: str) -> psutil.Process:
     return found[0]
 
 
+def kill_gcs_and_wait(driver: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL the driver's embedded GCS server and wait (bounded: a hang fails) for the
+    driver to end; its (stdout, stderr).  A driver left running is killed."""
+    try:
+        cluster_process(driver, "gcs_server").send_signal(signal.SIGKILL)
+        return driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+
+
 # The runtime-env agent is a node agent: the raylet fate-shares with it (the hang of issue 10),
 # so killing it is the raylet's death as the driver sees it (a direct SIGKILL of the raylet
 # takes the same path; it is left out to keep the suite under 15 minutes on 2 cores).

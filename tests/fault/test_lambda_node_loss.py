@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault.test_embedded_node_loss import cluster_process
+from tests.fault.test_embedded_node_loss import kill_gcs_and_wait
 
 pytestmark = pytest.mark.fault
 
@@ -60,12 +59,11 @@ def test_killing_the_gcs_server_under_a_lambda_deployment_reopens_it_and_loses_n
     try:
         acked_before = wait_for_acks(tmp_path / "progress", at_least=8, driver=driver)
         assert acked_before < BATCHES  # still ingesting
-        cluster_process(driver, "gcs_server").send_signal(signal.SIGKILL)
-        stdout, stderr = driver.communicate(timeout=180)  # bounded: a hang fails here
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+    except BaseException:  # the wait failed: stop the driver
+        driver.kill()
+        driver.communicate()
+        raise
+    stdout, stderr = kill_gcs_and_wait(driver)
     assert driver.returncode == 0, stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["raised"] == [], result["raised"]  # the embedded cluster is restarted: no call fails

@@ -9,7 +9,6 @@ cluster of its own, so killing that cluster's GCS server cannot hurt the shared 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.fault.test_embedded_node_loss import cluster_process
+from tests.fault.test_embedded_node_loss import kill_gcs_and_wait
 
 pytestmark = pytest.mark.fault
 
@@ -48,12 +47,11 @@ def test_killing_the_gcs_server_mid_pipeline_restarts_the_cluster_and_resumes_ex
     try:
         committed = wait_for_parts(out, at_least=3, driver=driver)
         assert committed < TOTAL // 100  # still running
-        cluster_process(driver, "gcs_server").send_signal(signal.SIGKILL)
-        stdout, stderr = driver.communicate(timeout=180)  # bounded: a hang fails here
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+    except BaseException:  # the wait failed: stop the driver
+        driver.kill()
+        driver.communicate()
+        raise
+    stdout, stderr = kill_gcs_and_wait(driver)
     assert driver.returncode == 0, stderr[-3000:]
     done = [line for line in stdout.splitlines() if line.startswith("done ")]
     assert len(done) == 1, (stdout[-2000:], stderr[-3000:])
