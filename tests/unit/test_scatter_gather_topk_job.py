@@ -98,13 +98,19 @@ def test_help_explains_itself(capsys: pytest.CaptureFixture) -> None:
     assert "--deadline-ms" in capsys.readouterr().out
 
 
-@settings(max_examples=25, deadline=None)
-@given(words=st.lists(st.text("aé東b", min_size=1, max_size=4), unique=True, max_size=40),
-       prefix=st.text("aé東b", max_size=2))
-def test_binary_search_on_sorted_shards_equals_a_scan(words: list[str], prefix: str) -> None:
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.text("aé東b\U0010ffff", max_size=4), unique=True, max_size=40),
+       counts=st.lists(st.integers(0, 3), min_size=40, max_size=40),
+       prefix=st.text("aé東b", max_size=2), k=st.integers(1, 6))
+def test_binary_search_on_sorted_shards_equals_a_scan_and_plain_python(
+        words: list[str], counts: list[int], prefix: str, k: int) -> None:
     table = pa.table({"word": pa.array(words, pa.string()),
-                      "count": pa.array(range(len(words)), pa.int64())})
+                      "count": pa.array(counts[:len(words)], pa.int64())})
     (sorted_shard,) = split_shards(table, 1)
+    ranked = sorted((w for w in words if w.startswith(prefix)), key=lambda w: (-counts[words.index(w)], w))
+    expected = [{"word": w, "count": counts[words.index(w)]} for w in ranked[:k]]
+    assert topk_search.prefix_top_k(sorted_shard, {"prefix": prefix, "k": k}).to_pylist() == expected
+    assert topk_search.prefix_top_k(table, {"prefix": prefix, "k": k}).to_pylist() == expected
     request = {"prefix": prefix, "k": 1000}
     by_search = topk_search.prefix_top_k(sorted_shard, request)
     by_scan = topk_search.prefix_top_k(table, request)  # no sorted_by metadata: a scan
