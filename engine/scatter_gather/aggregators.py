@@ -1,7 +1,11 @@
 """Built-in aggregators: concatenate, merge top-k, sum.
 
 An aggregator is any ``Callable[[list[reply]], value]``; it receives the replies that
-arrived (never an empty list) in worker order.  The built-ins below are factories so
+arrived (never an empty list) in worker order.  An aggregator whose class sets
+``merges_in_groups = True`` promises that its answer is itself a valid reply and does not
+depend on how the replies are grouped or ordered (top-k with a tie-break does; a
+concatenation in worker order does not): a shard host may then merge its own shards'
+replies into one before sending it (one encoding on the wire, fewer replies to merge).  The built-ins below are factories so
 they can carry parameters (``top_k_replies("count", 10)``) and stay picklable.
 """
 
@@ -25,6 +29,9 @@ def _as_tables(replies: Sequence[Any]) -> list[pa.Table]:
     return tables
 
 
+_SORT_ALL_ROWS = 4096
+
+
 @dataclass(frozen=True)
 class ConcatReplies:
     """Concatenate table replies into one table (schemas unified, missing columns null)."""
@@ -38,7 +45,8 @@ class TopKReplies:
     """Merge table replies into the top ``k`` rows by ``column``.
 
     Ties on ``column`` are broken by ``tie_break`` (ascending) when given, which makes the
-    answer deterministic; the result is sorted best first.
+    answer deterministic; the result is sorted best first.  With a tie-break, the top k of
+    groups of replies merged again is the top k of all of them (``merges_in_groups``).
     """
 
     column: str
@@ -50,6 +58,12 @@ class TopKReplies:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k!r}")
 
+    @property
+    def merges_in_groups(self) -> bool:
+        """Shard hosts may pre-merge replies: only with a tie-break is the answer
+        independent of grouping."""
+        return self.tie_break is not None
+
     def sort_keys(self) -> list[tuple[str, str]]:
         """The Arrow sort keys this aggregator ranks rows by."""
         keys = [(self.column, "descending" if self.descending else "ascending")]
@@ -58,12 +72,14 @@ class TopKReplies:
         return keys
 
     def __call__(self, replies: Sequence[Any]) -> pa.Table:
-        table = pa.concat_tables(_as_tables(replies), promote_options="default")
+        tables = _as_tables(replies)
+        same_schema = all(t.schema.equals(tables[0].schema) for t in tables[1:])
+        table = pa.concat_tables(tables) if same_schema else pa.concat_tables(tables, promote_options="default")
         if self.column not in table.column_names:
             raise KeyError(f"top-k column {self.column!r} not in replies {table.column_names}")
         keys = self.sort_keys()
-        if table.num_rows <= self.k:
-            return table.take(pc.sort_indices(table, sort_keys=keys))
+        if table.num_rows <= max(self.k, _SORT_ALL_ROWS):  # small: one sort beats select + sort
+            return table.take(pc.sort_indices(table, sort_keys=keys).slice(0, self.k))
         picked = table.take(pc.select_k_unstable(table, k=self.k, sort_keys=keys))
         # select_k_unstable returns the k best in an unspecified order: sort those k.
         return picked.take(pc.sort_indices(picked, sort_keys=keys))

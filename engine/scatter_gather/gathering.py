@@ -20,11 +20,15 @@ from engine.scatter_gather.spec import Aggregator, GatherResult
 @dataclass(frozen=True)
 class HostReply:
     """One host's answer for its shards: replies (shard -> reply), errors (shard -> one
-    line) and the shards still running when the host had to answer (``late``)."""
+    line) and the shards still running when the host had to answer (``late``).  A host
+    whose aggregator ``merges_in_groups`` sends the replies of ``combined_shards`` merged
+    into the one reply ``combined`` instead."""
 
     replies: Mapping[str, Any] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
     late: tuple[str, ...] = ()
+    combined: Any = None
+    combined_shards: tuple[str, ...] = ()
 
 
 class Gathering:
@@ -67,6 +71,10 @@ class Gathering:
         for shard, value in reply.replies.items():
             self.piece(shard, value)
             self.finished(shard)
+        if reply.combined_shards and self._open(reply.combined_shards[0]):
+            self.piece(reply.combined_shards[0], reply.combined)  # stands for all of them
+            for shard in reply.combined_shards:
+                self.finished(shard)
         for shard, error in reply.errors.items():
             self.failed(shard, error)
 

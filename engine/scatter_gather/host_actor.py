@@ -17,15 +17,16 @@ from ray.actor import ActorHandle
 
 from engine.scatter_gather.gathering import HostReply
 from engine.scatter_gather.host_runtime import ShardRunner, StreamEvent
-from engine.scatter_gather.spec import Handler, Request, ScatterGatherOptions
+from engine.scatter_gather.spec import Aggregator, Handler, Request, ScatterGatherOptions
 
 
 class ShardHost:
     """Shards ``names`` (tables ``shards``, same order) answered with ``handler``."""
 
-    def __init__(self, handler: Handler, names: Sequence[str], max_concurrency: int,
-                 *shards: pa.Table) -> None:
-        self._runner = ShardRunner(dict(zip(names, shards)), handler, max_concurrency)
+    def __init__(self, handler: Handler, aggregator: Aggregator, names: Sequence[str],
+                 max_concurrency: int, parallel_after_s: float, *shards: pa.Table) -> None:
+        self._runner = ShardRunner(dict(zip(names, shards)), handler, max_concurrency, parallel_after_s,
+                                   aggregator)
 
     def answer(self, request: Request, budget_s: float | None) -> HostReply:
         """Every local shard's reply that is ready within ``budget_s`` seconds."""
@@ -45,7 +46,8 @@ class ShardHost:
 RemoteShardHost = ray.remote(max_restarts=0)(ShardHost)
 
 
-def start_host(handler_ref: ray.ObjectRef, names: Sequence[str], shard_refs: Sequence[ray.ObjectRef],
+def start_host(handler_ref: ray.ObjectRef, aggregator_ref: ray.ObjectRef, names: Sequence[str],
+               shard_refs: Sequence[ray.ObjectRef],
                options: ScatterGatherOptions) -> tuple[ActorHandle, ray.ObjectRef]:
     """Start one host over ``shard_refs``; returns it and its start-up probe, a reference
     that resolves once the host is up (and has answered ``options.warmup_request``)."""
@@ -54,7 +56,8 @@ def start_host(handler_ref: ray.ObjectRef, names: Sequence[str], shard_refs: Seq
     actor = RemoteShardHost.options(num_cpus=options.num_cpus_per_host,
                                     max_concurrency=options.max_concurrency,
                                     scheduling_strategy="SPREAD").remote(
-        handler_ref, list(names), options.max_concurrency, *shard_refs)
+        handler_ref, aggregator_ref, list(names), options.max_concurrency, options.parallel_after_s,
+        *shard_refs)
     if options.warmup_request is None:
         return actor, actor.describe.remote()
     return actor, actor.answer.remote(options.warmup_request, None)

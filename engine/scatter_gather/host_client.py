@@ -43,7 +43,7 @@ class HostClient:
         if not self.owned:
             return HostReply({self.shards[0]: decode_reply(value)})
         return HostReply({shard: decode_reply(reply) for shard, reply in value.replies.items()},
-                         value.errors, value.late)
+                         value.errors, value.late, decode_reply(value.combined), value.combined_shards)
 
     def stream(self, request: Request) -> Any:
         """Start a long-running request: a streaming generator of pieces (or, for a

@@ -1,10 +1,12 @@
 """What a shard host does with a request: run it on every local shard at once (no Ray).
 
-:class:`ShardRunner` holds a host's shards, each with its own thread pool, so a stalled
-or slow shard never holds up the others on the same host.  :meth:`ShardRunner.answer`
-waits at most a time budget and returns a :class:`HostReply` with every shard that
-finished, the errors of those that failed and the names of those still running (their
-late results are dropped).  :meth:`ShardRunner.stream` reports pieces as they come, for
+For one request, :meth:`ShardRunner.answer` runs the host's shards one after another on
+one thread (a thread hand-off per shard costs more than a fast shard's whole query);
+shards not yet started ``parallel_after_s`` after the request came in move to threads of
+their own (each shard has its own pool), so a stalled or slow shard holds up the others
+on its host for at most that long.  It waits at most a time budget and returns a
+:class:`HostReply` with every shard that finished, the errors of those that failed and
+the names of those still running (their late results are dropped).  :meth:`ShardRunner.stream` reports pieces as they come, for
 long-running requests.  The Ray actor (``host_actor.ShardHost``) is a thin shell over it.
 """
 
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Mapping
 
 import pyarrow as pa
 
 from engine.scatter_gather.gathering import HostReply
-from engine.scatter_gather.replies import PartialReplies, call_handler, encode_reply, stream_handler
+from engine.scatter_gather.replies import (PartialReplies, call_handler, encode_reply, flatten_replies,
+                                          stream_handler)
 from engine.scatter_gather.results import describe_error
-from engine.scatter_gather.spec import Handler, Request
+from engine.scatter_gather.spec import Aggregator, Handler, Request
 
 PIECE, DONE, ERROR = "piece", "done", "error"
 StreamEvent = tuple[str, str, Any]  # (shard, PIECE | DONE | ERROR, encoded reply | None | error line)
@@ -29,18 +33,29 @@ StreamEvent = tuple[str, str, Any]  # (shard, PIECE | DONE | ERROR, encoded repl
 class ShardRunner:
     """A host's shards and the handler; answers one request for all of them.
 
+    Shards of one request run in turn on one thread until ``parallel_after_s`` has passed;
+    the shards not started by then run on their own threads.  With an ``aggregator`` that
+    ``merges_in_groups``, the replies of the shards that answered go back merged into one.
+
     Each shard runs at most ``max_concurrency`` calls at once; a request that finds a
     shard at that limit gets an immediate "busy" error for it rather than a queue.
     """
 
-    def __init__(self, shards: Mapping[str, pa.Table], handler: Handler, max_concurrency: int) -> None:
+    def __init__(self, shards: Mapping[str, pa.Table], handler: Handler, max_concurrency: int,
+                 parallel_after_s: float = 0.002, aggregator: Aggregator | None = None) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        if not parallel_after_s >= 0:
+            raise ValueError(f"parallel_after_s must be >= 0, got {parallel_after_s!r}")
+        self._parallel_after_s = parallel_after_s
+        self._merger = aggregator if getattr(aggregator, "merges_in_groups", False) else None
         self.shards = dict(shards)
         self._handler = handler
         self._limit = max_concurrency
         self._pools = {name: ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"sg-{name}")
                        for name in self.shards}
+        # Runs each request's shards in turn (one thread per request served at once).
+        self._lead = ThreadPoolExecutor(max_concurrency, thread_name_prefix="sg-lead")
         self._running = dict.fromkeys(self.shards, 0)
         self._lock = threading.Lock()
         self.requests = 0  # requests received (answer or stream), for tests and status
@@ -61,37 +76,60 @@ class ShardRunner:
 
     def _run_one(self, name: str, request: Request) -> Any:
         try:
-            reply = call_handler(self._handler, self.shards[name], request)
-            if isinstance(reply, PartialReplies):
-                return PartialReplies(tuple(encode_reply(piece) for piece in reply.pieces))
-            return encode_reply(reply)
+            return call_handler(self._handler, self.shards[name], request)
         finally:
             self._release(name)
+
+    def _encoded(self, replies: dict[str, Any]) -> tuple[dict[str, Any], Any, tuple[str, ...]]:
+        """(replies, combined, combined shards) for the wire: merged into one reply when the
+        aggregator allows it, each encoded (``replies.encode_reply``)."""
+        if self._merger is not None and len(replies) > 1:
+            try:
+                combined = self._merger(flatten_replies(replies.values()))
+            except Exception:  # the dispatcher's aggregation will report it
+                pass
+            else:
+                return {}, encode_reply(combined), tuple(replies)
+        return {name: _encode(reply) for name, reply in replies.items()}, None, ()
 
     def answer(self, request: Request, budget_s: float | None) -> HostReply:
         """Run ``request`` on every shard; wait at most ``budget_s`` (``None``: until all
         finish).  Replies are encoded for the wire (``replies.encode_reply``)."""
-        futures: dict[str, Future] = {}
-        errors: dict[str, str] = {}
+        until = None if budget_s is None else time.monotonic() + budget_s
         with self._lock:
             self.requests += 1
+        errors: dict[str, str] = {}
+        claimed = []
         for name in self.shards:
             if self._claim(name):
-                futures[name] = self._pools[name].submit(self._run_one, name, request)
+                claimed.append(name)
             else:
                 errors[name] = self._busy(name)
-        if futures:
-            wait(list(futures.values()), timeout=budget_s)
-        replies: dict[str, Any] = {}
-        late: list[str] = []
-        for name, future in futures.items():
-            if not future.done():
-                late.append(name)
-            elif future.exception() is not None:
-                errors[name] = describe_error(future.exception())  # type: ignore[arg-type]
-            else:
-                replies[name] = future.result()
-        return HostReply(replies, errors, tuple(late))
+        run = _SequentialRun(claimed)
+        if claimed:
+            self._lead.submit(self._run_in_turn, run, request)
+            if not run.done.wait(self._parallel_after(budget_s)):
+                for name in run.take_rest():
+                    self._pools[name].submit(self._run_into, run, name, request)
+                run.done.wait(None if until is None else max(0.0, until - time.monotonic()))
+        replies, failed, late = run.outcome()
+        encoded, combined, combined_shards = self._encoded(replies)
+        return HostReply(encoded, errors | failed, late, combined, combined_shards)
+
+    def _parallel_after(self, budget_s: float | None) -> float:
+        # Never more than half the budget: the shards moved to their own threads still
+        # get the other half.
+        return self._parallel_after_s if budget_s is None else min(self._parallel_after_s, budget_s / 2)
+
+    def _run_in_turn(self, run: "_SequentialRun", request: Request) -> None:
+        while (name := run.next()) is not None:
+            self._run_into(run, name, request)
+
+    def _run_into(self, run: "_SequentialRun", name: str, request: Request) -> None:
+        try:
+            run.finished(name, self._run_one(name, request), None)
+        except Exception as error:  # a shard's failure is its reply, not the host's
+            run.finished(name, None, describe_error(error))
 
     def _stream_one(self, name: str, request: Request, events: "queue.Queue[StreamEvent]") -> None:
         try:
@@ -124,5 +162,55 @@ class ShardRunner:
 
     def close(self) -> None:
         """Stop the thread pools (calls still running finish in the background)."""
-        for pool in self._pools.values():
+        for pool in (self._lead, *self._pools.values()):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _SequentialRun:
+    """One request's shards: those not started yet (taken in turn, or all at once to run
+    in parallel) and the outcome of each finished one."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+        self._pending = list(reversed(names))
+        self._replies: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        if not names:
+            self.done.set()
+
+    def next(self) -> str | None:
+        """The next shard to run in turn, or ``None`` when none is left to start."""
+        with self._lock:
+            return self._pending.pop() if self._pending else None
+
+    def take_rest(self) -> list[str]:
+        """Every shard not started yet (none will be started in turn after this)."""
+        with self._lock:
+            rest, self._pending = list(reversed(self._pending)), []
+            return rest
+
+    def finished(self, name: str, reply: Any, error: str | None) -> None:
+        """Record ``name``'s reply (or its one-line error)."""
+        with self._lock:
+            if error is None:
+                self._replies[name] = reply
+            else:
+                self._errors[name] = error
+            if len(self._replies) + len(self._errors) == len(self._names):
+                self.done.set()
+
+    def outcome(self) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
+        """(replies, errors, late shards) as of now, in shard order."""
+        with self._lock:
+            replies = {n: self._replies[n] for n in self._names if n in self._replies}
+            errors = {n: self._errors[n] for n in self._names if n in self._errors}
+        late = tuple(n for n in self._names if n not in replies and n not in errors)
+        return replies, errors, late
+
+
+def _encode(reply: Any) -> Any:
+    if isinstance(reply, PartialReplies):
+        return PartialReplies(tuple(encode_reply(piece) for piece in reply.pieces))
+    return encode_reply(reply)

@@ -65,6 +65,7 @@ class RayScatterGather(ScatterGatherService):
         self.options = spec.options
         groups = assign_shards(names, host_count(spec.options.hosts, available_cpus(), len(names)))
         self._handler_ref = ray.put(spec.handler)
+        self._aggregator_ref = ray.put(spec.aggregator)
         self._shard_refs = {name: ray.put(shard) for name, shard in zip(names, spec.shards)}
         hosts = [self._start(index, tuple(group), 0) for index, group in enumerate(groups)]
         try:
@@ -78,8 +79,8 @@ class RayScatterGather(ScatterGatherService):
                      spec.options, owns=True)
 
     def _start(self, index: int, shards: tuple[str, ...], generation: int) -> HostClient:
-        actor, probe = start_host(self._handler_ref, shards, [self._shard_refs[s] for s in shards],
-                                  self.options)
+        actor, probe = start_host(self._handler_ref, self._aggregator_ref, shards,
+                                  [self._shard_refs[s] for s in shards], self.options)
         return HostClient(index, shards, actor, generation, owned=True, probe=probe)
 
     def _attach(self, hosts: list[HostClient], names: list[str], aggregator: Aggregator,

@@ -98,3 +98,59 @@ def test_stream_reports_a_failing_shard_as_an_error_event() -> None:
     assert ends["shard-1"] == (ERROR, "ValueError: shard 1 refused")
     assert all(ends[f"shard-{i}"] == (DONE, None) for i in (0, 2, 3))
     runner.close()
+
+
+def test_fast_shards_run_in_turn_on_one_thread() -> None:
+    threads: dict[str, str] = {}
+
+    def where(shard: pa.Table, request: dict) -> pa.Table:
+        threads[f"shard-{shard['id'][0].as_py()}"] = threading.current_thread().name
+        return shard
+
+    runner = ShardRunner(SHARDS, where, max_concurrency=2, parallel_after_s=5.0)
+    reply = runner.answer({}, None)
+    assert sorted(reply.replies) == sorted(SHARDS) and reply.late == ()
+    assert len(set(threads.values())) == 1 and next(iter(threads.values())).startswith("sg-lead")
+    runner.close()
+
+
+def test_a_stall_on_the_first_shard_moves_the_others_to_their_own_threads() -> None:
+    GATES[0] = threading.Event()
+    runner = ShardRunner(SHARDS, rows_above, max_concurrency=2, parallel_after_s=0.01)
+    try:
+        reply = runner.answer({"above": -1, "stall": 0}, 1.0)
+        assert reply.late == ("shard-0",) and reply.errors == {}
+        assert {name: xs(value) for name, value in reply.replies.items()} == oracle(-1, [1, 2, 3])
+    finally:
+        GATES[0].set()
+        runner.close()
+
+
+def test_parallel_after_s_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="parallel_after_s must be >= 0"):
+        ShardRunner(SHARDS, rows_above, max_concurrency=1, parallel_after_s=-1.0)
+
+
+def test_a_top_k_with_a_tie_break_goes_back_merged_into_one_reply() -> None:
+    from engine.scatter_gather.aggregators import top_k_replies
+    from engine.scatter_gather.gathering import Gathering
+
+    top = top_k_replies("x", 3, tie_break="id")
+    runner = ShardRunner(SHARDS, rows_above, max_concurrency=2, aggregator=top)
+    try:
+        reply = runner.answer({"above": 5, "fail": 3}, None)
+        assert reply.replies == {} and reply.combined_shards == ("shard-0", "shard-1", "shard-2")
+        assert reply.errors == {"shard-3": "ValueError: shard 3 refused"}
+        assert xs(reply.combined) == [22, 21, 20]  # plain Python: the 3 largest x of shards 0-2 above 5
+        gathering = Gathering(list(SHARDS))
+        gathering.host_replied(reply.__class__(reply.replies, reply.errors, reply.late,
+                                               decode_reply(reply.combined), reply.combined_shards))
+        assert gathering.answered == ["shard-0", "shard-1", "shard-2"] and gathering.missing == ["shard-3"]
+        assert [t["x"].to_pylist() for t in gathering.replies()] == [[22, 21, 20]]
+    finally:
+        runner.close()
+    # Without a tie-break the grouping could change which tied rows win: sent one by one.
+    assert not top_k_replies("x", 3).merges_in_groups
+    runner = ShardRunner(SHARDS, rows_above, max_concurrency=2, aggregator=top_k_replies("x", 3))
+    assert sorted(runner.answer({"above": 5}, None).replies) == sorted(SHARDS)
+    runner.close()
