@@ -10,6 +10,12 @@ share the directory.  Every kernel module imports ``kernel`` from here.
 Numba checks a cached kernel only against its own source file, not against the kernels it
 calls in other files; so the default directory has one subdirectory per digest of this
 package's sources, and an edited helper never runs as stale cached code.
+
+Numba also keys its cache by the source file's path and modification time, so two copies
+of the same sources (a checkout and the installed package, or two installs) would each
+compile every kernel again.  In the directory chosen here, the kernels of this package are
+keyed by the source digest instead (:class:`DigestCacheLocator`): any copy of the same
+sources loads what another compiled.
 """
 
 from __future__ import annotations
@@ -64,10 +70,44 @@ def configure_cache() -> str:
 configure_cache()
 
 import numba  # noqa: E402  (must follow configure_cache)
+import numba.core.caching  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from llvmlite.binding import llvm_version_info  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
+
+
+_KERNELS_DIR = Path(__file__).resolve().parent
+
+
+class DigestCacheLocator(numba.core.caching.UserProvidedCacheLocator):
+    """Numba cache locator for this package's kernels, in the directory ``configure_cache``
+    chose: cache files sit directly in it (it is already one per source digest) and are
+    stamped with the digest, not the file's path and modification time."""
+
+    _digest = source_digest()
+
+    def __init__(self, py_func: Callable, py_file: str) -> None:
+        super().__init__(py_func, py_file)
+        self._cache_path = numba.config.CACHE_DIR
+
+    def get_source_stamp(self) -> str:
+        """The package's source digest (the same for every copy of the same sources)."""
+        return self._digest
+
+    @classmethod
+    def from_function(cls, py_func: Callable, py_file: str) -> "DigestCacheLocator | None":
+        """A locator for a kernel of this package while the cache directory is the one
+        ``configure_cache`` chose; ``None`` (numba's own locators decide) otherwise."""
+        chosen = os.environ.get(_CHOSEN_ENV)
+        if (not chosen or numba.config.CACHE_DIR != chosen
+                or Path(py_file).resolve().parent != _KERNELS_DIR):
+            return None
+        return super().from_function(py_func, py_file)
+
+
+if DigestCacheLocator not in numba.core.caching.CacheImpl._locator_classes:
+    numba.core.caching.CacheImpl._locator_classes.insert(0, DigestCacheLocator)
 
 
 def kernel(function: F) -> F:

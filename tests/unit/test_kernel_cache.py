@@ -63,3 +63,25 @@ def test_warm_up_reports_every_kernel() -> None:
     seconds = warm_up()
     assert set(seconds) == {"import_numba", "waited_for_lock", "count_words", "hash_binary", "utf8", "aggregate", "total"}
     assert all(value >= 0 for value in seconds.values())
+
+
+def test_two_copies_of_the_same_sources_share_compiled_kernels(tmp_path: Path) -> None:
+    import shutil
+
+    # A checkout and an installed package hold the same sources at different paths (and
+    # times): the second copy loads what the first compiled instead of compiling again.
+    code = ("import json, numpy as np, engine.kernels.hashing as h; h.fmix64(np.uint64(7)); "
+            "print(json.dumps([h.__file__, sum(h.fmix64.stats.cache_hits.values()), "
+            "sum(h.fmix64.stats.cache_misses.values())]))")
+    stats = []
+    for name in ("checkout", "installed"):
+        copy = tmp_path / name
+        shutil.copytree(ROOT / "engine", copy / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+        clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "ARROW_PATTERNS_ENGINE_NUMBA_CACHE")}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=copy, check=True,
+                              env={**clean, "PYTHONPATH": str(copy), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+        stats.append(json.loads(done.stdout))
+    (first_file, first_hits, first_misses), (second_file, second_hits, second_misses) = stats
+    assert first_file.startswith(str(tmp_path / "checkout")) and second_file.startswith(str(tmp_path / "installed"))
+    assert (first_hits, first_misses) == (0, 1)
+    assert (second_hits, second_misses) == (1, 0)
