@@ -24,6 +24,21 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start installing Ray's job-server packages in the background when the ``ray start``
+    tests are selected (they are the only ones that need them; see tests/system/job_server.py)."""
+    if any(item.nodeid.startswith("tests/system/test_ray_start_cluster.py") for item in session.items):
+        from tests.system import job_server
+
+        job_server.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.system import job_server
+
+    job_server.clean_up()
+
+
 @pytest.fixture(scope="session")
 def _shared_ray() -> Iterator[None]:
     import ray

@@ -6,8 +6,6 @@ One head serves both tests: starting and stopping one costs about 40 s on 2 core
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import re
 import stat
@@ -20,26 +18,12 @@ import pyarrow.dataset as pads
 import pytest
 
 from tests.oracles import table_to_dict, wordcount_oracle
+from tests.system import job_server
 from tests.system.ray_head import free_port, ray_head
 
 pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def job_server_packages(directory: Path) -> str:
-    """A PYTHONPATH entry holding what Ray's job server needs (Ray's ``default`` extra).
-
-    They are installed here, for this test's cluster only, rather than in the test extra:
-    installed in the environment they make every embedded cluster of the suite also start
-    Ray's dashboard processes (two more ports on 0.0.0.0, and CPU on a 2-core machine)."""
-    if importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("aiohttp_cors") is not None:
-        return ""
-    requirements = [r.split(";")[0].strip() for r in importlib.metadata.requires("ray") or []
-                    if 'extra == "default"' in r.replace("'", '"')]
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--target", str(directory), *requirements], check=True, timeout=600)
-    return str(directory)
 
 
 class Head:
@@ -57,7 +41,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
     env.pop("RAY_AUTH_TOKEN", None)  # the shared test runtime's token is not this cluster's
     env.pop("RAY_ADDRESS", None)
-    extra = job_server_packages(base / "job-server-packages")
+    extra = job_server.wait()
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
     # The README's safe way: a private token file first, then token mode.
