@@ -51,6 +51,7 @@ class JobCoordinator:
         self.pool = config.pool
         self.lock = threading.RLock()
         self.done = threading.Event()
+        self.ended = threading.Event()  # run() has returned (its workers given back)
         self.cancelled = False
         self.scheduler: Scheduler | None = None
         self.summary: dict | None = None
@@ -98,6 +99,7 @@ class JobCoordinator:
             if self.error is not None:
                 self._release_workers()  # a failed or cancelled job gives its workers back too
             self.done.set()
+            self.ended.set()
 
     def _new_scheduler_parts(self) -> tuple[SchedulerConfig, SnapshotPolicy]:
         return (SchedulerConfig.from_options(self.options),

@@ -269,15 +269,21 @@ class JobHandle(Handle):
         already written stay."""
         if self._result is None:
             self._cancelled = True
-        self._cleanup()
+        self._cleanup(wait=True)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, wait: bool = False) -> None:
         if cluster.node_loss(self._generation) is not None:  # nothing left to tell
             return
+        forgotten = []
         for master in self._masters:
             try:
-                master.forget.remote(self.job_id)
+                forgotten.append(master.forget.remote(self.job_id))
             except Exception:  # a dead master has nothing to forget
+                pass
+        if wait and forgotten:  # a cancelled job's workers are back in the pool when cancel() returns
+            try:
+                ray.wait(forgotten, num_returns=len(forgotten), timeout=15.0)
+            except Exception:
                 pass
         try:
             self.config.find_pool().release.remote(self.job_id)  # the pool now: it may have been replaced

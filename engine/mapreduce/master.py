@@ -12,9 +12,11 @@ down with it.  The supervisor's handle reaches a master inside its ``MasterConfi
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import ray
 
+from engine.errors import JobFailedError
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.coordinator import JobCoordinator
 from engine.mapreduce.heartbeat import HeartbeatMonitor
@@ -81,6 +83,9 @@ def _take_over(coordinator: JobCoordinator) -> None:
     coordinator.run(snapshot.state if snapshot is not None else None, takeover=True)
 
 
+_FORGOTTEN_KEPT = 10_000
+
+
 class MasterHost:
     """Hosts the coordinators of one or more jobs, as primary or standby, in an actor.
 
@@ -92,18 +97,28 @@ class MasterHost:
     def __init__(self) -> None:
         self.jobs: dict[str, JobCoordinator] = {}
         self.jobs_lock = threading.Lock()
+        # Jobs forgotten here, newest last: a start that arrives after its job's cancel
+        # (calls to a threaded actor may run out of order) must not run it.
+        self.forgotten: OrderedDict[str, None] = OrderedDict()
 
     def _coordinator(self, job: MapReduceJob, config: MasterConfig, number: int) -> JobCoordinator:
         coordinator = JobCoordinator(ray.get_runtime_context().current_actor, job, config, number)
         with self.jobs_lock:
-            self.jobs[config.job_id] = coordinator
+            if config.job_id in self.forgotten:
+                coordinator.cancelled = True
+                coordinator.error = JobFailedError(f"job {config.job_id} was cancelled")
+                coordinator.done.set()
+                coordinator.ended.set()
+            else:
+                self.jobs[config.job_id] = coordinator
         return coordinator
 
     def start_primary(self, job: MapReduceJob, config: MasterConfig, number: int, state: dict | None) -> dict | None:
         """Run ``job`` as its primary, from the start or from a snapshot's ``state``
         (``resume``); returns the summary or raises the job's ``JobFailedError``."""
         coordinator = self._coordinator(job, config, number)
-        coordinator.run(state)
+        if not coordinator.cancelled:
+            coordinator.run(state)
         return coordinator.wait_done()
 
     def standby(self, job: MapReduceJob, config: MasterConfig, number: int, primaries: list) -> dict | None:
@@ -144,13 +159,21 @@ class MasterHost:
         coordinator = self.jobs.get(job_id)
         return list(coordinator.standbys) if coordinator else []
 
-    def forget(self, job_id: str) -> None:
-        """Drop a finished (or cancelled) job's coordinator."""
+    def forget(self, job_id: str, wait_s: float = 10.0) -> None:
+        """Drop a finished (or cancelled) job's coordinator; a primary still running is
+        stopped, and the call returns once it has given its workers back (at most
+        ``wait_s``)."""
         with self.jobs_lock:
             coordinator = self.jobs.pop(job_id, None)
+            self.forgotten[job_id] = None
+            while len(self.forgotten) > _FORGOTTEN_KEPT:
+                self.forgotten.popitem(last=False)
         if coordinator is not None:
             coordinator.cancelled = True
+            running = coordinator.role == "primary"
             coordinator.done.set()
+            if running:
+                coordinator.ended.wait(wait_s)
 
 
 @ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)
