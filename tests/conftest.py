@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+def _start_job_server_install(session: pytest.Session) -> None:
     """Start installing Ray's job-server packages in the background when the ``ray start``
     tests are selected (they are the only ones that need them; see tests/system/job_server.py)."""
     if any(item.nodeid.startswith("tests/system/test_ray_start_cluster.py") for item in session.items):
@@ -109,11 +109,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Ship functions defined in test modules to Ray workers by value.
+    """Ship functions defined in test modules to Ray workers by value, and start the
+    background install the ``ray start`` tests need.
 
     Worker processes cannot import test modules by the names pytest gives them, so jobs
     whose map/reduce functions live in a test file would fail to deserialize there.
     """
+    _start_job_server_install(session)
     try:
         import ray.cloudpickle as cloudpickle
     except ImportError:

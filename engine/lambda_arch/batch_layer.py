@@ -33,6 +33,7 @@ from engine.errors import SpecError
 from engine.lambda_arch.log import MasterLog
 from engine.lambda_arch.spec import LambdaArchitecture, View
 from engine.lambda_arch.speed_layer import speed_partials
+from engine.runtime.priority import call_at_lower_priority
 
 _VERSION_DIR = "batch-{:016d}"
 _CODE, _KEY_HASH = "view", "key_hash"
@@ -47,6 +48,12 @@ class BatchViews:
     version: int
     tables: dict[str, pa.Table]
     elapsed_s: float = 0.0
+
+
+def _read_events(log: MasterLog, version: int, spec: LambdaArchitecture) -> pa.Table | None:
+    """The log below ``version`` (the columns the views read) as one table; None if empty."""
+    tables = list(log.iter_tables(0, version, _read_columns(spec)))
+    return pa.concat_tables(tables) if tables else None
 
 
 def view_schemas(spec: LambdaArchitecture) -> tuple[dict[str, pa.Schema], dict[str, pa.Schema]]:
@@ -176,15 +183,15 @@ def compute_batch_views(log: MasterLog, spec: LambdaArchitecture, version: int, 
         raise ValueError(f"batch view version {version} is not at a segment boundary")
     partial, stored = schemas
     layout = UnionLayout.build(spec.views, partial, stored)
-    tables = list(log.iter_tables(0, version, _read_columns(spec)))
     options = spec.options
-    if tables:
+    events = call_at_lower_priority(options.batch_nice, _read_events, log, version, spec)
+    if events is not None:
         job = MapReduceJob(
-            name="lambda-batch-views", source=TableSource(pa.concat_tables(tables), batch_rows=1_000_000),
+            name="lambda-batch-views", source=TableSource(events, batch_rows=1_000_000),
             map=MapViews(layout), combine=MergeViews(layout, finalize=False), reduce=MergeViews(layout, finalize=True),
             keys=[_CODE, _KEY_HASH], reducers=options.batch_reducers, output=str(target / "all"),
             options=JobOptions(workers=options.batch_workers, overwrite=True, backup_master=False, speculation=False,
-                               max_bad_record_fraction=0.0))
+                               max_bad_record_fraction=0.0, nice=options.batch_nice))
         union = run(job, executor).result().table()
     else:
         union = layout.schema.empty_table()

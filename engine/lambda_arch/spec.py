@@ -148,7 +148,10 @@ class LambdaOptions:
       this much event time of the newest event stored (see ``dedup.py``).
     - ``batch_executor``: executor of the batch layer's MapReduce job (``None``: the
       deployment's); ``batch_reducers`` / ``batch_workers``: its reducers and workers
-      (``None``: one per CPU; fewer leave CPU to ingest and the speed layer).
+      (``None``: one per CPU; fewer leave CPU to ingest and the speed layer);
+      ``batch_nice``: the batch job's tasks, and the driver's read of the log for it, run
+      this many OS nice steps lower (Linux, per thread; 0-19), so ingest, the speed layer
+      and queries get the CPU first while the batch layer recomputes.
     - ``speed_replicas`` / ``feed_capacity``: replicas of the speed stage and batches its
       live feed holds before ingest blocks (Ray).
     - ``compact_speed``: merge the real-time chunks of a shard with the views' combiners,
@@ -177,6 +180,7 @@ class LambdaOptions:
     batch_executor: str | None = None
     batch_reducers: int = 4
     batch_workers: int | None = None
+    batch_nice: int = 10
     speed_replicas: int = 1
     feed_capacity: int = 8
     compact_speed: bool = True
@@ -199,6 +203,8 @@ class LambdaOptions:
                 raise SpecError(f"LambdaOptions.{name} must be an int >= 1, got {value!r}")
         if isinstance(self.speed_chunks, bool) or not isinstance(self.speed_chunks, int) or self.speed_chunks < 2:
             raise SpecError(f"LambdaOptions.speed_chunks must be an int >= 2, got {self.speed_chunks!r}")
+        if isinstance(self.batch_nice, bool) or not isinstance(self.batch_nice, int) or not 0 <= self.batch_nice <= 19:
+            raise SpecError(f"LambdaOptions.batch_nice must be an int within [0, 19], got {self.batch_nice!r}")
         if self.batch_workers is not None and self.batch_workers < 1:
             raise SpecError(f"LambdaOptions.batch_workers must be None or >= 1, got {self.batch_workers}")
         if not 0 <= self.dedup_horizon_hours < math.inf:

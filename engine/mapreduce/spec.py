@@ -54,6 +54,9 @@ class JobOptions:
       whose transient errors outlast it fails, and the master runs it again.
     - ``overwrite``: replace an output directory that already holds a result.
     - ``progress``: show a progress bar while waiting on ``result()``.
+    - ``nice``: run the job's map and reduce tasks this many OS nice steps lower (0-19;
+      Linux, per thread, on the Ray executor's workers), so a background job such as the
+      Lambda batch layer yields CPU to serving work on the same cores.
     """
 
     workers: int | None = None
@@ -73,9 +76,12 @@ class JobOptions:
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6, base_delay_s=0.01, max_delay_s=1.0))
     overwrite: bool = False
     progress: bool = False
+    nice: int = 0
 
     def validate(self) -> None:
         """Raise ``SpecError`` naming the first bad option."""
+        if isinstance(self.nice, bool) or not isinstance(self.nice, int) or not 0 <= self.nice <= 19:
+            raise SpecError(f"nice must be an int within [0, 19], got {self.nice!r}")
         if self.workers is not None and self.workers < 1:
             raise SpecError(f"workers must be at least 1, got {self.workers}")
         if self.start_with_workers is not None and (not isinstance(self.start_with_workers, int)

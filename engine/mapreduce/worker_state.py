@@ -21,6 +21,7 @@ from engine.io.splits import InputSplit
 from engine.mapreduce.actions import AttemptReport, MapKey
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.tasks import run_map_task, run_reduce_task
+from engine.runtime.priority import call_at_lower_priority
 
 
 class MapOutputLostError(RuntimeError):
@@ -76,7 +77,7 @@ class WorkerState:
         self._start(key)
         started = time.perf_counter()
         try:
-            result = run_map_task(job, split, reducers)
+            result = call_at_lower_priority(job.options.nice, run_map_task, job, split, reducers)
         except BaseException:
             self._end(key, None)
             raise
@@ -93,7 +94,7 @@ class WorkerState:
         self._start(key)
         started = time.perf_counter()
         try:
-            result = run_reduce_task(job, partition, tables, output_dir)
+            result = call_at_lower_priority(job.options.nice, run_reduce_task, job, partition, tables, output_dir)
         except BaseException:
             self._end(key, None)
             raise
