@@ -44,6 +44,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--feed-capacity", type=int, default=4, help="speed-layer feed capacity in batches")
     parser.add_argument("--batch-workers", type=int, default=1,
                         help="MapReduce workers of the batch runs during the ingest phase (default 1)")
+    parser.add_argument("--batch-nice", type=int, default=None,
+                        help="OS nice steps of the batch layer's work (default: LambdaOptions' default, 10; 0: off)")
     parser.add_argument("--switch-interval", type=float, default=0.001,
                         help="sys.setswitchinterval for the driver (default 0.001 s; Python's is 0.005)")
     parser.add_argument("--skip-local", action="store_true", help="skip the inline batch run of phase 2")
@@ -105,8 +107,9 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
     result: dict[str, Any] = {}
     try:
+        nice = {} if args.batch_nice is None else {"batch_nice": args.batch_nice}
         lam = AdTech.start(directory, "ray", LambdaOptions(shards=args.shards, batch_workers=args.batch_workers,
-                                                           feed_capacity=args.feed_capacity))
+                                                           feed_capacity=args.feed_capacity, **nice))
         lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
         lam.wait_visible()
         lam.freshness.latencies_s.clear()
@@ -148,7 +151,8 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             lam.ads_shown(hours=24)
             quiet.append(time.perf_counter() - started)
-        result = {"alone": alone, "during_batch": loaded, "ads_shown_query_quiet": _percentiles(quiet)}
+        result = {"alone": alone, "during_batch": loaded, "ads_shown_query_quiet": _percentiles(quiet),
+                  "batch_nice": LambdaOptions(**nice).batch_nice}
         print(f"ads_shown query, no load: {result['ads_shown_query_quiet']}", flush=True)
         lam.close()
     finally:
