@@ -91,7 +91,7 @@ def test_killing_the_embedded_cluster_mid_map_restarts_it_and_resumes_the_job(tm
         if driver.poll() is None:
             driver.kill()
             driver.communicate()
-    assert driver.returncode == 0, stderr[-3000:]
+    assert driver.returncode == 0, (stdout[-2000:], stderr[-3000:])
     assert stdout.splitlines()[-1] == "done 1", (stdout[-2000:], stderr[-3000:])  # Ray logs to stdout too
     assert stderr.count("restarted it and") == 1, stderr[-3000:]
     assert LINE.format(what=what) in stderr.splitlines(), stderr[-3000:]
