@@ -6,8 +6,8 @@ shards not yet started ``parallel_after_s`` after the request came in move to th
 their own (each shard has its own pool), so a stalled or slow shard holds up the others
 on its host for at most that long.  It waits at most a time budget and returns a
 :class:`HostReply` with every shard that finished, the errors of those that failed and
-the names of those still running (their late results are dropped).  :meth:`ShardRunner.stream` reports pieces as they come, for
-long-running requests.  The Ray actor (``host_actor.ShardHost``) is a thin shell over it.
+the names of those still running (their late results are dropped).
+:meth:`ShardRunner.stream` reports pieces as they come, for long-running requests.  The Ray actor (``host_actor.ShardHost``) is a thin shell over it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from typing import Any, Iterator, Mapping
 import pyarrow as pa
 
 from engine.scatter_gather.gathering import HostReply
-from engine.scatter_gather.replies import (PartialReplies, call_handler, encode_reply, flatten_replies,
-                                          stream_handler)
+from engine.scatter_gather.replies import call_handler, encode_reply, flatten_replies, stream_handler
 from engine.scatter_gather.results import describe_error
 from engine.scatter_gather.spec import Aggregator, Handler, Request
 
@@ -90,7 +89,7 @@ class ShardRunner:
                 pass
             else:
                 return {}, encode_reply(combined), tuple(replies)
-        return {name: _encode(reply) for name, reply in replies.items()}, None, ()
+        return {name: encode_reply(reply) for name, reply in replies.items()}, None, ()
 
     def answer(self, request: Request, budget_s: float | None) -> HostReply:
         """Run ``request`` on every shard; wait at most ``budget_s`` (``None``: until all
@@ -209,8 +208,3 @@ class _SequentialRun:
         late = tuple(n for n in self._names if n not in replies and n not in errors)
         return replies, errors, late
 
-
-def _encode(reply: Any) -> Any:
-    if isinstance(reply, PartialReplies):
-        return PartialReplies(tuple(encode_reply(piece) for piece in reply.pieces))
-    return encode_reply(reply)

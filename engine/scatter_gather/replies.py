@@ -41,8 +41,10 @@ LARGE_REPLY_BYTES = 256 * 1024
 
 
 def encode_reply(reply: Any) -> Any:
-    """Small tables (and record batches) become :class:`IpcReply`; anything else,
-    large tables included, is unchanged."""
+    """Small tables (and record batches) become :class:`IpcReply` (also inside
+    :class:`PartialReplies`); anything else, large tables included, is unchanged."""
+    if isinstance(reply, PartialReplies):
+        return PartialReplies(tuple(encode_reply(piece) for piece in reply.pieces))
     if isinstance(reply, pa.RecordBatch):
         reply = pa.Table.from_batches([reply])
     if not isinstance(reply, pa.Table) or reply.nbytes >= LARGE_REPLY_BYTES:
