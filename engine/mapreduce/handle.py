@@ -231,7 +231,7 @@ class JobHandle(Handle):
         """Every master is lost: a new one continues from the snapshot store."""
         master = self._ask(self.config.find_pool().take_masters.remote(1, list(self._masters)), 60.0)[0]
         self._masters.append(master)
-        return [master.take_over.remote(ray.put(self.job), self.config, len(self._masters) - 1)]
+        return [master.take_over.remote(self.job, self.config, len(self._masters) - 1)]
 
     def _recover(self, loss: NodeLoss) -> list[Any]:
         """The cluster is lost: fail with one line, or restart the embedded cluster and

@@ -69,8 +69,12 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
                           reducers=reducers, workers=workers, snapshot_dir=snapshot_dir, fingerprint=fingerprint,
                           pool=pool, find_pool=get_pool, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
     masters = ray.get(pool.take_masters.remote(2 if job.options.backup_master else 1))
-    job_ref = ray.put(job)
-    starts = [masters[0].start_primary.remote(job_ref, config, 0, state)]
+    # The job goes with the calls, not through ray.put: an object this driver put would be
+    # lost with the node, and Ray's core worker ends a driver outright (exit 1) when its
+    # recovery of a lost object meets the dead raylet's plasma socket, so the engine
+    # would never get to restart the embedded cluster.  (A large job is still stored in
+    # the object store by Ray itself, as any large argument is.)
+    starts = [masters[0].start_primary.remote(job, config, 0, state)]
     if len(masters) > 1:
-        starts.append(masters[1].standby.remote(job_ref, config, 1, [masters[0]]))
+        starts.append(masters[1].standby.remote(job, config, 1, [masters[0]]))
     return JobHandle(job, config, masters, starts, submitted_at)

@@ -41,6 +41,9 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
     env.pop("RAY_AUTH_TOKEN", None)  # the shared test runtime's token is not this cluster's
     env.pop("RAY_ADDRESS", None)
+    # A private HOME is for the token file only: the kernels compiled by the rest of the session
+    # stay where they are (a fresh HOME would make this cluster's workers compile them again).
+    env["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     extra = job_server.wait()
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
