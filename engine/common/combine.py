@@ -87,6 +87,22 @@ class KeyedCombineFn(CombineFn):
         return accumulator
 
 
+# Below this many rows Arrow's group-by is as fast, and the compiled kernels are not loaded.
+_COMPILED_GROUP_BY_ROWS = 100_000
+
+
+def _group_by(table: pa.Table, keys: Sequence[str], specs: list[tuple[str, str]]) -> pa.Table:
+    """``table.group_by(keys).aggregate(specs)``; large tables with integer keys through the
+    compiled kernel (``engine.kernels.int_groupby``), the rest through Arrow."""
+    if table.num_rows >= _COMPILED_GROUP_BY_ROWS:
+        from engine.kernels.int_groupby import group_by_int_keys
+
+        grouped = group_by_int_keys(table, keys, specs)
+        if grouped is not None:
+            return grouped
+    return table.group_by(list(keys), use_threads=False).aggregate(specs)
+
+
 @dataclass(frozen=True)
 class GroupByAggregate(KeyedCombineFn):
     """Group rows by the key columns and aggregate named columns in place, so the output
@@ -130,7 +146,7 @@ class GroupByAggregate(KeyedCombineFn):
         return specs
 
     def to_partial(self, rows: pa.Table) -> pa.Table:
-        grouped = rows.group_by(list(self.keys), use_threads=False).aggregate(self._partial_specs())
+        grouped = _group_by(rows, self.keys, self._partial_specs())
         columns = {key: grouped.column(key) for key in self.keys}
         for column, function in self.aggregations:
             if function == "mean":
@@ -153,7 +169,7 @@ class GroupByAggregate(KeyedCombineFn):
                 specs += [(f"{column}__sum", "sum"), (f"{column}__count", "sum")]
             else:
                 specs.append((column, _MERGE[function]))
-        grouped = table.group_by(list(self.keys), use_threads=False).aggregate(specs)
+        grouped = _group_by(table, self.keys, specs)
         columns = {key: grouped.column(key) for key in self.keys}
         for name, function in specs:
             values = grouped.column(f"{name}_{function}")

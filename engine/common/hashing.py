@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+_COUNTING_SORT_ROWS = 100_000  # below this numpy's sort is as fast, and no kernel is loaded
 _MULTIPLIER = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
 _INVERSE = np.uint64(pow(0x100000001B3, -1, 2**64))
 
@@ -114,7 +115,12 @@ def hash_partition(table: pa.Table, keys: Sequence[str], partitions: int) -> lis
     if table.num_rows == 0:
         return [table.slice(0, 0) for _ in range(partitions)]
     ids = partition_ids(table, keys, partitions)
-    order = np.argsort(ids, kind="stable")
-    bounds = np.searchsorted(ids[order], np.arange(partitions + 1))
+    if table.num_rows >= _COUNTING_SORT_ROWS:  # linear, where a comparison sort costs the most
+        from engine.kernels.aggregate import _counting_order
+
+        order, bounds = _counting_order(ids, partitions)
+    else:
+        order = np.argsort(ids, kind="stable")
+        bounds = np.searchsorted(ids[order], np.arange(partitions + 1))
     ordered = table.take(pa.array(order))
     return [ordered.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(partitions)]

@@ -30,7 +30,7 @@ def warm_up() -> dict[str, float]:
     with _one_at_a_time(_jit.configure_cache()) as waited:
         seconds["waited_for_lock"] = waited
         for name, run in (("count_words", _count_words), ("hash_binary", _hash_binary), ("utf8", _utf8),
-                          ("aggregate", _aggregate)):
+                          ("aggregate", _aggregate), ("int_groupby", _int_groupby)):
             begin = time.perf_counter()
             run()
             seconds[name] = time.perf_counter() - begin
@@ -85,3 +85,11 @@ def _aggregate() -> None:
     table = pa.table({"word": ["warm", "up", "warm"], "count": pa.array([1, 2, 3], pa.int64())})
     sum_by_key(table)
     partition_by_hash(table, "word", 2)
+
+
+def _int_groupby() -> None:
+    from engine.kernels.int_groupby import group_by_int_keys
+
+    table = pa.table({"a": pa.array([1, 2, 1], pa.int64()), "b": pa.array([3, 3, 3], pa.int32()),
+                      "n": pa.array([1, 2, 3], pa.int64()), "x": pa.array([0.5, 1.0, 2.0], pa.float64())})
+    group_by_int_keys(table, ["a", "b"], [("n", "sum"), ("n", "min"), ("n", "max"), ("x", "sum"), ("x", "count")])
