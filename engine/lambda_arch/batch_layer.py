@@ -1,15 +1,15 @@
 """The batch layer: every view recomputed from the master log up to offset W, by MapReduce.
 
-One MapReduce job over the log below W (``engine.run(job, "inline" | "ray")``) computes
-every view at once: the map emits each view's partials tagged with the view's code and a
-stable hash of its combine keys, in one *union* table whose columns are shared between
-views where name and type agree; the shuffle key is (code, key hash), so every key of a
-view meets in one reducer, which merges its partials with the view's combiner (and
-finalizes batch-only views).  One job instead of one per view reads the log once and
-pays the start-up once.
+One MapReduce job per view over the log's segment files below W (``engine.run(job,
+"inline" | "ray")``): each map task reads one segment file itself (the driver never
+holds the events) and emits the view's partials; the shuffle key is the view's combine
+keys, so every key meets in one reducer, which merges its partials with the view's
+combiner (and finalizes a batch-only view).  A job per view keeps each shuffle in the
+view's own columns: no padding of one view's rows with another's columns, no view tag
+to filter on.
 
-A version is written under ``<dir>/views/batch-<W>/`` (one Parquet file per view and a
-``manifest.json``, each written atomically); ``views/CURRENT.json`` is switched to it
+A version is written under ``<dir>/views/batch-<W>/`` (per view the directory of Parquet
+parts its job committed, and a ``manifest.json``, each written atomically); ``views/CURRENT.json`` is switched to it
 last (blue-green), so a reopened directory always finds a complete version.  Nothing is
 pickled: JSON and Parquet.
 """
@@ -21,23 +21,24 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.common.atomic_files import write_json_atomically, write_parquet_atomically
-from engine.common.hashing import partition_ids
 from engine.errors import SpecError
-from engine.lambda_arch.log import MasterLog
+from engine.lambda_arch.log import MasterLog, Segment
+from engine.lambda_arch.segment_source import SegmentSource
 from engine.lambda_arch.spec import LambdaArchitecture, View
 from engine.lambda_arch.speed_layer import speed_partials
-from engine.runtime.priority import call_at_lower_priority
+
+if TYPE_CHECKING:
+    from engine.mapreduce.spec import MapReduceJob
 
 _VERSION_DIR = "batch-{:016d}"
-_CODE, _KEY_HASH = "view", "key_hash"
-_HASH_RANGE = 1 << 62
+_SPLITS_PER_WORKER = 2  # map tasks per worker: few (each has a fixed cost), but balanced
+_MIN_SPLIT_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,6 @@ class BatchViews:
     version: int
     tables: dict[str, pa.Table]
     elapsed_s: float = 0.0
-
-
-def _read_events(log: MasterLog, version: int, spec: LambdaArchitecture) -> pa.Table | None:
-    """The log below ``version`` (the columns the views read) as one table; None if empty."""
-    tables = list(log.iter_tables(0, version, _read_columns(spec)))
-    return pa.concat_tables(tables) if tables else None
 
 
 def view_schemas(spec: LambdaArchitecture) -> tuple[dict[str, pa.Schema], dict[str, pa.Schema]]:
@@ -72,106 +67,58 @@ def view_schemas(spec: LambdaArchitecture) -> tuple[dict[str, pa.Schema], dict[s
 
 
 @dataclass(frozen=True)
-class UnionLayout:
-    """How the rows of every view share one table in the batch job.
+class ViewPartials:
+    """MapReduce map of a view's batch job: a batch of stored events -> the view's partials."""
 
-    Code ``i`` tags partial rows of view ``i``, code ``n + i`` finalized rows of
-    batch-only view ``i``; ``mappings[code]`` maps union columns to that code's columns.
-    """
-
-    views: tuple[View, ...]
-    schema: pa.Schema
-    mappings: tuple[dict[str, str], ...]
-    targets: tuple[pa.Schema | None, ...]
-
-    @staticmethod
-    def build(views: tuple[View, ...], partial: dict[str, pa.Schema], stored: dict[str, pa.Schema]) -> "UnionLayout":
-        """The layout of ``views`` given their partial and stored schemas."""
-        targets = [partial[v.name] for v in views] + [stored[v.name] if v.batch_only else None for v in views]
-        types: dict[str, pa.DataType] = {_CODE: pa.int16(), _KEY_HASH: pa.int64()}
-        mappings = []
-        for code, schema in enumerate(targets):
-            mapping: dict[str, str] = {}
-            for field in schema or ():
-                column = field.name
-                if types.get(column, field.type) != field.type or column in (_CODE, _KEY_HASH):
-                    column = f"{code}.{field.name}"
-                types.setdefault(column, field.type)
-                mapping[column] = field.name
-            mappings.append(mapping)
-        return UnionLayout(views, pa.schema(list(types.items())), tuple(mappings), tuple(targets))
-
-    def to_union(self, code: int, table: pa.Table) -> pa.Table:
-        """Rows of ``code`` as union rows."""
-        rows = table.num_rows
-        count = len(self.views)
-        if code < count:
-            key_hash = pa.array(partition_ids(table, list(self.views[code].combine.keys), _HASH_RANGE))
-        else:
-            key_hash = pa.array(np.zeros(rows, dtype=np.int64))
-        columns = {_CODE: pa.repeat(pa.scalar(code, pa.int16()), rows), _KEY_HASH: key_hash}
-        mapping = self.mappings[code]
-        for field in self.schema:
-            if field.name not in columns:
-                source = mapping.get(field.name)
-                columns[field.name] = (pc.cast(table.column(source), field.type) if source is not None
-                                       else pa.nulls(rows, field.type))
-        return pa.table(columns, schema=self.schema)
-
-    def from_union(self, code: int, table: pa.Table) -> pa.Table:
-        """The rows of ``code`` in ``table``, with their own column names and types."""
-        rows = table.filter(pc.equal(table.column(_CODE), code))
-        target = self.targets[code]
-        assert target is not None
-        by_name = {name: column for column, name in self.mappings[code].items()}
-        return pa.table({field.name: rows.column(by_name[field.name]) for field in target}).cast(target)
-
-
-@dataclass(frozen=True)
-class MapViews:
-    """MapReduce map: a batch of stored events -> the union rows of every view's partials."""
-
-    layout: UnionLayout
+    view: View
 
     def __call__(self, events: pa.Table) -> pa.Table:
-        return pa.concat_tables([self.layout.to_union(code, speed_partials(view, events))
-                                 for code, view in enumerate(self.layout.views)])
+        return speed_partials(self.view, events)
 
 
 @dataclass(frozen=True)
-class MergeViews:
-    """MapReduce combine (``finalize=False``) and reduce (``True``): merge each view's
-    partials with its combiner; the reduce finalizes batch-only views."""
+class FinishView:
+    """MapReduce reduce of a view's batch job: a key range's partials merged with the
+    view's combiner (finalized, for a batch-only view) and cast to its stored ``schema``."""
 
-    layout: UnionLayout
-    finalize: bool
+    view: View
+    schema: pa.Schema
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        count = len(self.layout.views)
-        merged = []
-        for code, view in enumerate(self.layout.views):
-            rows = self.layout.from_union(code, table)
-            if rows.num_rows == 0:
-                continue
-            if self.finalize and view.batch_only:
-                merged.append(self.layout.to_union(count + code, view.combine.finalize([rows])))
-            else:
-                merged.append(self.layout.to_union(code, view.combine.merge_partials([rows])))
-        return pa.concat_tables(merged) if merged else self.layout.schema.empty_table()
+    def __call__(self, partials: pa.Table) -> pa.Table:
+        combine = self.view.combine
+        table = combine.finalize([partials]) if self.view.batch_only else combine.merge_partials([partials])
+        return table.cast(self.schema)
 
 
-def _read_columns(spec: LambdaArchitecture) -> list[str] | None:
-    if any(view.columns is None for view in spec.views):
+def _view_columns(view: View, spec: LambdaArchitecture) -> list[str] | None:
+    if view.columns is None:
         return None
-    wanted = {column for view in spec.views for column in view.columns or ()}
-    return [name for name in spec.contract.log_schema.names if name in wanted]
+    return [name for name in spec.contract.log_schema.names if name in view.columns]
+
+
+def view_job(view: View, spec: LambdaArchitecture, segments: list[Segment], stored: pa.Schema, output: Path,
+             workers: int) -> "MapReduceJob":
+    """The MapReduce job computing ``view`` from ``segments`` into ``output`` (a directory of
+    Parquet parts).  ``workers`` map tasks read about the same number of events each, in
+    ``splits_per_worker`` rounds; a map task's events are one batch, whose partials are
+    already merged per key, so there is no map-side combine to repeat that."""
+    from engine.mapreduce.spec import JobOptions, MapReduceJob
+
+    options = spec.options
+    events = sum(segment.rows for segment in segments)
+    split_rows = max(_MIN_SPLIT_ROWS, -(-events // (workers * _SPLITS_PER_WORKER)))
+    source = SegmentSource(segments, spec.contract.log_schema, _view_columns(view, spec), split_rows)
+    return MapReduceJob(
+        name=f"lambda-batch-{view.name}", source=source, map=ViewPartials(view), reduce=FinishView(view, stored),
+        keys=list(view.combine.keys), reducers=options.batch_reducers, output=str(output),
+        options=JobOptions(workers=options.batch_workers, overwrite=True, backup_master=False, speculation=False,
+                           max_bad_record_fraction=0.0, nice=options.batch_nice))
 
 
 def compute_batch_views(log: MasterLog, spec: LambdaArchitecture, version: int, executor: str,
                         schemas: tuple[dict[str, pa.Schema], dict[str, pa.Schema]]) -> BatchViews:
-    """Run the batch job over offsets ``[0, version)`` and write the version to disk."""
-    from engine.io.sources import TableSource
-    from engine.mapreduce.spec import JobOptions, MapReduceJob
+    """Run the views' batch jobs over offsets ``[0, version)`` and write the version to disk."""
+    from engine.cluster import available_cpus
     from engine.runtime.run import run
 
     started = time.perf_counter()
@@ -179,28 +126,20 @@ def compute_batch_views(log: MasterLog, spec: LambdaArchitecture, version: int, 
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    if any(segment.end > version for segment in log.segments(0, version)):
+    segments = log.segments(0, version)
+    if any(segment.end > version for segment in segments):
         raise ValueError(f"batch view version {version} is not at a segment boundary")
-    partial, stored = schemas
-    layout = UnionLayout.build(spec.views, partial, stored)
-    options = spec.options
-    events = call_at_lower_priority(options.batch_nice, _read_events, log, version, spec)
-    if events is not None:
-        job = MapReduceJob(
-            name="lambda-batch-views", source=TableSource(events, batch_rows=1_000_000),
-            map=MapViews(layout), combine=MergeViews(layout, finalize=False), reduce=MergeViews(layout, finalize=True),
-            keys=[_CODE, _KEY_HASH], reducers=options.batch_reducers, output=str(target / "all"),
-            options=JobOptions(workers=options.batch_workers, overwrite=True, backup_master=False, speculation=False,
-                               max_bad_record_fraction=0.0, nice=options.batch_nice))
-        union = run(job, executor).result().table()
-    else:
-        union = layout.schema.empty_table()
-    count = len(spec.views)
-    views = {view.name: layout.from_union(count + code if view.batch_only else code, union)
-             for code, view in enumerate(spec.views)}
-    for name, table in views.items():
-        write_parquet_atomically(target / f"{name}.parquet", table)
-    shutil.rmtree(target / "all", ignore_errors=True)
+    _partial, stored = schemas
+    workers = spec.options.batch_workers or (1 if executor == "inline" else available_cpus())
+    views: dict[str, pa.Table] = {}
+    for view in spec.views:  # one job after another: each already uses every worker
+        if segments:
+            job = view_job(view, spec, segments, stored[view.name], target / view.name, workers)
+            views[view.name] = run(job, executor).result().table().cast(stored[view.name])
+        else:
+            views[view.name] = stored[view.name].empty_table()
+            (target / view.name).mkdir()
+            write_parquet_atomically(target / view.name / "part-00000.parquet", views[view.name])
     elapsed = time.perf_counter() - started
     write_json_atomically(target / "manifest.json", {"version": version, "views": sorted(views),
                                                      "elapsed_s": elapsed, "created_unix": time.time()})
@@ -236,7 +175,11 @@ def load_current(directory: Path, stored: dict[str, pa.Schema]) -> BatchViews:
         return empty_batch_views(stored)
     tables = {}
     for name, schema in stored.items():
-        table = pq.read_table(target / f"{name}.parquet")
+        single = target / f"{name}.parquet"  # how versions written before view parts were stored
+        parts = [single] if single.exists() else sorted((target / name).glob("part-*.parquet"))
+        if not parts:
+            raise RuntimeError(f"batch view {target} named by {pointer} has no parts for view {name!r}")
+        table = pa.concat_tables([pq.read_table(part) for part in parts])
         try:
             tables[name] = table.select(schema.names).cast(schema)
         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError):

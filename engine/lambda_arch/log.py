@@ -74,10 +74,15 @@ class Segment:
 
 
 def read_segment(segment: Segment, columns: Sequence[str] | None = None) -> pa.Table:
-    """The rows of one segment (memory-mapped IPC; ``columns`` selects a projection)."""
+    """The rows of one segment (memory-mapped IPC; ``columns`` selects a projection, and
+    only those columns are read and decompressed)."""
     with pa.memory_map(str(segment.path)) as source:
-        table = ipc.open_file(source).read_all()
-    return table.select(list(columns)) if columns is not None else table
+        if columns is None:
+            return ipc.open_file(source).read_all()
+        names = ipc.open_file(source).schema.names
+        fields = sorted({names.index(column) for column in columns})
+        table = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields)).read_all()
+    return table.select(list(columns))
 
 
 class MasterLog:

@@ -194,3 +194,20 @@ def test_contract_errors_and_a_log_of_another_contract(tmp_path: object) -> None
         log.ingest(pa.table({"line": ["a"], "tag": [1]}))
     with pytest.raises(RuntimeError, match="the event contract says"):
         MasterLog(tmp_path, CONTRACT)
+
+
+def test_the_segment_source_reads_the_log_in_splits_of_whole_segments(tmp_path: object) -> None:
+    from engine.lambda_arch.segment_source import SegmentSource
+
+    with MasterLog(tmp_path, CONTRACT) as log:
+        for start in range(0, 50, 10):
+            log.ingest(build_batch([_row(f"e{i}") for i in range(start, start + 10)]))
+        segments = log.segments()
+        source = SegmentSource(segments, log.schema, ["cost", "event_id"], split_rows=20)
+        splits = source.plan_splits()
+        assert [(s.start, s.end) for s in splits] == [(0, 2), (2, 4), (4, 5)]
+        read = pa.concat_tables([batch.table for split in splits for batch in source.read_split(split)])
+        assert read.column_names == ["cost", "event_id"]  # only these, in this order
+        assert read.to_pylist() == log.read(columns=["cost", "event_id"]).to_pylist()
+        assert read.num_rows == 50
+        assert source.empty_table().schema == read.schema
