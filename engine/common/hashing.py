@@ -101,6 +101,12 @@ def hash_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def partition_ids(table: pa.Table, keys: Sequence[str], partitions: int) -> np.ndarray:
     """``hash(key) mod partitions`` per row, combining several key columns."""
+    if table.num_rows >= _COUNTING_SORT_ROWS:  # integer keys: the same hash in one compiled pass
+        from engine.kernels.int_groupby import int_key_partitions
+
+        ids = int_key_partitions(table, keys, partitions)
+        if ids is not None:
+            return ids
     combined = np.zeros(table.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in keys:

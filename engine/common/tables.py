@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -31,8 +32,36 @@ def concat(tables: Sequence[pa.Table], schema: pa.Schema | None = None) -> pa.Ta
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+_PACKED_SORT_ROWS = 100_000  # below this Arrow's sort is as fast
+
+
 def sort_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Rows ordered by ``keys`` ascending (nulls last)."""
+    """Rows ordered by ``keys`` ascending (nulls last); equal keys keep their order."""
     if table.num_rows <= 1:
         return table
+    if table.num_rows >= _PACKED_SORT_ROWS:
+        order = _packed_order(table, keys)
+        if order is not None:
+            return table.take(pa.array(order))
     return table.sort_by([(k, "ascending") for k in keys])
+
+
+def _packed_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
+    """The stable ascending order of integer key columns without nulls whose value ranges
+    fit in 63 bits together, by one numpy sort of the keys packed into one int64 (faster
+    than a sort over several columns); None for other keys."""
+    packed = np.zeros(table.num_rows, dtype=np.int64)
+    bits = 0
+    for name in keys:
+        column = table.column(name)
+        kind = column.type
+        if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_temporal(kind)) or kind == pa.uint64():
+            return None
+        values = (column.cast(pa.int64()) if kind != pa.int64() else column).to_numpy()
+        low, high = int(values.min()), int(values.max())
+        width = (high - low).bit_length()
+        bits += width
+        if bits > 63:
+            return None
+        packed = (packed << width) | (values - low)
+    return np.argsort(packed, kind="stable")

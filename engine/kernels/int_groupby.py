@@ -53,6 +53,20 @@ def _hash_rows(keys: np.ndarray) -> np.ndarray:
 
 
 @kernel
+def _partition_rows(keys: np.ndarray, partitions: int) -> np.ndarray:
+    """``engine.common.hashing.partition_ids`` of the int64 key matrix, in one pass: the
+    same splitmix64 chain over the same values, so either path sends a key to one place."""
+    columns, rows = keys.shape
+    out = np.empty(rows, dtype=np.int64)
+    for row in range(rows):
+        combined = np.uint64(0)
+        for column in range(columns):
+            combined = _mix(combined * np.uint64(31) + _mix(np.uint64(keys[column, row])))
+        out[row] = np.int64(combined % np.uint64(partitions))
+    return out
+
+
+@kernel
 def _group_rows(keys: np.ndarray, hashes: np.ndarray) -> tuple:
     """``(group_of_row, first_rows)``: each row's group number (first-seen order) and the
     first row of every group.  The table starts at a quarter of the rows' slots and
@@ -137,6 +151,13 @@ def _key_matrix(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
         values = column.cast(pa.int64()) if kind != pa.int64() else column
         matrix[index] = values.to_numpy()
     return matrix
+
+
+def int_key_partitions(table: pa.Table, keys: Sequence[str], partitions: int) -> np.ndarray | None:
+    """``hash(key) mod partitions`` per row, as ``engine.common.hashing.partition_ids``
+    computes it, when every key column is integer/temporal without nulls; else None."""
+    matrix = _key_matrix(table, keys)
+    return None if matrix is None else _partition_rows(matrix, partitions)
 
 
 def _fast_aggregation(table: pa.Table, column: str, function: str) -> bool:

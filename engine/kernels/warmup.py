@@ -88,8 +88,9 @@ def _aggregate() -> None:
 
 
 def _int_groupby() -> None:
-    from engine.kernels.int_groupby import group_by_int_keys
+    from engine.kernels.int_groupby import group_by_int_keys, int_key_partitions
 
     table = pa.table({"a": pa.array([1, 2, 1], pa.int64()), "b": pa.array([3, 3, 3], pa.int32()),
                       "n": pa.array([1, 2, 3], pa.int64()), "x": pa.array([0.5, 1.0, 2.0], pa.float64())})
     group_by_int_keys(table, ["a", "b"], [("n", "sum"), ("n", "min"), ("n", "max"), ("x", "sum"), ("x", "count")])
+    int_key_partitions(table, ["a", "b"], 4)

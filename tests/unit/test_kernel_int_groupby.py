@@ -99,3 +99,31 @@ def test_hash_partition_of_a_large_table_keeps_row_order_within_each_partition()
     parts = hash_partition(table, ["k"], 4)
     for number, part in enumerate(parts):
         assert part.column("row").to_pylist() == [r for r in range(rows) if ids[r] == number]
+
+
+def test_the_compiled_partition_ids_equal_the_numpy_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.common import hashing
+
+    rng = np.random.default_rng(11)
+    rows = 120_000
+    table = pa.table({"a": rng.integers(-(2**63), 2**63 - 1, rows, dtype=np.int64, endpoint=True),
+                      "b": pa.array(rng.integers(0, 9, rows), pa.int32()),
+                      "t": pa.array(rng.integers(0, 10**12, rows), pa.timestamp("ms"))})
+    compiled = {keys: partition_ids(table, list(keys), 5) for keys in (("a",), ("b", "a"), ("t", "b"))}
+    monkeypatch.setattr(hashing, "_COUNTING_SORT_ROWS", 10**9)  # the numpy path for any size
+    for keys, ids in compiled.items():
+        assert np.array_equal(ids, partition_ids(table, list(keys), 5)), keys  # a key goes to one reducer
+
+
+def test_sorting_by_integer_keys_equals_a_python_sort() -> None:
+    from engine.common.tables import sort_by_keys
+
+    rng = np.random.default_rng(13)
+    rows = 110_000
+    table = pa.table({"a": rng.integers(-50, 50, rows), "b": pa.array(rng.integers(-3, 3, rows), pa.int16()),
+                      "row": np.arange(rows)})
+    got = sort_by_keys(table, ["a", "b"])
+    expected = sorted(zip(table.column("a").to_pylist(), table.column("b").to_pylist(), range(rows)))
+    assert list(zip(*(got.column(c).to_pylist() for c in ("a", "b", "row")))) == expected  # ties keep row order
+    wide = pa.table({"a": pa.array([2**62, -(2**62)] * 60_000, pa.int64()), "b": pa.array([1, 0] * 60_000, pa.int64())})
+    assert sort_by_keys(wide, ["a", "b"]).column("a")[0].as_py() == -(2**62)  # too wide to pack: Arrow's sort
