@@ -8,6 +8,12 @@ import numpy as np
 import pyarrow as pa
 
 
+def int64_like(kind: pa.DataType) -> bool:
+    """Integer types but uint64, timestamps and durations: what casts to int64 losslessly."""
+    return (pa.types.is_integer(kind) and kind != pa.uint64()) or pa.types.is_timestamp(kind) \
+        or pa.types.is_duration(kind)
+
+
 def as_table(batch: object, where: str) -> pa.Table:
     """Return ``batch`` as a ``pa.Table``; a RecordBatch is wrapped, anything else is refused.
 
@@ -55,7 +61,7 @@ def _packed_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
     for name in keys:
         column = table.column(name)
         kind = column.type
-        if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_temporal(kind)) or kind == pa.uint64():
+        if column.null_count or not int64_like(kind):
             return None
         values = (column.cast(pa.int64()) if kind != pa.int64() else column).to_numpy()
         low, high = int(values.min()), int(values.max())

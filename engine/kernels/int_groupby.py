@@ -3,7 +3,7 @@
 ``group_by_int_keys(table, keys, specs)`` returns what
 ``table.group_by(keys, use_threads=False).aggregate(specs)`` returns (one row per distinct
 key, the keys and a ``<column>_<function>`` column per aggregation) when every key column
-is an integer or temporal column without nulls and every aggregation is ``sum``, ``min``,
+is an integer (but uint64), timestamp or duration column without nulls and every aggregation is ``sum``, ``min``,
 ``max`` or ``count`` over an int64 column, or ``sum`` or ``count`` over a float64 column,
 without nulls; otherwise None (the caller uses Arrow's group-by).  Groups come in
 first-seen order.
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.common.tables import int64_like
 from engine.kernels._jit import kernel, prefetch
 
 _TAG = np.uint64(0xFFFFFFFF00000000)
@@ -140,13 +141,12 @@ def _extremes(group_of_row: np.ndarray, values: np.ndarray, first_rows: np.ndarr
 
 def _key_matrix(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
     """The key columns as a C-contiguous ``(columns, rows)`` int64 matrix, or None when one
-    is not integer/temporal or has nulls."""
+    is not ``int64_like`` or has nulls."""
     matrix = np.empty((len(keys), table.num_rows), dtype=np.int64)
     for index, name in enumerate(keys):
         column = table.column(name)
         kind = column.type
-        if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_temporal(kind)) \
-                or kind == pa.uint64():
+        if column.null_count or not int64_like(kind):
             return None
         values = column.cast(pa.int64()) if kind != pa.int64() else column
         matrix[index] = values.to_numpy()
@@ -155,7 +155,7 @@ def _key_matrix(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
 
 def int_key_partitions(table: pa.Table, keys: Sequence[str], partitions: int) -> np.ndarray | None:
     """``hash(key) mod partitions`` per row, as ``engine.common.hashing.partition_ids``
-    computes it, when every key column is integer/temporal without nulls; else None."""
+    computes it, when every key column is ``int64_like`` without nulls; else None."""
     matrix = _key_matrix(table, keys)
     return None if matrix is None else _partition_rows(matrix, partitions)
 

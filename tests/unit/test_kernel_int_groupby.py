@@ -127,3 +127,14 @@ def test_sorting_by_integer_keys_equals_a_python_sort() -> None:
     assert list(zip(*(got.column(c).to_pylist() for c in ("a", "b", "row")))) == expected  # ties keep row order
     wide = pa.table({"a": pa.array([2**62, -(2**62)] * 60_000, pa.int64()), "b": pa.array([1, 0] * 60_000, pa.int64())})
     assert sort_by_keys(wide, ["a", "b"]).column("a")[0].as_py() == -(2**62)  # too wide to pack: Arrow's sort
+
+
+def test_dates_and_times_are_left_to_arrow_and_timestamps_keep_their_type() -> None:
+    import datetime
+
+    dates = pa.table({"d": pa.array([datetime.date(2020, 1, 1)] * 3, pa.date32()), "n": pa.array([1, 2, 3], pa.int64())})
+    assert group_by_int_keys(dates, ["d"], [("n", "sum")]) is None
+    stamps = pa.table({"t": pa.array([5, 5, 7], pa.timestamp("ms")), "n": pa.array([1, 2, 3], pa.int64())})
+    got = group_by_int_keys(stamps, ["t"], [("n", "sum")])
+    assert got is not None and got.schema.field("t").type == pa.timestamp("ms")
+    assert got.column("n_sum").to_pylist() == [3, 3]
