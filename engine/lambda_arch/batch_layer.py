@@ -99,9 +99,10 @@ def _view_columns(view: View, spec: LambdaArchitecture) -> list[str] | None:
 def view_job(view: View, spec: LambdaArchitecture, segments: list[Segment], stored: pa.Schema, output: Path,
              workers: int) -> "MapReduceJob":
     """The MapReduce job computing ``view`` from ``segments`` into ``output`` (a directory of
-    Parquet parts).  ``workers`` map tasks read about the same number of events each, in
-    ``splits_per_worker`` rounds; a map task's events are one batch, whose partials are
-    already merged per key, so there is no map-side combine to repeat that."""
+    Parquet parts).  The segments are cut into ``_SPLITS_PER_WORKER`` map tasks per worker
+    of about the same number of events (at least ``_MIN_SPLIT_ROWS``); a map task's events
+    are one batch, whose partials are already merged per key, so there is no map-side
+    combine to repeat that."""
     from engine.mapreduce.spec import JobOptions, MapReduceJob
 
     options = spec.options
