@@ -12,10 +12,11 @@ independently):
 So a re-sent event is dropped while its first copy is within the horizon of the newest
 event time seen, and stored again once its first copy has fallen behind the horizon.
 
-Ids are compared exactly.  The index is a few sorted *runs* of (stable 64-bit hash from
-``engine.common.hashing``, time, id) merged size-tiered like an LSM tree; a lookup
-binary-searches the hash, then compares the ids of the entries with that hash, so a hash
-collision costs a comparison, never a wrong answer.  Entries whose time fell below
+Ids are compared exactly.  The index is a few sorted *runs* of (stable 64-bit hash, time,
+id) merged size-tiered like an LSM tree; a lookup binary-searches the hash
+(``engine.kernels.hashing.hash_binary`` for string and binary ids, ``engine.common.hashing``
+for others), then compares the ids of the entries with that hash, so a hash collision
+costs a comparison, never a wrong answer.  Entries whose time fell below
 ``M - horizon`` can never match again: they are dropped at merges, and every run is
 purged of them whenever ``M`` has advanced by an eighth of the horizon since the last
 purge.  So the index holds at most one entry per event stored with event time at least
@@ -65,8 +66,16 @@ def _hash_long(value: pa.Array) -> np.ndarray:
     cuts = np.append(np.arange(start, end, SLICE_BYTES, dtype=np.int64), np.int64(end))
     pieces = pa.Array.from_buffers(pa.large_binary(), len(cuts) - 1,
                                    [None, pa.py_buffer(cuts.tobytes()), value.buffers()[2]])
-    digests = np.concatenate([hash_column(pieces.slice(index, 1)) for index in range(len(pieces))])
-    return hash_column(pa.array([digests.tobytes()], pa.large_binary()))
+    digests = np.concatenate([_hash_bytes(pieces.slice(index, 1)) for index in range(len(pieces))])
+    return _hash_bytes(pa.array([digests.tobytes()], pa.large_binary()))
+
+
+def _hash_bytes(values: pa.Array) -> np.ndarray:
+    """The stable hash of each ``large_binary`` value, by the compiled kernel (the numpy
+    polynomial hash of ``engine.common.hashing`` costs several array passes per byte)."""
+    from engine.kernels.hashing import hash_binary
+
+    return hash_binary(values)
 
 
 def hash_ids(values: pa.Array) -> np.ndarray:
@@ -85,7 +94,7 @@ def hash_ids(values: pa.Array) -> np.ndarray:
             hashes[start] = _hash_long(values.slice(start, 1))[0]
             end = start + 1
         else:
-            hashes[start:end] = hash_column(values.slice(start, end - start))
+            hashes[start:end] = _hash_bytes(values.slice(start, end - start))
         start = end
     return hashes
 
