@@ -42,8 +42,11 @@ def count_words_in_lines(batch: pa.Table) -> pa.Table:
 
 def sum_word_counts(table: pa.Table) -> pa.Table:
     """Combine: one ``(word, count)`` row per distinct word with the summed counts, by the
-    compiled ``sum_by_key`` (``SUM_COUNTS``, Arrow's group-by, when a word is null)."""
-    if table.column("word").null_count:
+    compiled ``sum_by_key`` (``SUM_COUNTS``, Arrow's group-by, when a word is null, and for a
+    small table while this process is still loading the compiled kernels)."""
+    from engine.kernels.readiness import use_compiled
+
+    if table.column("word").null_count or not use_compiled(table.nbytes):
         return SUM_COUNTS(table)
     from engine.kernels.aggregate import sum_by_key
 

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.common.tables import int64_array
+
 _COUNTING_SORT_ROWS = 100_000  # below this numpy's sort is as fast, and no kernel is loaded
 _MULTIPLIER = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
 _INVERSE = np.uint64(pow(0x100000001B3, -1, 2**64))
@@ -128,5 +130,5 @@ def hash_partition(table: pa.Table, keys: Sequence[str], partitions: int) -> lis
     else:
         order = np.argsort(ids, kind="stable")
         bounds = np.searchsorted(ids[order], np.arange(partitions + 1))
-    ordered = table.take(pa.array(order))
+    ordered = table.take(int64_array(order))
     return [ordered.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(partitions)]

@@ -8,6 +8,14 @@ import numpy as np
 import pyarrow as pa
 
 
+def int64_array(values: np.ndarray) -> pa.Array:
+    """An Arrow int64 array over ``values``' memory (no copy once contiguous int64).  Unlike
+    ``pa.array``, it never imports pandas: pyarrow's conversion checks for pandas types,
+    importing pandas on first use (0.4 s in each worker process)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
 def int64_like(kind: pa.DataType) -> bool:
     """Integer types but uint64, timestamps and durations: what casts to int64 losslessly."""
     return (pa.types.is_integer(kind) and kind != pa.uint64()) or pa.types.is_timestamp(kind) \
@@ -48,7 +56,7 @@ def sort_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     if table.num_rows >= _PACKED_SORT_ROWS:
         order = _packed_order(table, keys)
         if order is not None:
-            return table.take(pa.array(order))
+            return table.take(int64_array(order))
     return table.sort_by([(k, "ascending") for k in keys])
 
 

@@ -2,7 +2,8 @@
 
 A split owns the lines that *start* in its byte range (Hadoop's rule).  It is read a
 block of about ``batch_size`` bytes at a time, cut after its last newline.  Each block is
-validated in one compiled pass (``engine.kernels.utf8``); a valid block becomes, with no
+validated in one compiled pass (``engine.kernels.utf8``; a small block, while the process
+is still loading its compiled kernels, by Python's decoder); a valid block becomes, with no
 copy of its bytes,
 
 - ``records="lines"``: a ``line`` column, one value per line with its terminator kept
@@ -120,16 +121,33 @@ def read_text_split(split: InputSplit, batch_size: int, records: str = "lines",
             position += length
 
 
+def _valid_utf8(block: memoryview, data: np.ndarray) -> bool:
+    """Whether the block decodes as UTF-8: one compiled pass, or (for a small block while
+    this process is still loading the compiled kernels) Python's own decoder, whose verdict
+    the compiled pass reproduces exactly."""
+    from engine.kernels.readiness import use_compiled
+
+    if use_compiled(len(block)):
+        from engine.kernels.utf8 import first_invalid
+
+        return first_invalid(data) < 0
+    try:
+        str(block, "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_block(block: memoryview, offset: int, path: str,
                  records: str) -> tuple[pa.Table, list[BadLine], int, np.ndarray]:
     """One block of whole lines (starting at file byte ``offset``) as ``read_text_split`` yields it."""
-    from engine.kernels.utf8 import REASONS, bad_lines, first_invalid  # loads numba on first use only
-
     data = np.frombuffer(block, dtype=np.uint8)
-    if first_invalid(data) < 0:
+    if _valid_utf8(block, data):
         runs = np.zeros(1, dtype=np.int64)
         table, row_offsets = _batch(pa.py_buffer(block), data, runs, runs + offset, records)
         return table, [], len(block), row_offsets
+    from engine.kernels.utf8 import REASONS, bad_lines  # loads numba on first use only
+
     starts, ends, positions, reasons = bad_lines(data)
     bad = [BadLine(path, offset + int(a), f"invalid UTF-8: {REASONS[int(r)]} at byte {int(p - a)} of the line",
                    bytes(block[int(a):int(b)])) for a, b, p, r in zip(starts, ends, positions, reasons)]

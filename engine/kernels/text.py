@@ -22,18 +22,16 @@ import pyarrow.compute as pc
 @lru_cache(maxsize=1)
 def _whitespace_tables() -> tuple[np.ndarray, dict[int, list[bytes]]]:
     """Single-byte whitespace lookup table and multi-byte whitespace encodings by lead byte."""
+    from engine.kernels.whitespace import whitespace_characters
+
     single = np.zeros(256, dtype=bool)
     multi: dict[int, list[bytes]] = {}
-    for code in range(0x110000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        char = chr(code)
-        if char.isspace():
-            encoded = char.encode("utf-8")
-            if len(encoded) == 1:
-                single[encoded[0]] = True
-            else:
-                multi.setdefault(encoded[0], []).append(encoded)
+    for char in whitespace_characters():
+        encoded = char.encode("utf-8")
+        if len(encoded) == 1:
+            single[encoded[0]] = True
+        else:
+            multi.setdefault(encoded[0], []).append(encoded)
     return single, multi
 
 
@@ -125,7 +123,8 @@ def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def count_words_reference(text: pa.Array | pa.ChunkedArray) -> pa.Table:
     """``count_words`` computed with numpy and Arrow (``split_words`` + ``value_counts``): a
-    ``(word: string, count: int64)`` table, unsorted.  The reference, not the fast path."""
+    ``(word: string, count: int64)`` table in first-seen order.  The reference, and the
+    path of small inputs while the compiled kernels load."""
     words = split_words(text)
     counts = pc.value_counts(words)
     return pa.table({
@@ -138,9 +137,19 @@ def count_words(text: pa.Array | pa.ChunkedArray) -> pa.Table:
     """A ``(word: string, count: int64)`` table of the words of each non-null value of ``text``:
     exactly ``Counter(w for v in values for w in v.split())``, rows in first-seen order.
 
-    This is ``engine.kernels.wordcount.count_words`` (compiled); it is imported on the first
-    call so that importing the engine does not load numba.
+    This is ``engine.kernels.wordcount.count_words`` (compiled), except that an input
+    smaller than ``readiness.SMALL_INPUT_BYTES`` goes through ``count_words_reference`` until
+    this process has loaded the compiled kernels (``engine.kernels.readiness``): the same
+    table, without waiting a second for numba.  Importing the engine does not load numba.
     """
+    from engine.kernels.readiness import use_compiled
+
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_null(text.type)):
+        raise TypeError(f"count_words needs a string or large_string array, got {text.type}")
+    if not use_compiled(text.nbytes):
+        return count_words_reference(text)
     from engine.kernels.wordcount import count_words as compiled
 
     return compiled(text)
