@@ -43,7 +43,8 @@ class InlineRun:
         self.job = job
         self.started = time.perf_counter()
         splits = job.source.plan_splits()
-        self.reducers = job.reducers or default_reducers(workers_hint or job.options.workers or os.cpu_count() or 1)
+        self.reducers = job.reducers or default_reducers(workers_hint or job.options.workers or os.cpu_count() or 1,
+                                                          splits)
         self.output = resolve_output(job)
         prepare_directory(self.output, job.options.overwrite)
         # One worker cannot back itself up: speculation has nothing to offer here.

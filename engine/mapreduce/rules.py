@@ -13,12 +13,24 @@ from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter, DeadLetterStore
 from engine.errors import JobFailedError, TooManyBadRecordsError
 from engine.io.parts import DEAD_LETTERS_DIR, write_success
+from engine.io.splits import InputSplit
 from engine.mapreduce.spec import MapReduceJob
 
 
-def default_reducers(workers: int) -> int:
-    """Reducers default to twice the workers: enough to balance, few enough to stay fast."""
-    return 2 * workers
+SHUFFLE_PARTITION_BYTES = 64 * 1024 * 1024
+
+
+def default_reducers(workers: int, splits: Sequence[InputSplit] = ()) -> int:
+    """Reducers default to twice the workers (enough to balance, few enough to stay fast),
+    but, when the input's size is known (text splits), no more than one per
+    ``SHUFFLE_PARTITION_BYTES`` of input and at least one per worker: a small job runs its
+    reduces in one wave instead of two (as Spark's adaptive execution coalesces small
+    shuffle partitions)."""
+    reducers = 2 * workers
+    if splits and all(split.kind == "text" for split in splits):
+        input_bytes = sum(split.end - split.start for split in splits)
+        reducers = min(reducers, max(workers, -(-input_bytes // SHUFFLE_PARTITION_BYTES)))
+    return reducers
 
 
 def resolve_output(job: MapReduceJob) -> str:

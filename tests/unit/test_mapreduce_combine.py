@@ -92,3 +92,49 @@ def test_a_combiner_that_does_not_group_by_the_job_keys_is_refused() -> None:
     with pytest.raises(engine.SpecError, match=r"combine groups by \['other'\]"):
         engine.MapReduceJob(name="bad", source=engine.TableSource(rows_table([])), map=lambda t: t,
                             combine=engine.GroupByAggregate("other", {"x": "sum"}), reduce=lambda t: t, keys="key")
+
+
+@given(rows=ROWS)
+@settings(max_examples=60, deadline=None)
+def test_a_group_by_aggregate_called_on_one_table_equals_plain_python(rows: list) -> None:
+    # One group-by on a single table (its partial rows are already one per key).
+    table = rows_table(rows)
+    aggregate = engine.GroupByAggregate("key", {"x": "mean"})
+    got = result_dict(aggregate(table), "x")
+    for key, (_, mean) in oracle(rows).items():
+        assert got[key] == (None if mean is None else pytest.approx(mean)), key
+    for function, position in (("count", 0),):
+        counted = result_dict(engine.GroupByAggregate("key", {"x": function})(table), "x")
+        assert counted == {key: values[position] for key, values in oracle(rows).items()}
+    sums = result_dict(engine.GroupByAggregate("key", {"x": "sum"})(table), "x")
+    want = defaultdict(int)
+    for key, value in rows:
+        want[key] += value or 0
+    assert {k: v or 0 for k, v in sums.items()} == dict(want)
+
+
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.integers(0, 2),
+                               st.one_of(st.none(), st.integers(-9, 9)), st.one_of(st.none(), st.floats(-5, 5))),
+                     max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_acero_group_by_built_directly_equals_arrows_group_by(rows: list) -> None:
+    from engine.common.combine import arrow_group_by
+
+    table = pa.table({"k": pa.array([r[0] for r in rows], pa.string()), "j": pa.array([r[1] for r in rows], pa.int64()),
+                      "v": pa.array([r[2] for r in rows], pa.int64()), "f": pa.array([r[3] for r in rows], pa.float64())})
+    specs = [("v", "sum"), ("v", "count"), ("f", "min"), ("f", "max"), ("v", "mean")]
+    assert arrow_group_by(table, ["k", "j"], specs).equals(table.group_by(["k", "j"], use_threads=False).aggregate(specs))
+
+
+def test_small_text_inputs_get_one_reduce_per_worker_and_large_ones_two() -> None:
+    from engine.io.splits import InputSplit
+    from engine.mapreduce.rules import SHUFFLE_PARTITION_BYTES, default_reducers
+
+    def text(total: int) -> list[InputSplit]:
+        return [InputSplit("text", "f", 0, total)]
+
+    assert default_reducers(2) == 4
+    assert default_reducers(2, text(1 << 20)) == 2  # one wave of reduces, not two
+    assert default_reducers(2, text(3 * SHUFFLE_PARTITION_BYTES)) == 3
+    assert default_reducers(2, text(64 * SHUFFLE_PARTITION_BYTES)) == 4
+    assert default_reducers(3, [InputSplit("parquet", "f", 0, 1)]) == 6  # size unknown: twice the workers
