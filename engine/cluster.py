@@ -67,8 +67,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     it).  In the driver of a `ray job submit` job, ``address=None`` joins the cluster the
     job was submitted to (so example jobs run there unchanged) instead of starting one.
     Calling ``connect`` again while connected returns the current connection.
-    With ``warm`` the MapReduce worker pool starts in the background (one worker per CPU,
-    exiting after a minute unused), so the first job starts at once.
+    With ``warm`` the MapReduce worker pool starts in the background with its first worker,
+    then one worker per CPU (exiting after a minute unused), so the first job starts at once.
     With ``ui`` the status page starts in this process (``engine.ui``: 127.0.0.1 only, a
     free port, a random token; its URL is printed once to standard error) and shows every
     handle ``engine.run`` returns; ``shutdown()`` stops it.

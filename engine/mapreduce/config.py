@@ -16,6 +16,9 @@ class MasterConfig:
     ``find_pool`` returns a live one again should that die: both are injected by whoever
     submits the job, so masters never import the supervisor that creates them.
     ``fingerprint`` is computed once, in the driver, so every master agrees on it.
+    ``workers`` is how many workers the job may lease; ``new_workers``, when set, is how
+    many of them may be new processes for its first lease (the pool's warm free workers
+    are leased beyond it, up to ``workers``): a job with one map task starts one process.
     """
 
     job_id: str
@@ -29,3 +32,4 @@ class MasterConfig:
     find_pool: Callable[[], Any] | None = None
     worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
     master_chaos: MasterChaos = field(default_factory=MasterChaos)
+    new_workers: int | None = None

@@ -66,6 +66,7 @@ class JobCoordinator:
         self.monitor = HeartbeatMonitor(self.options.heartbeat_interval_s, self.options.heartbeat_timeout_s)
         self.last_poll = 0.0
         self.next_worker = 0  # workers leased so far: numbers the chaos plan refers to
+        self.target_workers = config.workers  # how many the job keeps (set by its first lease)
         self.completions = 0
         self.reduce_completions = 0
         self.snapshot_seq = 0
@@ -116,6 +117,7 @@ class JobCoordinator:
         config, policy = self._new_scheduler_parts()
         takeover = Takeover(state, config, snapshots=policy)
         self.next_worker = int(state.get("next_worker", 0))
+        self.target_workers = int(state.get("worker_count", self.config.workers))
         asked: dict[str, tuple[Any, Any]] = {}
         for name in takeover.candidates:  # ask them all at once, then wait for the answers
             try:
@@ -246,7 +248,7 @@ class JobCoordinator:
 
     def _top_up(self) -> list[Action]:
         """Lease workers from the pool until the job has its full count again."""
-        missing = self.config.workers - len(self.handles)
+        missing = self.target_workers - len(self.handles)
         if missing <= 0 or self.scheduler.outcome is not None:
             return []
         actions: list[Action] = []
@@ -255,8 +257,12 @@ class JobCoordinator:
             # when their lease has run.  A fault plan names workers by number: then every
             # lease is awaited, so each numbered worker takes part from the start.
             first = None if self.config.worker_chaos else self.options.start_with_workers
-            leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first)
-            self.next_worker, starting = missing, False
+            leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first,
+                                              self.config.new_workers)
+            # The pool may lease fewer than asked (no new processes beyond ``new_workers``):
+            # that is the job's count from now on, kept up when workers are lost.
+            self.target_workers = len(self.handles) + len(leased) + len(pending)
+            self.next_worker, starting = self.target_workers, False
             for name, (handle, lease) in pending.items():
                 self.handles[name] = handle
                 self.leases[lease] = name
@@ -335,7 +341,8 @@ class JobCoordinator:
 
     def _write_snapshot(self, state: dict) -> None:
         self.snapshot_seq += 1
-        state = {**state, "next_worker": self.next_worker, "reducers": self.config.reducers}
+        state = {**state, "next_worker": self.next_worker, "worker_count": self.target_workers,
+                 "reducers": self.config.reducers}
         self.config.master_chaos.before_snapshot(self.number, self.completions, self.store.directory, state)
         self.store.write(self.snapshot_seq, state)
 
@@ -383,7 +390,7 @@ class JobCoordinator:
                 return {"master": self.name, "role": self.role, "state": "starting"}
             status = {
                 **self.scheduler.status(), "master": self.name, "role": self.role,
-                "replaced_workers": max(0, self.next_worker - self.config.workers),
+                "replaced_workers": max(0, self.next_worker - self.target_workers),
                 "snapshot_seq": self.snapshot_seq, "takeover": self.takeover_at is not None,
                 "counters": dict(self.scheduler.counters()),
             }

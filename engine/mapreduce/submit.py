@@ -40,9 +40,14 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     """
     require_ray("a MapReduce job on the Ray executor")
     submitted_at = time.time()  # the job's time runs from here: starting its masters and workers counts
-    job.source.plan_splits()  # fail on a missing input before any work starts
+    splits = job.source.plan_splits()  # fail on a missing input before any work starts
+    chaos = chaos or ChaosPlan()
     workers = job.options.workers or available_cpus()
-    reducers = job.reducers or default_reducers(workers)
+    reducers = job.reducers or default_reducers(workers, splits)
+    # No more new worker processes than map tasks: a one-split job on a fresh cluster starts
+    # one, not one per CPU (warm free workers still join it).  A job that asked for a number
+    # of workers, or whose fault plan names workers by number, gets them all.
+    new_workers = None if job.options.workers or chaos.workers else max(1, min(workers, len(splits)))
     output = resolve_output(job)
     snapshot_dir = job.options.snapshot_dir or os.path.join(output, SNAPSHOTS_DIR)
     state = None
@@ -63,11 +68,11 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
         reducers = int(snapshot.state.get("reducers", reducers))
     else:
         prepare_directory(output, job.options.overwrite)
-    chaos = chaos or ChaosPlan()
     pool = get_pool()
     config = MasterConfig(job_id=f"{job.name}-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE, output=output,
                           reducers=reducers, workers=workers, snapshot_dir=snapshot_dir, fingerprint=fingerprint,
-                          pool=pool, find_pool=get_pool, worker_chaos=dict(chaos.workers), master_chaos=chaos.master)
+                          pool=pool, find_pool=get_pool, worker_chaos=dict(chaos.workers), master_chaos=chaos.master,
+                          new_workers=new_workers)
     masters = ray.get(pool.take_masters.remote(2 if job.options.backup_master else 1))
     # The job goes with the calls, not through ray.put: an object this driver put would be
     # lost with the node, and Ray's core worker ends a driver outright (exit 1) when its

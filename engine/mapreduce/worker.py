@@ -20,10 +20,14 @@ import pyarrow as pa
 import ray
 
 from engine.io.splits import InputSplit
+from engine.kernels import readiness
 from engine.mapreduce.actions import AttemptReport, MapKey
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.worker_state import MapOutputLostError, WorkerAttempts, WorkerState
 from engine.testing.chaos import WorkerChaos
+
+
+IDLE_LOAD_AFTER_S = 2.0
 
 
 @ray.remote(max_concurrency=8, max_restarts=0)
@@ -43,27 +47,17 @@ class MapReduceWorker:
         # other can run in either order: each carries the pool's sequence number, and a call
         # older than the newest one seen does not change the lease.
         self._lease_seq: tuple[int, int] = (-1, -1)
-        self._warm = threading.Lock()
-        self._warmed = False
-        if reserves_cpu:
-            self._warm_up()
-        # The pool's spare holds no CPU and may wait a long time: it loads the compiled
-        # kernels (about 140 MiB of LLVM and code) only when it is leased.
+        import pyarrow.compute  # noqa: F401  (every task needs them: load before the first)
+        import pyarrow.parquet  # noqa: F401
+
+        # The compiled kernels (about 140 MiB of LLVM and code, a second to load) are loaded
+        # when a task's input needs them, or in the background once this worker is idle
+        # between jobs; until then tasks on small inputs run their exact references
+        # (``engine.kernels.readiness``), so a small job never waits for them.  The pool's
+        # spare holds no CPU while it waits, so it loads them only for its tasks.
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
-
-    def _warm_up(self) -> None:
-        """Pay the one-time costs (imports, lookup tables, compiled kernels) before the first
-        task arrives; once per process."""
-        with self._warm:
-            if self._warmed:
-                return
-            import pyarrow.compute  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
-
-            from engine.kernels import warm_up
-
-            warm_up()
-            self._warmed = True
+        if reserves_cpu:
+            threading.Thread(target=self._load_kernels_when_idle, name="kernel-idle-load", daemon=True).start()
 
     def _watch_idle(self, timeout_s: float) -> None:
         """Exit when nobody has used this worker for ``timeout_s``: give the CPU back."""
@@ -71,6 +65,15 @@ class MapReduceWorker:
             time.sleep(min(5.0, timeout_s / 4))
             if time.monotonic() - self._last_contact > timeout_s and not self._state.running_any():
                 os._exit(0)
+
+    def _load_kernels_when_idle(self) -> None:
+        """Start loading the compiled kernels once no call has come for ``IDLE_LOAD_AFTER_S``
+        and no task runs (no job waits for the load, nor shares the CPU with it)."""
+        while not readiness.loaded():
+            time.sleep(0.5)
+            if time.monotonic() - self._last_contact >= IDLE_LOAD_AFTER_S and not self._state.running_any():
+                readiness.load_in_background()
+                return
 
     def lease(self, job_id: str, chaos: WorkerChaos | None, seq: tuple[int, int]) -> str:
         """Start serving ``job_id`` with fresh fault-injection settings, unless a newer lease or
@@ -83,8 +86,6 @@ class MapReduceWorker:
             self._job = job_id
             self._chaos = chaos or WorkerChaos()
             self._tasks_done = 0
-        if not self._warmed:  # a spare taking over: warm up beside the job's first calls
-            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         return self.name
 
     def release(self, job_id: str, seq: tuple[int, int]) -> None:
@@ -140,11 +141,13 @@ class MapReduceWorker:
         self._chaos.before_task("reduce", self._tasks_done)
         started = time.perf_counter()
         names = list(sources)
-        refs = [sources[n][0].fetch.remote(job_id, sources[n][1], partition) for n in names]
+        # Outputs held here are read directly: a call to this actor's own handle would cost
+        # a Ray round trip (the first one a connection too).
+        refs = [None if n == self.name else sources[n][0].fetch.remote(job_id, sources[n][1], partition) for n in names]
         tables, lost, unreachable = [], [], []
         for name, ref in zip(names, refs):
             try:
-                tables.append(ray.get(ref))
+                tables.append(self._state.fetch(job_id, sources[name][1], partition) if ref is None else ray.get(ref))
             except (MapOutputLostError, ray.exceptions.RayError) as error:
                 cause = error if isinstance(error, MapOutputLostError) else getattr(error, "cause", None)
                 lost += cause.lost if isinstance(cause, MapOutputLostError) else [tuple(k) for k in sources[name][1]]

@@ -41,6 +41,7 @@ LEASE_ATTEMPTS = 3
 # How long acquire waits for the next lease before returning what it has (the rest join
 # the job when their lease runs: capacity that left with a node may never come back).
 LEASE_WAIT_S = 30.0
+SPARE_DELAY_S = 2.0  # the spare starts this long after the first job has its first workers
 
 
 @ray.remote(num_cpus=0, max_concurrency=96, max_restarts=0)
@@ -125,8 +126,11 @@ class WorkerPool(MasterHost):
         return master
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None,
-                wait_for: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
-        """Lease ``count`` workers to ``job_id`` (reusing warm ones).
+                wait_for: int | None = None,
+                new_at_most: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+        """Lease ``count`` workers to ``job_id`` (reusing warm ones); with ``new_at_most``,
+        fewer when that would mean starting more than that many new processes (free warm
+        workers are always leased, up to ``count``; at least one worker is).
 
         Returns (leased: name -> handle, pending: name -> (handle, lease call)).  Without
         ``wait_for`` every lease is waited for; with it, the call returns as soon as that
@@ -146,7 +150,8 @@ class WorkerPool(MasterHost):
                     ray.kill(handle, no_restart=True)
                     continue
                 chosen[name] = handle
-            while len(chosen) < count:
+            floor = count if new_at_most is None else min(count, max(1, new_at_most))
+            while len(chosen) < floor:
                 name, handle = self._new_worker()
                 chosen[name] = handle
             for name, handle in chosen.items():
@@ -173,14 +178,21 @@ class WorkerPool(MasterHost):
         return leased, {slot["name"]: (slot["handle"], slot["ref"]) for slot in waiting.values()}
 
     def _start_extras(self) -> None:
-        """Once the first job holds its workers, start the spare worker in the background:
-        it replaces a dead worker at once, so it comes up beside the job instead of
-        competing with its start."""
+        """Once the first job holds its workers, start the spare worker in the background,
+        ``SPARE_DELAY_S`` later: it replaces a dead worker at once, and it comes up beside
+        the job instead of competing with its start."""
         with self.lock:
             if self._extras_started:
                 return
             self._extras_started = True
-        threading.Thread(target=self._refill_spare, name="pool-spare", daemon=True).start()
+        threading.Thread(target=self._refill_spare_later, name="pool-spare", daemon=True).start()
+
+    def _refill_spare_later(self) -> None:
+        # Not while the first job's own processes start: on a small machine a process
+        # starting beside them takes CPU from their start (a replacement meanwhile is a
+        # fresh worker, as when there is no spare).
+        time.sleep(SPARE_DELAY_S)
+        self._refill_spare()
 
     def _refill_slot(self, job_id: str, slot: dict) -> dict | None:
         """Put a fresh worker in the slot of one whose lease failed, without waiting for it
@@ -196,15 +208,26 @@ class WorkerPool(MasterHost):
                 "ref": handle.lease.remote(job_id, slot["chaos"], self._next_seq())}
 
     def prewarm(self, count: int) -> int:
-        """Start workers until the pool holds ``count`` (free or leased: one per CPU), so
-        the first job does not wait for them; the warm spare that replaces a failed worker
-        starts beside the first job.  Workers beyond the cluster's CPUs would never start,
-        and a job leased one of them would wait for it."""
+        """Start workers until the pool holds ``count`` (free or leased), so jobs do not
+        wait for them: the first now, the others ``SPARE_DELAY_S`` later (on a small
+        machine, processes starting beside a first job's slow it down; that job starts new
+        workers itself if it needs them sooner).  The warm spare that replaces a failed
+        worker starts beside the first job.  Workers beyond the cluster's CPUs would never
+        start, and a job leased one of them would wait for it.  Returns how many are free."""
+        self._top_up_workers(min(count, 1))
+        if count > 1:
+            def later() -> None:
+                time.sleep(SPARE_DELAY_S)
+                self._top_up_workers(count)
+
+            threading.Thread(target=later, name="pool-prewarm", daemon=True).start()
+        return len(self.free)
+
+    def _top_up_workers(self, count: int) -> None:
         with self.lock:
             while len(self.free) + len(self.leased) < count:
                 name, handle = self._new_worker()
                 self.free[name] = (handle, time.monotonic())
-        return len(self.free)
 
     def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
         """Forget a dead worker of ``job_id`` and lease a fresh one in its place."""

@@ -245,3 +245,29 @@ def test_prewarming_never_starts_workers_beyond_the_cpus_while_a_job_holds_them(
         assert len(members["free"]) + len(members["leased"]) == cpus, members
     finally:
         ray.get(pool.release.remote("prewarm-test"), timeout=60)
+
+
+def test_a_lease_starts_no_more_new_workers_than_asked_and_takes_every_free_one(ray_runtime: object) -> None:
+    # A one-split job asks for new_at_most=1: on a pool with no free worker it starts one
+    # process, not one per CPU; free warm workers still all join it.
+    import time
+
+    import ray
+
+    from engine.runtime.supervisor import get_pool, stop_idle_workers
+
+    pool = get_pool()
+    cpus = int(ray.cluster_resources()["CPU"])
+    stop_idle_workers()
+    leased, pending = ray.get(pool.acquire.remote("new-at-most", cpus, None, None, 1), timeout=120)
+    assert len(leased) + len(pending) == 1
+    ray.get(pool.release.remote("new-at-most"), timeout=60)
+    ray.get(pool.prewarm.remote(cpus), timeout=60)  # the first now, the others a moment later
+    deadline = time.monotonic() + 60
+    while len(ray.get(pool.members.remote(), timeout=60)["free"]) < cpus and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leased, pending = ray.get(pool.acquire.remote("new-at-most-2", cpus, None, None, 1), timeout=120)
+    try:
+        assert len(leased) + len(pending) == cpus
+    finally:
+        ray.get(pool.release.remote("new-at-most-2"), timeout=60)
