@@ -151,7 +151,10 @@ class WorkerPool(MasterHost):
                     continue
                 chosen[name] = handle
             floor = count if new_at_most is None else min(count, max(1, new_at_most))
-            while len(chosen) < floor:
+            # With free workers enough to start on, new ones are started once those are
+            # leased: a process booting beside them would slow their start on a small machine.
+            later = max(0, floor - len(chosen)) if wait_for is not None and len(chosen) >= wait_for else 0
+            while len(chosen) < floor - later:
                 name, handle = self._new_worker()
                 chosen[name] = handle
             for name, handle in chosen.items():
@@ -174,6 +177,13 @@ class WorkerPool(MasterHost):
                 fresh = self._refill_slot(job_id, slot)
                 if fresh is not None:
                     waiting[fresh["ref"]] = fresh
+        for _ in range(later):
+            with self.lock:
+                name, handle = self._new_worker()
+                self.leased[name] = (handle, job_id)
+            slot = {"name": name, "handle": handle, "chaos": None,
+                    "ref": handle.lease.remote(job_id, None, self._next_seq())}
+            waiting[slot["ref"]] = slot
         self._start_extras()
         return leased, {slot["name"]: (slot["handle"], slot["ref"]) for slot in waiting.values()}
 
