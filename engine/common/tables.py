@@ -64,6 +64,26 @@ def _packed_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
     """The stable ascending order of integer key columns without nulls whose value ranges
     fit in 63 bits together, by one numpy sort of the keys packed into one int64 (faster
     than a sort over several columns); None for other keys."""
+    packed = _packed_keys(table, keys)
+    return None if packed is None else np.argsort(packed, kind="stable")
+
+
+def distinct_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table | None:
+    """The distinct rows of the key columns, ascending, by one sort of the packed keys
+    (integer keys without nulls fitting in 63 bits together, as ``_packed_order``); None
+    for other keys.  A hash group-by followed by the sort a reduce needs anyway costs
+    about twice as much."""
+    packed = _packed_keys(table, keys)
+    if packed is None:
+        return None
+    order = np.argsort(packed, kind="stable")
+    ordered = packed[order]
+    first = np.ones(ordered.size, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return table.select(list(keys)).take(int64_array(order[first]))
+
+
+def _packed_keys(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
     packed = np.zeros(table.num_rows, dtype=np.int64)
     bits = 0
     for name in keys:
@@ -78,4 +98,4 @@ def _packed_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
         if bits > 63:
             return None
         packed = (packed << width) | (values - low)
-    return np.argsort(packed, kind="stable")
+    return packed

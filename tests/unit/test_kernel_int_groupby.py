@@ -129,6 +129,19 @@ def test_sorting_by_integer_keys_equals_a_python_sort() -> None:
     assert sort_by_keys(wide, ["a", "b"]).column("a")[0].as_py() == -(2**62)  # too wide to pack: Arrow's sort
 
 
+def test_distinct_keys_of_a_reduce_equal_a_python_set() -> None:
+    import engine
+
+    rng = np.random.default_rng(17)
+    rows = 130_000
+    table = pa.table({"minute": rng.integers(0, 300, rows), "user": pa.array(rng.integers(0, 900, rows), pa.int32())})
+    viewers = engine.GroupByAggregate(("minute", "user"))
+    got = viewers.merge_partials([table.slice(0, 70_000), table.slice(70_000)])  # by one sort of packed keys
+    pairs = list(zip(got.column("minute").to_pylist(), got.column("user").to_pylist()))
+    assert pairs == sorted(set(zip(table.column("minute").to_pylist(), table.column("user").to_pylist())))
+    assert got.schema == table.schema
+
+
 def test_dates_and_times_are_left_to_arrow_and_timestamps_keep_their_type() -> None:
     import datetime
 
