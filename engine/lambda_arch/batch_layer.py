@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,14 +134,20 @@ def compute_batch_views(log: MasterLog, spec: LambdaArchitecture, version: int, 
     _partial, stored = schemas
     workers = spec.options.batch_workers or (1 if executor == "inline" else available_cpus())
     views: dict[str, pa.Table] = {}
-    for view in spec.views:  # one job after another: each already uses every worker
-        if segments:
-            job = view_job(view, spec, segments, stored[view.name], target / view.name, workers)
-            views[view.name] = run(job, executor).result().table().cast(stored[view.name])
-        else:
-            views[view.name] = stored[view.name].empty_table()
-            (target / view.name).mkdir()
-            write_parquet_atomically(target / view.name / "part-00000.parquet", views[view.name])
+    read_back: dict[str, Future] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read-back") as reader:
+        for view in spec.views:  # one job after another: each already uses every worker
+            if segments:
+                job = view_job(view, spec, segments, stored[view.name], target / view.name, workers)
+                result = run(job, executor).result()
+                # The committed parts are read back while the next view's job runs.
+                read_back[view.name] = reader.submit(lambda r=result, s=stored[view.name]: r.table().cast(s))
+            else:
+                views[view.name] = stored[view.name].empty_table()
+                (target / view.name).mkdir()
+                write_parquet_atomically(target / view.name / "part-00000.parquet", views[view.name])
+        views.update({name: future.result() for name, future in read_back.items()})
+    views = {view.name: views[view.name] for view in spec.views}
     elapsed = time.perf_counter() - started
     write_json_atomically(target / "manifest.json", {"version": version, "views": sorted(views),
                                                      "elapsed_s": elapsed, "created_unix": time.time()})
