@@ -259,8 +259,7 @@ class JobCoordinator:
             first = None if self.config.worker_chaos else self.options.start_with_workers
             leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first,
                                               self.config.new_workers)
-            # The pool may lease fewer than asked (no new processes beyond ``new_workers``):
-            # that is the job's count from now on, kept up when workers are lost.
+            # The pool may lease fewer (``new_workers``): the job's count from now on.
             self.target_workers = len(self.handles) + len(leased) + len(pending)
             self.next_worker, starting = self.target_workers, False
             for name, (handle, lease) in pending.items():

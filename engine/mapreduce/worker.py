@@ -143,7 +143,8 @@ class MapReduceWorker:
         names = list(sources)
         # Outputs held here are read directly: a call to this actor's own handle would cost
         # a Ray round trip (the first one a connection too).
-        refs = [None if n == self.name else sources[n][0].fetch.remote(job_id, sources[n][1], partition) for n in names]
+        refs = [None if name == self.name else sources[name][0].fetch.remote(job_id, sources[name][1], partition)
+                for name in names]
         tables, lost, unreachable = [], [], []
         for name, ref in zip(names, refs):
             try:
