@@ -10,7 +10,6 @@ supervisor) is injected through ``MasterConfig``; this module never imports it.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -21,9 +20,9 @@ import ray
 from engine.common.bad_records import describe_error
 from engine.common.retry import RetryPolicy
 from engine.errors import JobFailedError
-from engine.io.parts import part_name
 from engine.mapreduce.actions import (Action, Cancel, CheckWorker, Commit, DropOutput, Fail, Finish, Launch,
                                       TakeSnapshot)
+from engine.mapreduce.adoption import check_committed_parts, poll_candidates
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.heartbeat import HeartbeatMonitor
 from engine.mapreduce.node_state import NODE_CHECK_S, dead_nodes
@@ -32,7 +31,7 @@ from engine.mapreduce.scheduler import Scheduler, SchedulerConfig
 from engine.mapreduce.snapshot import SnapshotPolicy, SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.mapreduce.takeover import Takeover, adopted_workers, collect_adopted
-from engine.mapreduce.task_table import TaskState, TaskTable
+from engine.mapreduce.task_table import TaskTable
 from engine.mapreduce.worker_state import MapOutputLostError
 
 # A pool that died (e.g. with its node) is looked up or started again once.
@@ -118,28 +117,12 @@ class JobCoordinator:
         takeover = Takeover(state, config, snapshots=policy)
         self.next_worker = int(state.get("next_worker", 0))
         self.target_workers = int(state.get("worker_count", self.config.workers))
-        asked: dict[str, tuple[Any, Any]] = {}
-        for name in takeover.candidates:  # ask them all at once, then wait for the answers
-            try:
-                handle = ray.get_actor(name, namespace=self.config.namespace)
-            except ValueError:  # gone
-                takeover.worker_unreachable(name)
-                continue
-            asked[name] = (handle, handle.attempts.remote(self.config.job_id))
-        deadline = time.monotonic() + self.options.heartbeat_timeout_s
-        for name, (handle, ref) in asked.items():
-            try:
-                report = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.RayError:  # dead, or no answer in time
-                takeover.worker_unreachable(name)
-                continue
+        answered = poll_candidates(takeover, self.config.job_id, self.config.namespace,
+                                   self.options.heartbeat_timeout_s)
+        for name, handle in answered.items():
             self.handles[name] = handle
             self.monitor.add(name)
-            takeover.worker_reported(name, report.running, report.finished, report.held)
-        for task in takeover.scheduler.table.of_kind("reduce"):
-            if task.state is TaskState.COMPLETED and not os.path.exists(os.path.join(self.config.output,
-                                                                                     part_name(task.index))):
-                takeover.scheduler.output_missing(task.task_id)
+        check_committed_parts(takeover, self.config.output)
         self.scheduler, actions = takeover.finish()
         return actions
 
