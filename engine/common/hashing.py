@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.tables import int64_array
+from engine.common.tables import int64_array, numpy_view
 
 _COUNTING_SORT_ROWS = 100_000  # below this numpy's sort is as fast, and no kernel is loaded
 _MULTIPLIER = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
@@ -85,10 +85,12 @@ def hash_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
             or pa.types.is_large_binary(kind):
         hashed = _hash_binary(column)
     elif pa.types.is_integer(kind) or pa.types.is_temporal(kind) or pa.types.is_boolean(kind):
-        values = pc.cast(column, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        values = pc.cast(column, pa.int64())
+        values = numpy_view(values) if not values.null_count else values.fill_null(0).to_numpy(zero_copy_only=False)
         hashed = _splitmix64(values.view(np.uint64))
     elif pa.types.is_floating(kind):
-        values = pc.cast(column, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
+        values = pc.cast(column, pa.float64())
+        values = numpy_view(values) if not values.null_count else values.fill_null(0.0).to_numpy(zero_copy_only=False)
         values = np.where(values == 0.0, 0.0, values)  # -0.0 and 0.0 are one key
         hashed = _splitmix64(values.view(np.uint64))
     elif pa.types.is_nested(kind) or pa.types.is_null(kind):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from engine.common.tables import arrow_array, int64_array, numpy_view
 from engine.kernels._jit import kernel, prefetch
 from engine.kernels.hashing import _hash_values, binary_buffers
 
@@ -76,11 +77,11 @@ def sum_by_key(table: pa.Table, key: str = "word", value: str = "count") -> pa.T
     keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
     if keys.null_count:
         raise ValueError(f"sum_by_key: column {key!r} has nulls")
-    values = table.column(value).to_numpy().astype(np.int64, copy=False)
+    values = numpy_view(table.column(value)).astype(np.int64, copy=False)
     data, offsets, _ = binary_buffers(keys)
     hashes = _hash_values(data, offsets, np.zeros(0, np.bool_), np.uint64(0))
     first_rows, sums, _ = _sum_by_hash(data, offsets, hashes, values)
-    return pa.table({key: keys.take(pa.array(first_rows)), value: pa.array(sums, pa.int64())})
+    return pa.table({key: keys.take(arrow_array(first_rows)), value: int64_array(sums)})
 
 
 @kernel
@@ -108,5 +109,5 @@ def partition_by_hash(table: pa.Table, key: str, partitions: int) -> list[pa.Tab
         return [table] + [table.slice(0, 0)] * (partitions - 1)
     ids = (hash_binary(table.column(key)) % np.uint64(partitions)).astype(np.int64)
     order, bounds = _counting_order(ids, partitions)
-    ordered = table.take(pa.array(order))
+    ordered = table.take(arrow_array(order))
     return [ordered.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(partitions)]

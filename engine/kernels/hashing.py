@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
+from engine.common.tables import valid_mask
 from engine.kernels._jit import kernel, load_u64
 
 MASK64 = (1 << 64) - 1
@@ -115,7 +116,7 @@ def binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         # line-mode job on Ray waited ~45 s for its workers to compile)
         data = data.view()
         data.setflags(write=False)
-    valid = np.array(array.is_valid(), dtype=np.bool_) if array.null_count else np.zeros(0, np.bool_)
+    valid = valid_mask(array) if array.null_count else np.zeros(0, np.bool_)
     return data, offsets, valid
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.tables import int64_like
+from engine.common.tables import arrow_array, int64_array, int64_like, numpy_view
 from engine.kernels._jit import kernel, prefetch
 
 _TAG = np.uint64(0xFFFFFFFF00000000)
@@ -149,7 +149,7 @@ def _key_matrix(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
         if column.null_count or not int64_like(kind):
             return None
         values = column.cast(pa.int64()) if kind != pa.int64() else column
-        matrix[index] = values.to_numpy()
+        matrix[index] = numpy_view(values)
     return matrix
 
 
@@ -181,16 +181,16 @@ def group_by_int_keys(table: pa.Table, keys: Sequence[str], specs: Sequence[tupl
         return None
     group_of_row, first_rows = _group_rows(matrix, _hash_rows(matrix))
     groups = first_rows.size
-    indices = pa.array(first_rows)
+    indices = arrow_array(first_rows)
     columns: dict[str, pa.Array] = {name: pc.take(table.column(name), indices) for name in keys}
     for column, function in specs:
         name = f"{column}_{function}"
         if function == "count":
-            columns[name] = pa.array(np.bincount(group_of_row, minlength=groups).astype(np.int64))
+            columns[name] = int64_array(np.bincount(group_of_row, minlength=groups))
             continue
-        values = table.column(column).to_numpy()
+        values = numpy_view(table.column(column))
         if function == "sum":
-            columns[name] = pa.array(_sums(group_of_row, values, groups))
+            columns[name] = arrow_array(_sums(group_of_row, values, groups))
         else:
-            columns[name] = pa.array(_extremes(group_of_row, values, first_rows, function == "max"))
+            columns[name] = arrow_array(_extremes(group_of_row, values, first_rows, function == "max"))
     return pa.table(columns)

@@ -96,10 +96,10 @@ def split_words(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
     if pa.types.is_null(text.type):
-        return pa.array([], type=pa.string())
+        return pa.nulls(0, pa.string())
     data = _string_values(text)
     if data.size == 0:
-        return pa.array([], type=pa.string())
+        return pa.nulls(0, pa.string())
     word_bytes = ~whitespace_mask(data)
     starts_mask = word_bytes.copy()
     starts_mask[1:] &= ~word_bytes[:-1]

@@ -17,6 +17,7 @@ import os
 import time
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -58,18 +59,36 @@ def _one_at_a_time(cache_dir: str) -> Iterator[float]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _binary(values: list[bytes | None], kind: pa.DataType) -> pa.Array:
+    """An Arrow (large) string or binary array of ``values`` built from buffers: ``pa.array``
+    imports pandas on first use (0.5-0.8 s), which a worker would otherwise pay only here."""
+    large = kind in (pa.large_string(), pa.large_binary())
+    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
+    offsets[1:] = np.cumsum([len(value or b"") for value in values])
+    valid = np.packbits(np.array([value is not None for value in values]), bitorder="little")
+    data = b"".join(value or b"" for value in values)
+    return pa.Array.from_buffers(kind, len(values), [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _numbers(values: list[float], kind: pa.DataType) -> pa.Array:
+    """An Arrow numeric array of ``values`` built from a numpy buffer (no pandas import)."""
+    from engine.common.tables import arrow_array
+
+    return arrow_array(np.array(values, {pa.int64(): np.int64, pa.int32(): np.int32}.get(kind, np.float64)))
+
+
 def _count_words() -> None:
     from engine.kernels.wordcount import count_words
 
-    count_words(pa.array(["warm up\u3000words\n", None], pa.large_string()))
-    count_words(pa.array(["warm up"], pa.string()))
+    count_words(_binary(["warm up\u3000words\n".encode(), None], pa.large_string()))
+    count_words(_binary([b"warm up"], pa.string()))
 
 
 def _hash_binary() -> None:
     from engine.kernels.hashing import hash_binary
 
-    hash_binary(pa.array(["warm", None], pa.string()))
-    hash_binary(pa.array([b"up"], pa.large_binary()), seed=1)
+    hash_binary(_binary([b"warm", None], pa.string()))
+    hash_binary(_binary([b"up"], pa.large_binary()), seed=1)
 
 
 def _utf8() -> None:
@@ -82,7 +101,7 @@ def _utf8() -> None:
 def _aggregate() -> None:
     from engine.kernels.aggregate import partition_by_hash, sum_by_key
 
-    table = pa.table({"word": ["warm", "up", "warm"], "count": pa.array([1, 2, 3], pa.int64())})
+    table = pa.table({"word": _binary([b"warm", b"up", b"warm"], pa.string()), "count": _numbers([1, 2, 3], pa.int64())})
     sum_by_key(table)
     partition_by_hash(table, "word", 2)
 
@@ -90,7 +109,7 @@ def _aggregate() -> None:
 def _int_groupby() -> None:
     from engine.kernels.int_groupby import group_by_int_keys, int_key_partitions
 
-    table = pa.table({"a": pa.array([1, 2, 1], pa.int64()), "b": pa.array([3, 3, 3], pa.int32()),
-                      "n": pa.array([1, 2, 3], pa.int64()), "x": pa.array([0.5, 1.0, 2.0], pa.float64())})
+    table = pa.table({"a": _numbers([1, 2, 1], pa.int64()), "b": _numbers([3, 3, 3], pa.int32()),
+                      "n": _numbers([1, 2, 3], pa.int64()), "x": _numbers([0.5, 1.0, 2.0], pa.float64())})
     group_by_int_keys(table, ["a", "b"], [("n", "sum"), ("n", "min"), ("n", "max"), ("x", "sum"), ("x", "count")])
     int_key_partitions(table, ["a", "b"], 4)

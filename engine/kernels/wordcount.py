@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from engine.common.tables import arrow_array
 from engine.kernels._jit import kernel, load_u64, prefetch
 from engine.kernels.hashing import binary_buffers, fmix64
 from engine.kernels.whitespace import LEAD, SPACE, byte_classes, space_codepoints
@@ -274,7 +275,7 @@ def count_words(text: pa.Array | pa.ChunkedArray) -> pa.Table:
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
     if pa.types.is_null(text.type):  # e.g. ``pa.array([])`` or all nulls: no words
-        text = pa.array([], pa.string())
+        text = pa.nulls(0, pa.string())
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         raise TypeError(f"count_words needs a string or large_string array, got {text.type}")
     data, offsets, valid = binary_buffers(text)
@@ -285,4 +286,4 @@ def count_words(text: pa.Array | pa.ChunkedArray) -> pa.Table:
     word_data = gather_words(data, words, entries, word_offsets)
     array = pa.Array.from_buffers(pa.large_string() if large else pa.string(), entries,
                                   [None, pa.py_buffer(word_offsets), pa.py_buffer(word_data)])
-    return pa.table({"word": array, "count": pa.array(np.ascontiguousarray(fields[:, 3]))})
+    return pa.table({"word": array, "count": arrow_array(np.ascontiguousarray(fields[:, 3]))})
