@@ -3,9 +3,11 @@
 ``python -m bench scatter-gather`` loads ~1 M (word, count) rows as 8 shards and sends
 1,000 sequential top-k prefix queries (``jobs.topk_search``):
 
-1. healthy shards, requests interleaved so machine noise hits all alike:
-   - the engine's ``gather`` over its shard hosts (as many hosts as the cluster's CPUs,
-     one actor call per host per request);
+1. healthy shards, requests interleaved so machine noise hits all alike, the order of
+   the three rotating request by request (each runs after each other one equally often:
+   an 8-actor fan-out leaves work behind it on 2 cores that slows whatever runs next):
+   - the engine's ``gather`` over its shard hosts (one per node by default, one actor
+     call per host per request);
    - the naive per-shard design: ``ray.get([a.query.remote(q) for a in actors])`` over one
      plain actor per shard, + the same merge;
    - the *floor* of any per-shard design: the same fan-out to 8 actors that do nothing.
@@ -154,10 +156,14 @@ def run_healthy(service: RayScatterGather, naive_actors: list, floor_actors: lis
     request; returns the three figures and how many answers differ engine vs naive."""
     engine_s, naive_s, floor_s, mismatches, partial = [], [], [], 0, 0
     for index, request in enumerate(requests[:warmup] + requests):
-        engine_time, result = timed(lambda: service.gather(request))
-        naive_time, naive_value = timed(
-            lambda: naive_fan_out(naive_actors, service.aggregator, request))
-        floor_time, _ = timed(lambda: ray.get([a.query.remote(request) for a in floor_actors]))
+        runs = {
+            "engine": lambda: service.gather(request),
+            "naive": lambda: naive_fan_out(naive_actors, service.aggregator, request),
+            "floor": lambda: ray.get([a.query.remote(request) for a in floor_actors])}
+        order = list(runs)[index % 3:] + list(runs)[:index % 3]
+        measured = {name: timed(runs[name]) for name in order}
+        (engine_time, result), (naive_time, naive_value) = measured["engine"], measured["naive"]
+        floor_time = measured["floor"][0]
         if index < warmup:
             continue
         engine_s.append(engine_time)
@@ -256,7 +262,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     "bench/results/.")
     parser.add_argument("--shards", type=int, default=8, help="shards (default 8)")
     parser.add_argument("--hosts", type=int, default=None,
-                        help="shard hosts (default: the cluster's CPUs)")
+                        help="shard hosts (default: one per node)")
     parser.add_argument("--short", action="store_true",
                         help="a few seconds on small data, output in a private temporary "
                              "directory: checks the benchmark runs, gives no figures")
@@ -278,7 +284,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="requests sent with submit + wait (default 200)")
     parser.add_argument("--seed", type=int, default=7, help="data/request seed (default 7)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON output (default bench/results/scatter_gather.json)")
+                        help="directory for scatter_gather.json / .png, or a .json file path "
+                             "(default bench/results)")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     args = parser.parse_args(list(argv))
     if args.short:
@@ -288,6 +295,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.stall_ms = min(args.stall_ms, 200.0)
     if args.out is None:
         args.out = (Path(tempfile.mkdtemp(prefix="bench-sg-")) if args.short else RESULTS) / "scatter_gather.json"
+    elif args.out.suffix != ".json":  # a directory, as for the other benchmarks
+        args.out = args.out / "scatter_gather.json"
     for name in ("shards", "rows", "requests", "k"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")

@@ -212,6 +212,11 @@ def restart_embedded(lost_generation: int | None = None) -> ClusterInfo:
             _restarting = False
 
 
+def alive_nodes() -> int:
+    """Nodes of the connected cluster that are alive (at least 1)."""
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+
+
 def available_cpus() -> int:
     """CPUs of the connected cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

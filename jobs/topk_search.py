@@ -2,10 +2,10 @@
 
 ``python -m jobs.topk_search --input DIR --prefix PFX`` loads a word-count output
 directory (``part-NNNNN.parquet`` files with columns ``word: string, count: int64``, as the
-word-count job writes) as shards onto shard hosts (one actor per CPU by default), then
+word-count job writes) as shards onto shard hosts (one actor per node by default), then
 answers "the k most frequent words that
 start with PFX": each shard finds its own top k (a binary search for the prefix's rows in
-the shard sorted by word, then a numpy partition of their counts) and the dispatcher
+the shard sorted by word, then the k best of their precomputed ranks) and the dispatcher
 merges the shards' top-k lists.  Shards that miss the deadline are
 left out and named.
 """
@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -83,19 +82,6 @@ def split_shards(table: pa.Table, shards: int) -> list[pa.Table]:
     return out
 
 
-def _top_positions(counts: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest ``counts``, largest first, ties in position order
-    (in a sorted shard, alphabetical order): a partition, then a stable sort of the
-    candidates only."""
-    if len(counts) > k:
-        kth = np.partition(counts, len(counts) - k)[len(counts) - k]
-        candidates = np.flatnonzero(counts >= kth)
-    else:
-        candidates = np.arange(len(counts))
-    # ~x orders integers in reverse without the overflow of -x.
-    return candidates[np.argsort(~counts[candidates], kind="stable")][:k]
-
-
 def prefix_top_k(shard: pa.Table, request: dict) -> pa.Table:
     """The shard's ``request["k"]`` most frequent words starting with ``request["prefix"]``.
 
@@ -106,8 +92,7 @@ def prefix_top_k(shard: pa.Table, request: dict) -> pa.Table:
     prefix, k = request["prefix"], int(request["k"])
     index = prefix_index(shard)
     if index is not None:
-        lo, hi = index.rows_with_prefix(prefix)
-        return shard.take(pa.array(_top_positions(index.counts[lo:hi], k) + lo))
+        return index.take(shard, index.top_rows(*index.rows_with_prefix(prefix), k))
     matches = shard.filter(pc.starts_with(shard.column("word"), pattern=prefix))
     if matches.num_rows > k:
         matches = matches.take(pc.select_k_unstable(matches, k=k, sort_keys=SORT_KEYS))
@@ -155,7 +140,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--shards", type=int, default=8,
                         help="number of shards to split the data into (default 8)")
     parser.add_argument("--hosts", type=int, default=None,
-                        help="shard-host actors serving them (default: the cluster's CPUs)")
+                        help="shard-host actors serving them (default: one per node)")
     parser.add_argument("--deadline-ms", type=float, default=100.0,
                         help="per-request deadline in milliseconds (default 100)")
     parser.add_argument("--executor", choices=["ray", "inline"], default="ray",

@@ -42,6 +42,7 @@ class Gathering:
         self._pieces: dict[str, list[Any]] = {}
         self._answered: set[str] = set()
         self._errors: dict[str, str] = {}
+        self._combined: set[str] = set()  # shards whose piece is a host's merged reply
         self.closed = False
 
     def _open(self, shard: str) -> bool:
@@ -73,6 +74,7 @@ class Gathering:
             self.finished(shard)
         if reply.combined_shards and self._open(reply.combined_shards[0]):
             self.piece(reply.combined_shards[0], reply.combined)  # stands for all of them
+            self._combined.add(reply.combined_shards[0])
             for shard in reply.combined_shards:
                 self.finished(shard)
         for shard, error in reply.errors.items():
@@ -116,7 +118,12 @@ class Gathering:
         """Aggregate the pieces that arrived (``value`` is ``None`` when none did)."""
         replies = self.replies()
         missing = self.missing
+        if len(replies) == 1 and len(self._pieces) == 1 and set(self._pieces) <= self._combined:
+            # one host's reply, already merged by this aggregator: merging it again is a no-op
+            value = replies[0]
+        else:
+            value = aggregator(replies) if replies else None
         return GatherResult(
-            value=aggregator(replies) if replies else None, partial=bool(missing),
+            value=value, partial=bool(missing),
             answered=self.answered, missing=missing, elapsed_s=time.monotonic() - started,
             request_id=request_id, errors=self.errors, done=done)

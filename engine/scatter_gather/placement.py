@@ -15,9 +15,9 @@ from typing import Sequence
 STARTING, READY, DEAD = "starting", "ready", "dead"
 
 
-def host_count(requested: int | None, cpus: int, shards: int) -> int:
-    """Hosts to start: ``requested`` (or ``cpus`` when ``None``), at most ``shards``, at least 1."""
-    wanted = cpus if requested is None else requested
+def host_count(requested: int | None, nodes: int, shards: int) -> int:
+    """Hosts to start: ``requested`` (or one per node when ``None``), at most ``shards``, at least 1."""
+    wanted = nodes if requested is None else requested
     if wanted < 1:
         raise ValueError(f"hosts must be >= 1, got {wanted!r}")
     if shards < 1:

