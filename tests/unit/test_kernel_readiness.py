@@ -37,11 +37,16 @@ print(json.dumps({"counts": dict(zip(reduced.column("word").to_pylist(), reduced
 """
 
 
-def test_a_small_job_gives_exact_counts_without_loading_numba_or_pandas() -> None:
+def run_job(code: str) -> dict:
+    """Run ``code`` in a fresh Python process with this checkout on its path; its JSON line."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", SMALL_JOB], capture_output=True, text=True, cwd=ROOT, check=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
                          env={**env, "PYTHONPATH": str(ROOT)})
-    got = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_a_small_job_gives_exact_counts_without_loading_numba_or_pandas() -> None:
+    got = run_job(SMALL_JOB)
     text = "b a\u3000b\u00a0c\n\t\u00e9t\u00e9 a  \r\nlast line without newline"
     assert got["counts"] == dict(collections.Counter(text.split()))
     assert got["bad"] == 0
@@ -52,10 +57,7 @@ def test_the_compiled_path_does_not_import_pandas_either() -> None:
     # Arrow's to_numpy and pa.array import pandas on first use (0.5-0.8 s per worker)
     job = "from engine.kernels.readiness import ensure_loaded\nensure_loaded()\n" + SMALL_JOB.replace(
         '"pandas" in sys.modules}', '"pandas" in sys.modules, "loaded": __import__("engine.kernels.readiness").kernels.readiness.loaded()}')
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, cwd=ROOT, check=True,
-                         env={**env, "PYTHONPATH": str(ROOT)})
-    got = json.loads(out.stdout)
+    got = run_job(job)
     text = "b a\u3000b\u00a0c\n\t\u00e9t\u00e9 a  \r\nlast line without newline"
     assert got["counts"] == dict(collections.Counter(text.split()))
     assert got["loaded"] is True and got["numba"] is True and got["pandas"] is False
