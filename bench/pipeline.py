@@ -3,9 +3,13 @@ against a Ray Data ``map_batches`` chain doing the same work on the same data, i
 same run, plus the per-batch overhead of the pipes measured with no-op stages.
 
 The data is ``--rows`` CSV lines ``id,user,amount,category`` generated vectorized
-before any timing.  Each repeat runs the engine and Ray Data alternately (the order
-flips every repeat); the median is reported.  Both results are checked to hold the same
-rows.  Writes ``bench/results/pipeline.json`` and ``bench/results/pipeline.png``.
+before any timing.  The engine runs twice per repeat: with its stages chained into one
+link (``--replicas``, default 2,2,2: equal replicas, so the three run in one call per
+batch, as Ray Data fuses its three ``map_batches`` into one task) and unchained
+(``--unchained-replicas``, default 2,1,1, ``chaining=False``: one hop per stage).  Each
+repeat runs the three in a rotated order; medians are reported, and every result is
+checked to hold the same rows.  The no-op overhead is measured both chained and unchained.
+Writes ``pipeline.json`` and ``pipeline.png`` to ``--out`` (default ``bench/results``).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=10_000_000, help="CSV lines to generate (default 10M)")
     parser.add_argument("--batch-rows", type=int, default=131_072, help="rows per batch / block (default 128Ki)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the median is reported (default 3)")
-    parser.add_argument("--replicas", type=str, default="2,1,1",
-                        help="engine replicas of parse,filter,project (default 2,1,1)")
+    parser.add_argument("--replicas", type=str, default="2,2,2",
+                        help="replicas of parse,filter,project for the chained run (default 2,2,2: one link)")
+    parser.add_argument("--unchained-replicas", type=str, default="2,1,1",
+                        help="replicas of parse,filter,project for the run with chaining off (default 2,1,1)")
     parser.add_argument("--noop-batches", type=int, default=2000, help="batches for the overhead run (default 2000)")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray cluster (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for pipeline.json / pipeline.png")
@@ -78,14 +84,14 @@ def noop(batch: pa.Table) -> pa.Table:
     return batch
 
 
-def run_engine(lines: pa.Table, batch_rows: int, replicas: list[int]) -> pa.Table:
+def run_engine(lines: pa.Table, batch_rows: int, replicas: list[int], chaining: bool = True) -> pa.Table:
     import engine
-    from engine import CollectSink, Pipeline, Stage, TableSource
+    from engine import CollectSink, Pipeline, PipelineOptions, Stage, TableSource
 
     stages = [Stage("parse", parse, replicas=replicas[0]), Stage("filter", keep_rows, replicas=replicas[1]),
               Stage("project", project, replicas=replicas[2])]
-    result = engine.run(Pipeline(TableSource(lines, batch_rows), stages, CollectSink())).result()
-    return result.table
+    pipeline = Pipeline(TableSource(lines, batch_rows), stages, CollectSink(), PipelineOptions(chaining=chaining))
+    return engine.run(pipeline).result().table
 
 
 def run_ray_data(lines: pa.Table, batch_rows: int) -> pa.Table:
@@ -114,22 +120,24 @@ def _timed(fn: Callable[[], pa.Table]) -> tuple[float, pa.Table]:
     return time.perf_counter() - started, table
 
 
-def measure_overhead(batches: int, stages: int) -> dict[str, float]:
-    """No-op stages: amortized seconds per batch per stage, and one batch's latency per stage."""
+def measure_overhead(batches: int, stages: int, chaining: bool = True) -> dict[str, float]:
+    """No-op stages (one replica each, so chained into one link unless ``chaining`` is off):
+    amortized seconds per batch per stage, and one batch's latency per stage."""
     import engine
-    from engine import CallbackSink, CollectSink, LiveFeed, Pipeline, Stage, TableSource
+    from engine import CallbackSink, CollectSink, LiveFeed, Pipeline, PipelineOptions, Stage, TableSource
 
+    options = PipelineOptions(chaining=chaining)
     table = pa.table({"x": pa.array(np.arange(batches * 100, dtype=np.int64))})
     chain = [Stage(f"noop{i}", noop) for i in range(stages)]
-    engine.run(Pipeline(TableSource(table.slice(0, 1000), 100), chain, CollectSink())).result()  # warm-up
+    engine.run(Pipeline(TableSource(table.slice(0, 1000), 100), chain, CollectSink(), options)).result()  # warm-up
     started = time.perf_counter()
-    result = engine.run(Pipeline(TableSource(table, 100), chain, CollectSink())).result()
+    result = engine.run(Pipeline(TableSource(table, 100), chain, CollectSink(), options)).result()
     elapsed = time.perf_counter() - started
     assert result.table is not None and result.table.num_rows == table.num_rows
 
     arrived = threading.Event()
     feed = LiveFeed(capacity=1)
-    handle = engine.run(Pipeline(feed, chain, CallbackSink(lambda table: arrived.set())))
+    handle = engine.run(Pipeline(feed, chain, CallbackSink(lambda table: arrived.set()), options))
     latencies = []
     for i in range(60):
         arrived.clear()
@@ -141,6 +149,7 @@ def measure_overhead(batches: int, stages: int) -> dict[str, float]:
     baseline = _raw_actor_call_ms()
     busy = sum(result.metrics[f"noop{i}"].busy_s for i in range(stages))
     return {
+        "chaining": chaining,
         "batches": batches,
         "stages": stages,
         "wall_s": elapsed,
@@ -172,16 +181,19 @@ def _raw_actor_call_ms(calls: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
+SYSTEMS = ("engine", "engine_unchained", "ray_data")
+LABELS = {"engine": "engine, chained", "engine_unchained": "engine, unchained", "ray_data": "Ray Data map_batches"}
+
+
 def _chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["engine pipeline", "Ray Data map_batches"]
-    values = [report["engine"]["rows_per_s_median"] / 1e6, report["ray_data"]["rows_per_s_median"] / 1e6]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.bar(names, values, color=["tab:blue", "tab:gray"])
+    values = [report[name]["rows_per_s_median"] / 1e6 for name in SYSTEMS]
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    axis.bar([LABELS[name] for name in SYSTEMS], values, color=["tab:blue", "tab:cyan", "tab:gray"])
     axis.set_ylabel("million input rows / s")
     axis.set_title(f"parse -> filter -> project, {report['rows'] / 1e6:.0f}M rows (median of {report['repeats']})")
     for x, value in enumerate(values):
@@ -191,12 +203,51 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def settle(limit_s: float = 30.0, quiet_cpu_s: float = 0.05, step_s: float = 0.5) -> float:
+    """Wait until this process and its children (the embedded cluster) use under
+    ``quiet_cpu_s`` of CPU in ``step_s`` (at most ``limit_s``); returns the seconds waited.
+
+    Right after ``connect()`` the engine's MapReduce worker pool starts its workers and
+    loads their compiled kernels in the background (0.4-1 CPU-s per worker), which would
+    otherwise fall inside the first timed runs of every system here."""
+    import psutil
+
+    def used() -> float:
+        total = 0.0
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    started = time.perf_counter()
+    before = used()
+    while time.perf_counter() - started < limit_s:
+        time.sleep(step_s)
+        now = used()
+        if now - before < quiet_cpu_s:
+            break
+        before = now
+    return time.perf_counter() - started
+
+
+def _replica_counts(text: str, flag: str) -> list[int]:
+    counts = [int(n) for n in text.split(",")]
+    if len(counts) != 3 or min(counts) < 1:
+        raise SystemExit(f"{flag} needs three counts >= 1, e.g. 2,1,1")
+    return counts
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmark and write the JSON report (and a chart)."""
     args = _parse_args(argv)
-    replicas = [int(n) for n in args.replicas.split(",")]
-    if len(replicas) != 3 or min(replicas) < 1:
-        raise SystemExit("--replicas needs three counts >= 1, e.g. 2,1,1")
+    replicas = _replica_counts(args.replicas, "--replicas")
+    unchained = _replica_counts(args.unchained_replicas, "--unchained-replicas")
+    import os
+
     import ray
 
     from engine.cluster import connect
@@ -204,33 +255,37 @@ def main(argv: list[str]) -> int:
     print(f"generating {args.rows:,} lines ...", flush=True)
     lines = make_lines(args.rows)
     info = connect(num_cpus=args.cpus)
+    runs: dict[str, Callable[[pa.Table], pa.Table]] = {
+        "engine": lambda data: run_engine(data, args.batch_rows, replicas, chaining=True),
+        "engine_unchained": lambda data: run_engine(data, args.batch_rows, unchained, chaining=False),
+        "ray_data": lambda data: run_ray_data(data, args.batch_rows),
+    }
+    load_start = os.getloadavg()
     try:
-        # Warm both paths once (worker start-up, imports) on a small slice.
-        run_engine(lines.slice(0, 4 * args.batch_rows), args.batch_rows, replicas)
-        run_ray_data(lines.slice(0, 4 * args.batch_rows), args.batch_rows)
-        engine_times: list[float] = []
-        ray_times: list[float] = []
+        for name in SYSTEMS:  # warm each path once (worker start-up, imports) on a small slice
+            runs[name](lines.slice(0, 4 * args.batch_rows))
+        settled_s = settle()
+        print(f"the cluster was quiet after {settled_s:.1f} s", flush=True)
+        times: dict[str, list[float]] = {name: [] for name in SYSTEMS}
         same = True
         for repeat in range(args.repeats):
-            order = ["engine", "ray_data"] if repeat % 2 == 0 else ["ray_data", "engine"]
+            order = SYSTEMS[repeat % 3:] + SYSTEMS[:repeat % 3]
             tables: dict[str, pa.Table] = {}
             for name in order:
-                if name == "engine":
-                    seconds, tables[name] = _timed(lambda: run_engine(lines, args.batch_rows, replicas))
-                    engine_times.append(seconds)
-                else:
-                    seconds, tables[name] = _timed(lambda: run_ray_data(lines, args.batch_rows))
-                    ray_times.append(seconds)
-                print(f"repeat {repeat}: {name:9s} {seconds:7.2f} s  ({args.rows / seconds / 1e6:.2f} M rows/s)", flush=True)
-            same = same and canonical(tables["engine"]).equals(canonical(tables["ray_data"]))
+                seconds, tables[name] = _timed(lambda: runs[name](lines))
+                times[name].append(seconds)
+                print(f"repeat {repeat}: {name:16s} {seconds:7.2f} s  ({args.rows / seconds / 1e6:.2f} M rows/s)", flush=True)
+            reference = canonical(tables["ray_data"])
+            same = same and all(canonical(tables[name]).equals(reference) for name in ("engine", "engine_unchained"))
             output_rows = tables["engine"].num_rows
             del tables
         print("measuring per-batch overhead with no-op stages ...", flush=True)
-        overhead = measure_overhead(args.noop_batches, 3)
+        overhead = measure_overhead(args.noop_batches, 3, chaining=True)
+        overhead_unchained = measure_overhead(args.noop_batches, 3, chaining=False)
     finally:
         ray.shutdown()
 
-    engine_s, ray_s = statistics.median(engine_times), statistics.median(ray_times)
+    medians = {name: statistics.median(times[name]) for name in SYSTEMS}
     report: dict[str, Any] = {
         "suite": "pipeline",
         "rows": args.rows,
@@ -238,22 +293,31 @@ def main(argv: list[str]) -> int:
         "batches": -(-args.rows // args.batch_rows),
         "repeats": args.repeats,
         "cpus": info.cpus,
+        "load_average_1m_start_end": [load_start[0], os.getloadavg()[0]],
+        "settled_before_timing_s": settled_s,
         "engine_replicas": dict(zip(["parse", "filter", "project"], replicas)),
+        "engine_unchained_replicas": dict(zip(["parse", "filter", "project"], unchained)),
         "output_rows": output_rows,
         "same_rows": same,
-        "engine": {"seconds": engine_times, "seconds_median": engine_s, "rows_per_s_median": args.rows / engine_s},
-        "ray_data": {"seconds": ray_times, "seconds_median": ray_s, "rows_per_s_median": args.rows / ray_s},
-        "throughput_ratio_engine_over_ray_data": ray_s / engine_s,
+        **{name: {"seconds": times[name], "seconds_median": medians[name],
+                  "rows_per_s_median": args.rows / medians[name]} for name in SYSTEMS},
+        "throughput_ratio_engine_over_ray_data": medians["ray_data"] / medians["engine"],
+        "throughput_ratio_engine_unchained_over_ray_data": medians["ray_data"] / medians["engine_unchained"],
         "overhead_noop": overhead,
+        "overhead_noop_unchained": overhead_unchained,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pipeline.json").write_text(json.dumps(report, indent=2))
     _chart(report, args.out / "pipeline.png")
-    print(json.dumps({k: report[k] for k in ("same_rows", "throughput_ratio_engine_over_ray_data", "output_rows")}))
-    print(f"engine {report['engine']['rows_per_s_median'] / 1e6:.2f} M rows/s, "
-          f"Ray Data {report['ray_data']['rows_per_s_median'] / 1e6:.2f} M rows/s, "
-          f"ratio {report['throughput_ratio_engine_over_ray_data']:.2f}; overhead "
-          f"{overhead['amortized_ms_per_batch_per_stage']:.3f} ms/batch/stage amortized, "
-          f"{overhead['latency_ms_per_batch_per_stage_median']:.3f} ms/batch/stage latency "
-          f"(raw Ray actor call {overhead['baseline_raw_ray_actor_call_ms_median']:.3f} ms)")
+    print(json.dumps({k: report[k] for k in ("same_rows", "throughput_ratio_engine_over_ray_data",
+                                             "throughput_ratio_engine_unchained_over_ray_data", "output_rows")}))
+    for label, name in (("chained", "engine"), ("unchained", "engine_unchained")):
+        print(f"engine {label}: {report[name]['rows_per_s_median'] / 1e6:.2f} M rows/s, "
+              f"{report[name]['seconds_median']:.2f} s")
+    print(f"Ray Data {report['ray_data']['rows_per_s_median'] / 1e6:.2f} M rows/s; "
+          f"load {report['load_average_1m_start_end'][0]:.2f} -> {report['load_average_1m_start_end'][1]:.2f}")
+    for label, measured in (("chained", overhead), ("unchained", overhead_unchained)):
+        print(f"no-op overhead {label}: {measured['amortized_ms_per_batch_per_stage']:.3f} ms/batch/stage amortized, "
+              f"{measured['latency_ms_per_batch_per_stage_median']:.3f} ms/batch/stage latency "
+              f"(raw Ray actor call {measured['baseline_raw_ray_actor_call_ms_median']:.3f} ms)")
     return 0 if same else 1

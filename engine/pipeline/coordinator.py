@@ -81,7 +81,7 @@ class Coordinator(PipelineRun):
         self.generation = cluster.generation()  # the cluster this run started on
 
     def replica_actors(self, stage: int) -> list[object]:
-        """The actors of a stage's active replicas, in slot order."""
+        """The actors of a link's active replicas, in slot order."""
         with self.lock:
             ids = self.core.replicas(stage)
         found = [self.actors.get((stage, replica)) for replica in ids]
@@ -146,14 +146,15 @@ class Coordinator(PipelineRun):
             elif isinstance(action, ev.RecordDead):
                 self.record_dead(action)
             elif isinstance(action, ev.StartReplica):
-                stage = self.pipeline.stages[action.stage]
-                self.actors[(action.stage, action.replica)] = _Actor(*REPLICA_POOL.acquire(stage))
+                num_cpus = self.links[action.stage][0].num_cpus
+                self.actors[(action.stage, action.replica)] = _Actor(
+                    *REPLICA_POOL.acquire(self.link_filters(action.stage), num_cpus))
                 if action.replaces is not None:
                     self._kill(self.actors.pop((action.stage, action.replaces), None))
             elif isinstance(action, ev.RetireReplica):
                 entry = self.actors.pop((action.stage, action.replica), None)
                 if entry is not None:
-                    REPLICA_POOL.release(entry.actor, self.pipeline.stages[action.stage].num_cpus)
+                    REPLICA_POOL.release(entry.actor, self.links[action.stage][0].num_cpus)
 
     def _admit(self) -> None:
         """Feed read batches to the core while stage 0 has room."""
@@ -285,7 +286,7 @@ class Coordinator(PipelineRun):
         for (stage, replica), entry in list(self.actors.items()):
             if clean and (stage, replica) not in busy:
                 try:
-                    REPLICA_POOL.release(entry.actor, self.pipeline.stages[stage].num_cpus)
+                    REPLICA_POOL.release(entry.actor, self.links[stage][0].num_cpus)
                 except Exception:  # already gone
                     pass
             else:

@@ -78,9 +78,8 @@ class InlineRun(PipelineRun):
             return ev.SourceFailed(error)
 
     def _call(self, submit: ev.Submit) -> ev.Event:
-        stage = self.pipeline.stages[submit.stage]
         try:
-            meta, parts = process_batch(stage.id, stage.fn, stage.retry, submit.payload,  # type: ignore[arg-type]
+            meta, parts = process_batch(self.link_filters(submit.stage), submit.payload,  # type: ignore[arg-type]
                                         submit.next_key, submit.parts)
         except Exception as error:
             return ev.CallFailed(submit.call_id, describe_error(error).one_line(), error)

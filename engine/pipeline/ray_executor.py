@@ -70,9 +70,10 @@ class RayPipelineHandle(PipelineHandle):
         return Coordinator(self.pipeline, resume=True)
 
     def replica_actors(self, stage_id: str) -> list[object]:
-        """The live replica actors of a stage, in slot order (for inspection and fault injection)."""
-        index = [stage.id for stage in self.pipeline.stages].index(self.pipeline.stage(stage_id).id)
-        return self._coordinator.replica_actors(index)
+        """The live replica actors of a stage, in slot order (for inspection and fault
+        injection); a chained stage shares them with the stages of its link."""
+        coordinator = self._coordinator
+        return coordinator.replica_actors(coordinator.core.plan.link_of(self.pipeline.stage(stage_id).id))
 
 
 class RayPipelineExecutor:

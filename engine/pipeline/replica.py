@@ -19,28 +19,26 @@ import pyarrow as pa
 import ray
 
 from engine.common.retry import RetryPolicy
-from engine.pipeline.filtering import process_batch
-from engine.pipeline.spec import FilterFn, Stage
+from engine.pipeline.filtering import LinkStage, process_batch
 
 
 @ray.remote(max_restarts=0, max_concurrency=1)
 class StageReplica:
-    """One replica; calls run one at a time, in the order they were submitted."""
+    """One replica of a link (a stage, and those chained after it); calls run one at a
+    time, in the order they were submitted."""
 
     def __init__(self) -> None:
-        self.stage_id = ""
-        self.fn: FilterFn | None = None
-        self.retry = RetryPolicy()
+        self.link: tuple[LinkStage, ...] = ()
 
-    def configure(self, stage_id: str, fn: FilterFn, retry: RetryPolicy) -> None:
-        """Become a replica of this stage (calls submitted after this one use it)."""
-        self.stage_id, self.fn, self.retry = stage_id, fn, retry
+    def configure(self, link: tuple[LinkStage, ...]) -> None:
+        """Become a replica of this link's stages (calls submitted after this one use them)."""
+        self.link = link
 
     def process(self, batch: pa.Table, next_key: str | None, parts: int) -> tuple[object, ...]:
-        """Filter ``batch``; returns ``(meta, part_0, ..., part_{parts-1})``."""
-        if self.fn is None:
+        """Filter ``batch`` through the link; returns ``(meta, part_0, ..., part_{parts-1})``."""
+        if not self.link:
             raise RuntimeError("replica has no filter: its configure() call failed (see the configure error)")
-        meta, pieces = process_batch(self.stage_id, self.fn, self.retry, batch, next_key, parts)
+        meta, pieces = process_batch(self.link, batch, next_key, parts)
         return (meta, *pieces)
 
 
@@ -57,16 +55,17 @@ class ReplicaPool:
         context = ray.get_runtime_context()
         return f"{context.get_node_id()}/{context.get_job_id()}"
 
-    def acquire(self, stage: Stage) -> tuple[object, ray.ObjectRef]:
-        """A replica actor configured for ``stage`` (an idle one if any, else a new one),
-        and the reference of its ``configure`` call (it fails if the filter cannot load)."""
+    def acquire(self, link: tuple[LinkStage, ...], num_cpus: float) -> tuple[object, ray.ObjectRef]:
+        """A replica actor configured for ``link`` (an idle one with ``num_cpus`` if any,
+        else a new one), and the reference of its ``configure`` call (it fails if a filter
+        cannot load)."""
         with self._lock:
             session = self._current_session()
             if session != self._session:  # Ray was restarted: old handles are dead
                 self._idle, self._session = {}, session
-            idle = self._idle.get(stage.num_cpus, [])
-            actor = idle.pop() if idle else StageReplica.options(num_cpus=stage.num_cpus).remote()
-        return actor, actor.configure.remote(stage.id, stage.fn, stage.retry)  # type: ignore[attr-defined]
+            idle = self._idle.get(num_cpus, [])
+            actor = idle.pop() if idle else StageReplica.options(num_cpus=num_cpus).remote()
+        return actor, actor.configure.remote(link)  # type: ignore[attr-defined]
 
     def release(self, actor: object, num_cpus: float) -> None:
         """Give back a healthy, idle replica (killed when the pool is full)."""

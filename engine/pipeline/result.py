@@ -20,6 +20,8 @@ class StageMetrics:
     ``errors`` counts failed filter calls (each failed attempt of a batch or of a piece
     of it; for the sink, writes that failed after their retries); ``dead_letters`` the rows sent to the dead-letter store; ``busy_s`` the time
     replicas spent inside the filter; ``replica_restarts`` replicas replaced after dying.
+    A stage chained after another (``PipelineOptions.chaining``) has no pipe of its own
+    (its depths stay 0) and shares that stage's replicas (and their restarts).
     """
 
     stage_id: str

@@ -20,9 +20,10 @@ from engine.pipeline.dead_letters import DeadLetterRecorder
 from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.flow import events as ev
 from engine.pipeline.flow.core import FlowCore
-from engine.pipeline.flow.plan import FlowPlan
+from engine.pipeline.filtering import LinkStage
+from engine.pipeline.flow.plan import FlowPlan, chains
 from engine.pipeline.result import PipelineResult, StageMetrics
-from engine.pipeline.spec import Pipeline
+from engine.pipeline.spec import Pipeline, Stage
 
 
 class PipelineRun:
@@ -39,6 +40,9 @@ class PipelineRun:
         self.resume = resume
         self.run_token: str | None = None  # the sink's: it keys dead rows (a resumed run records them once)
         self.core = FlowCore(FlowPlan.from_pipeline(pipeline), clock)
+        # The stages each link of the core runs (one unless chained).
+        self.links: tuple[tuple[Stage, ...], ...] = tuple(
+            tuple(pipeline.stages[i] for i in link) for link in chains(pipeline))
         self.lock = threading.Lock()
         self.recorder = DeadLetterRecorder(pipeline.options.dead_letter_dir)
         self.finished = threading.Event()
@@ -65,8 +69,7 @@ class PipelineRun:
         """Ask for ``replicas`` replicas of a stage."""
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f"scale({stage_id!r}, ...): replicas must be an int >= 1, got {replicas!r}")
-        index = [stage.id for stage in self.pipeline.stages].index(self.pipeline.stage(stage_id).id)
-        self.request(ev.ScaleRequested(index, replicas))
+        self.request(ev.ScaleRequested(self.core.plan.link_of(self.pipeline.stage(stage_id).id), replicas))
 
     def request_drain(self) -> None:
         """End the input: close a live feed, or stop reading any other source."""
@@ -83,6 +86,10 @@ class PipelineRun:
         if isinstance(self.pipeline.source, LiveFeed):
             self.pipeline.source.close()
         self.request(ev.Cancel())
+
+    def link_filters(self, link: int) -> tuple[LinkStage, ...]:
+        """What a call of link ``link`` runs: its stages' ids, filters and retry policies."""
+        return tuple(LinkStage(stage.id, stage.fn, stage.retry) for stage in self.links[link])
 
     def metrics_snapshot(self) -> dict[str, StageMetrics]:
         """Every stage's metrics now, plus ``"source"`` and ``"sink"``."""

@@ -143,6 +143,14 @@ class PipelineOptions:
       into another service).
     - ``sink_breaker``: the circuit breaker around sink writes (``None``: a write that
       still fails after ``sink_retry`` fails the run at once).
+    - ``chaining``: run consecutive stages in one call of one replica, as Flink chains
+      operators, when the later stage has no ``key``, no autoscaling, and the same
+      ``replicas`` and ``num_cpus`` as the one before it.  A batch then makes one hop
+      (one actor call, one object-store round trip) through the whole chain instead of
+      one per stage.  Each stage keeps its own metrics, retries and dead letters; the
+      chain has the input pipe (``pipe_capacity``) of its first stage, and ``scale`` on
+      any of its stages scales the whole chain.  ``False`` gives every stage its own
+      replicas and pipe.
     """
 
     ordered: bool = False
@@ -154,8 +162,11 @@ class PipelineOptions:
     max_replica_restarts: int = 20
     sink_retry: RetryPolicy | None = None
     sink_breaker: SinkBreakerPolicy | None = field(default_factory=SinkBreakerPolicy)
+    chaining: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.chaining, bool):
+            raise TypeError(f"PipelineOptions.chaining must be True or False, got {self.chaining!r}")
         for name in ("sink_capacity", "source_capacity", "inflight_per_replica", "max_replica_restarts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -51,6 +51,8 @@ def run_and_kill(stage_id: str, keyed: bool, kills: int) -> None:
         time.sleep(0.005)
     result = handle.result(timeout_s=180)
     assert result.metrics[stage_id].replica_restarts >= kills
+    if not keyed:  # chained into one link with "double": they share its replicas
+        assert result.metrics["odd"].replica_restarts == result.metrics["double"].replica_restarts
     x = result.table["x"].to_pylist()
     assert sorted(x) == list(range(1, total, 2))  # every row delivered, none twice
     assert result.table["y"].to_pylist() == [2 * v for v in x]

@@ -74,15 +74,17 @@ def rows(table: pa.Table | None, columns: list[str]) -> list[tuple[object, ...]]
     return sorted(zip(*(table[c].to_pylist() for c in columns)))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     batches=st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(-50, 50)), min_size=0, max_size=30), min_size=1, max_size=8),
     replicas=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2)),
     keyed=st.booleans(),
     ordered=st.booleans(),
+    chaining=st.booleans(),
 )
 def test_result_equals_the_oracle(
-    executor: str, batches: list[list[tuple[int, int]]], replicas: tuple[int, int, int], keyed: bool, ordered: bool
+    executor: str, batches: list[list[tuple[int, int]]], replicas: tuple[int, int, int], keyed: bool, ordered: bool,
+    chaining: bool,
 ) -> None:
     tables = [pa.table({"k": pa.array([k for k, _ in b], pa.int64()), "x": pa.array([x for _, x in b], pa.int64())}) for b in batches]
     stages = [
@@ -90,8 +92,11 @@ def test_result_equals_the_oracle(
         Stage("drop3", keep_not_multiple_of_3, replicas=replicas[1], key="k" if keyed else None),
         Stage("explode", explode_twice, replicas=replicas[2], key="k" if keyed else None),
     ]
-    options = PipelineOptions(ordered=ordered)
+    options = PipelineOptions(ordered=ordered, chaining=chaining)
     result = engine.run(Pipeline(IteratorSource(tables), stages, CollectSink(), options), executor).result(timeout_s=120)
+    kept = sum(1 for b in batches for _, x in b if x % 3 != 0)
+    assert [result.metrics[s].rows_out for s in ("double", "drop3", "explode")] == [
+        sum(len(b) for b in batches), kept, 2 * kept]  # chained or not, each stage counts its own rows
     oracle = sorted(
         (k, x, sign * 2 * x) for b in batches for k, x in b if x % 3 != 0 for sign in (1, -1)
     )

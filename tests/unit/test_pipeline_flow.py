@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from engine.common.retry import RetryPolicy
 from engine.io.sources import BadRecord, SourceBatch
-from engine.pipeline.filtering import process_batch
+from engine.pipeline.filtering import LinkStage, process_batch
 from engine.pipeline.flow import events as ev
 from engine.pipeline.flow.core import FlowCore
 from engine.pipeline.flow.plan import FlowPlan, StagePlan
@@ -56,13 +56,16 @@ def fate(x: int, kinds: list[str]) -> str:
 
 
 @st.composite
-def setups(draw: st.DrawFn) -> tuple[FlowPlan, list[str], list[tuple[list[int], int]]]:
+def setups(draw: st.DrawFn) -> tuple[FlowPlan, list[list[str]], list[tuple[list[int], int]]]:
     stages, kinds = [], []
     for index in range(draw(st.integers(1, 3))):
-        kinds.append(draw(st.sampled_from(sorted(FILTERS))))
+        # A link: a stage and 0-2 stages chained after it, each with its own filter.
+        link_kinds = draw(st.lists(st.sampled_from(sorted(FILTERS)), min_size=1, max_size=3))
+        kinds.append(link_kinds)
         policy = AutoscalePolicy(1, 3, high_water=2, low_water=0, sustain_s=1.0) if draw(st.booleans()) else None
+        members = tuple(f"s{index}c{j}" for j in range(1, len(link_kinds)))
         stages.append(StagePlan(f"s{index}", draw(st.integers(1, 3)), "k" if draw(st.booleans()) else None,
-                                draw(st.integers(1, 3)), policy))
+                                draw(st.integers(1, 3)), policy, members))
     plan = FlowPlan(tuple(stages), ordered=draw(st.booleans()), sink_capacity=draw(st.integers(1, 3)),
                     inflight_per_replica=draw(st.integers(1, 2)), max_replica_restarts=10**6)
     batches = draw(st.lists(st.tuples(st.lists(st.integers(0, 5), max_size=6), st.integers(0, 2)), max_size=7))
@@ -73,7 +76,7 @@ class FlowMachine(RuleBasedStateMachine):
     """Plays an executor against one ``FlowCore``; checks bounds, exactly-once, order, the end."""
 
     @initialize(setup=setups())
-    def start(self, setup: tuple[FlowPlan, list[str], list[tuple[list[int], int]]]) -> None:
+    def start(self, setup: tuple[FlowPlan, list[list[str]], list[tuple[list[int], int]]]) -> None:
         self.plan, self.kinds, self.batches = setup
         self.now = 0.0
         self.core = FlowCore(self.plan, clock=lambda: self.now)
@@ -132,7 +135,7 @@ class FlowMachine(RuleBasedStateMachine):
                     self.bad_seen += action.groups[0][0].num_rows
                     assert action.source["file"] == "mem" and len(action.source["offsets"]) == action.groups[0][0].num_rows
                 else:
-                    assert action.step in [s.id for s in self.plan.stages]
+                    assert action.step in [i for s in self.plan.stages for i in s.stage_ids]
                     self.dead_x += [x for rows, _, _ in action.groups for x in rows["x"].to_pylist()]
             elif isinstance(action, ev.Finish):
                 self.status = action.status
@@ -152,8 +155,8 @@ class FlowMachine(RuleBasedStateMachine):
 
     def run_call(self, submit: ev.Submit) -> ev.CallCompleted:
         stage = self.plan.stages[submit.stage]
-        meta, parts = process_batch(stage.id, FILTERS[self.kinds[submit.stage]], NO_RETRY, submit.payload,  # type: ignore[arg-type]
-                                    submit.next_key, submit.parts)
+        link = [LinkStage(i, FILTERS[kind], NO_RETRY) for i, kind in zip(stage.stage_ids, self.kinds[submit.stage])]
+        meta, parts = process_batch(link, submit.payload, submit.next_key, submit.parts)  # type: ignore[arg-type]
         return ev.CallCompleted(submit.call_id, meta, tuple(parts))
 
     # -- rules -------------------------------------------------------------------------
@@ -278,13 +281,18 @@ class FlowMachine(RuleBasedStateMachine):
             self._check_against_oracle()
 
     def _check_against_oracle(self) -> None:
-        fates = {x: fate(x, self.kinds) for x in self.read_x}
+        fates = {x: fate(x, [k for link in self.kinds for k in link]) for x in self.read_x}
         assert sorted(self.delivered_x) == [x for x in sorted(fates) if fates[x] == "delivered"]
         assert sorted(self.dead_x) == [x for x in sorted(fates) if fates[x] == "dead"]
         assert self.bad_seen == self.bad_read
         metrics = self.core.metrics()
         assert metrics["sink"].rows_in == len(self.delivered_x)
         assert metrics["source"].dead_letters == self.bad_read and metrics["source"].rows_out == len(self.read_x)
+        # Every stage, chained or not, counts the rows the stage before it let through.
+        ids = [i for stage in self.plan.stages for i in stage.stage_ids]
+        flow = [metrics["source"].rows_out] + [n for i in ids for n in (metrics[i].rows_in, metrics[i].rows_out)]
+        assert flow[:-1:2] == flow[1::2] and flow[-1] == metrics["sink"].rows_in
+        assert sum(metrics[i].dead_letters for i in ids) == len(self.dead_x)
         if self.plan.ordered:
             for key in set(self.delivered_k):
                 xs = [x for x, k in zip(self.delivered_x, self.delivered_k) if k == key]

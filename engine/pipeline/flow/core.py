@@ -111,7 +111,10 @@ class FlowCore(ReplicaRules):
 
     def metrics(self) -> dict[str, StageMetrics]:
         """A copy of every stage's metrics, plus ``"source"`` and ``"sink"``."""
-        snapshot = {stage.plan.id: StageMetrics(**stage.metrics.as_dict()) for stage in self.stages}
+        snapshot = {}
+        for stage in self.stages:
+            for counters in [stage.metrics, *stage.member_metrics]:
+                snapshot[counters.stage_id] = StageMetrics(**counters.as_dict())
         snapshot["source"] = StageMetrics(**self.source_metrics.as_dict())
         snapshot["sink"] = StageMetrics(**self.sink_metrics.as_dict())
         return snapshot
@@ -204,18 +207,25 @@ class FlowCore(ReplicaRules):
         split = len(event.outputs) > 1
         bundle = [Piece(call.piece.name + ((i,) if split else ()), output, rows, i)
                   for i, (output, rows) in enumerate(zip(event.outputs, part_rows)) if rows > 0]
-        counters = stage.metrics
-        counters.batches_in += 1
-        counters.rows_in += int(meta["rows_in"])
-        counters.rows_out += int(meta["rows_out"])
-        counters.batches_out += 1 if bundle else 0
-        counters.errors += int(meta["errors"])
-        counters.busy_s += float(meta["busy_s"])
-        dead = tuple(meta["dead"])
-        if dead:
-            counters.dead_letters += sum(rows.num_rows for rows, _, _ in dead)
-            name = ev.batch_name(call.piece.name)
-            self._actions.append(ev.RecordDead(stage.plan.id, dead, {"batch": name}, name))
+        # A link's later stages report in meta["members"], in order, each for the rows the
+        # stage before it let through (a stage that got no rows did not run).
+        steps = [(stage.plan.id, stage.metrics, meta)]
+        steps += [(m.stage_id, m, member) for m, member in zip(stage.member_metrics, meta.get("members", ()))]
+        name = ev.batch_name(call.piece.name)
+        for position, (stage_id, counters, counts) in enumerate(steps):
+            if position and not counts["ran"]:
+                break
+            last = position == len(steps) - 1
+            counters.batches_in += 1
+            counters.rows_in += int(counts["rows_in"])
+            counters.rows_out += int(counts["rows_out"])
+            counters.batches_out += (1 if bundle else 0) if last else (1 if int(counts["rows_out"]) else 0)
+            counters.errors += int(counts["errors"])
+            counters.busy_s += float(counts["busy_s"])
+            dead = tuple(counts["dead"])
+            if dead:
+                counters.dead_letters += sum(rows.num_rows for rows, _, _ in dead)
+                self._actions.append(ev.RecordDead(stage_id, dead, {"batch": name}, name))
         self.tracker.fork(call.piece.seq, len(bundle))
         if bundle:
             stage.held.append(bundle)

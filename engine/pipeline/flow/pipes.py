@@ -65,7 +65,8 @@ class Replica:
 
 
 class StagePipe:
-    """The live state of one stage: its replicas, its input pipe and its metrics."""
+    """The live state of one link (a stage and those chained after it): its replicas, its
+    input pipe and the metrics of each of its stages."""
 
     def __init__(self, index: int, plan: StagePlan) -> None:
         self.index = index
@@ -75,6 +76,7 @@ class StagePipe:
         self.ready: deque[Piece] = deque()
         self.held: deque[list[Piece]] = deque()
         self.metrics = StageMetrics(plan.id, replicas=plan.replicas)
+        self.member_metrics = [StageMetrics(member, replicas=plan.replicas) for member in plan.members]
         self.autoscaler = Autoscaler(plan.autoscale) if plan.autoscale is not None else None
 
     @property

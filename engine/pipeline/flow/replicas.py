@@ -40,7 +40,8 @@ class ReplicaRules:
             stage.active[stage.active.index(replica)] = self._new_replica(stage, replaces=replica.replica_id)
         else:
             stage.retiring.remove(replica)
-        stage.metrics.replica_restarts += 1
+        for counters in [stage.metrics, *stage.member_metrics]:  # a link's stages share its replicas
+            counters.replica_restarts += 1
         if stage.metrics.replica_restarts > self.plan.max_replica_restarts:
             self._fail(f"stage {stage.plan.id!r}: replicas died {stage.metrics.replica_restarts} times "
                        f"(more than max_replica_restarts={self.plan.max_replica_restarts})")
@@ -73,7 +74,8 @@ class ReplicaRules:
         while len(stage.active) > target:
             stage.retiring.append(stage.active.pop())
         self._retire_idle(stage)
-        stage.metrics.replicas = len(stage.active)
+        for counters in [stage.metrics, *stage.member_metrics]:
+            counters.replicas = len(stage.active)
 
     def _retire_idle(self, stage: StagePipe) -> None:
         for replica in stage.idle_retiring():
