@@ -203,13 +203,14 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def settle(limit_s: float = 30.0, quiet_cpu_s: float = 0.05, step_s: float = 0.5) -> float:
-    """Wait until this process and its children (the embedded cluster) use under
-    ``quiet_cpu_s`` of CPU in ``step_s`` (at most ``limit_s``); returns the seconds waited.
+def settle(min_s: float = 8.0, limit_s: float = 40.0, quiet_cpu_s: float = 0.1, step_s: float = 1.0) -> float:
+    """Wait at least ``min_s``, then until this process and its children (the embedded
+    cluster) use under ``quiet_cpu_s`` of CPU in ``step_s`` (at most ``limit_s`` in all);
+    returns the seconds waited.
 
-    Right after ``connect()`` the engine's MapReduce worker pool starts its workers and
-    loads their compiled kernels in the background (0.4-1 CPU-s per worker), which would
-    otherwise fall inside the first timed runs of every system here."""
+    After ``connect()`` the engine's MapReduce worker pool starts its other workers 2 s
+    later, and each loads its compiled kernels once idle for 2 s (0.4-1 CPU-s per worker),
+    which would otherwise fall inside the first timed runs of every system here."""
     import psutil
 
     def used() -> float:
@@ -224,6 +225,7 @@ def settle(limit_s: float = 30.0, quiet_cpu_s: float = 0.05, step_s: float = 0.5
         return total
 
     started = time.perf_counter()
+    time.sleep(min_s)
     before = used()
     while time.perf_counter() - started < limit_s:
         time.sleep(step_s)

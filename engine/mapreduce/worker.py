@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from engine.common.wire import decode_table, encode_table
 from engine.io.splits import InputSplit
 from engine.kernels import readiness
 from engine.mapreduce.actions import AttemptReport, MapKey
@@ -121,10 +122,11 @@ class MapReduceWorker:
         self._after_task("map", report.elapsed_s)
         return report
 
-    def fetch(self, job_id: str, keys: list[MapKey], partition: int) -> pa.Table:
-        """Partition ``partition`` of the named map outputs, concatenated."""
+    def fetch(self, job_id: str, keys: list[MapKey], partition: int) -> pa.Buffer:
+        """Partition ``partition`` of the named map outputs, concatenated, as an Arrow IPC
+        stream (``engine.common.wire``: Ray's own table serializer imports pandas)."""
         self._last_contact = time.monotonic()
-        return self._state.fetch(job_id, keys, partition)
+        return encode_table(self._state.fetch(job_id, keys, partition))
 
     def drop(self, job_id: str, keys: list[MapKey]) -> None:
         """Forget map outputs nobody needs any more."""
@@ -148,7 +150,8 @@ class MapReduceWorker:
         tables, lost, unreachable = [], [], []
         for name, ref in zip(names, refs):
             try:
-                tables.append(self._state.fetch(job_id, sources[name][1], partition) if ref is None else ray.get(ref))
+                tables.append(self._state.fetch(job_id, sources[name][1], partition) if ref is None
+                              else decode_table(ray.get(ref)))
             except (MapOutputLostError, ray.exceptions.RayError) as error:
                 cause = error if isinstance(error, MapOutputLostError) else getattr(error, "cause", None)
                 lost += cause.lost if isinstance(cause, MapOutputLostError) else [tuple(k) for k in sources[name][1]]
