@@ -5,7 +5,7 @@ keys: ``replicas``, ``rows_in``, ``rows_out``, ``batches_in``, ``batches_out``,
 ``pipe_depth``, ``max_pipe_depth``, ``busy_s``, ``errors``, ``dead_letters``,
 ``replica_restarts``; other keys of a stage, and metrics that are not stages, are shown
 generically.  Pipe bounds come from the spec (each stage's ``pipe_capacity``, the sink's
-``options.sink_capacity``).  The handle reports no autoscaler decisions, so the page
+``options.sink_capacity``; a chained stage has none).  The handle reports no autoscaler decisions, so the page
 records each change of a stage's replica count it sees (an autoscaler decision or a
 ``scale()`` call), with the stage's autoscale policy.
 """
@@ -29,6 +29,17 @@ def _stages(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if isinstance(value, dict) and ("rows_in" in value or "pipe_depth" in value)}
 
 
+def _link_heads(spec: Any) -> dict[str, str]:
+    """Each stage id of an engine ``Pipeline`` mapped to the first stage of its link ({}
+    for anything else)."""
+    from engine.pipeline.flow.plan import chains
+    from engine.pipeline.spec import Pipeline
+
+    if not isinstance(spec, Pipeline):
+        return {}
+    return {spec.stages[i].id: spec.stages[link[0]].id for link in chains(spec) for i in link}
+
+
 class PipelineView(GenericView):
     """See the module docstring for the keys it relies on."""
 
@@ -36,11 +47,16 @@ class PipelineView(GenericView):
     known_status = frozenset(("state", "error", "executor", "status"))
 
     def spec_info(self, spec: Any) -> dict[str, Any]:
-        """Stage order, pipe bounds and autoscale policies."""
+        """Stage order, pipe bounds and autoscale policies; a stage chained after another
+        (``PipelineOptions.chaining``) has no pipe, and its bound says which link it is in."""
         stages = []
+        heads = _link_heads(spec)
         for stage in getattr(spec, "stages", None) or []:
             policy = getattr(stage, "autoscale", None)
-            stages.append({"id": str(getattr(stage, "id", "?")), "pipe_capacity": getattr(stage, "pipe_capacity", None),
+            stage_id = str(getattr(stage, "id", "?"))
+            bound = getattr(stage, "pipe_capacity", None) if heads.get(stage_id, stage_id) == stage_id \
+                else f"chained after {heads[stage_id]}"
+            stages.append({"id": stage_id, "pipe_capacity": bound,
                            "autoscale": None if policy is None else {
                                "min": getattr(policy, "min_replicas", None), "max": getattr(policy, "max_replicas", None)}})
         options = getattr(spec, "options", None)

@@ -82,7 +82,8 @@ job = engine.MapReduceJob(name="wordcount-ui", source=engine.TextSource(inputs, 
 numbers = pa.table({"n": pa.array(range(rows), pa.int64())})
 pipeline = engine.Pipeline(engine.TableSource(numbers, batch_rows=10),
                            [engine.Stage("square", square, pipe_capacity=bound),
-                            engine.Stage("held", held, pipe_capacity=bound)], engine.CollectSink())
+                            engine.Stage("held", held, pipe_capacity=bound)], engine.CollectSink(),
+                           engine.PipelineOptions(chaining=False))  # two pipes: "held" backs up "square"
 failing = engine.Pipeline(engine.TableSource(numbers.slice(0, 10)), [engine.Stage("pass", square)],
                           engine.CallbackSink(refuse))
 flowing = engine.run(pipeline)

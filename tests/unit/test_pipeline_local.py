@@ -35,17 +35,11 @@ from engine.errors import PipelineFailedError, RateLimitedError, ResultTimeoutEr
 from engine.common.rate_limit import RateLimiter
 from engine.common.retry import RetryPolicy
 
+from tests.pipeline_filters import add_double, keep_even
+
 pytestmark = pytest.mark.unit
 
 NO_WAIT = RetryPolicy(max_attempts=3, base_delay_s=0.0, jitter=0.0)
-
-
-def add_double(batch: pa.Table) -> pa.Table:
-    return batch.append_column("y", pc.multiply(batch["x"], 2))
-
-
-def keep_even(batch: pa.Table) -> pa.Table:
-    return batch.filter(pc.equal(pc.bit_wise_and(batch["x"], 1), 0))
 
 
 def fail_on_multiples_of_7(batch: pa.Table) -> pa.Table:

@@ -206,6 +206,21 @@ def test_a_pipeline_shows_stages_against_bounds_scaling_and_pipe_depths() -> Non
     assert charts["delivered"]["series"] == [{"name": "sink", "points": [[2.0, 23.0]]}]  # 46 rows in 2 s
 
 
+def test_a_chained_stage_shows_the_link_it_runs_in_instead_of_a_bound() -> None:
+    clock = FakeClock()
+    identity = lambda table: table  # noqa: E731
+    spec = engine.Pipeline(engine.TableSource(pa.table({"k": [1]})),
+                           [engine.Stage("parse", identity, pipe_capacity=3), engine.Stage("enrich", identity)],
+                           engine.CollectSink())
+    metrics = [stage_metrics({"replicas": 1, "pipe_depth": 3, "max_pipe_depth": 3}, {"replicas": 1}, {"replicas": 1})]
+    document = run_script(Scripted([{"state": "running", "executor": "ray"}], metrics), 1, Registry(clock=clock),
+                          clock, dt=1.0, spec=spec)
+    bounds = {row[0]: row[7] for row in sections(document)["stages"]["rows"]}
+    assert bounds == {"parse": 3, "enrich": "chained after parse", "sink": 8}
+    limits = {c["id"]: c for c in document["charts"]}["pipe_depth"]["limits"]
+    assert limits == [{"name": "bound 3", "value": 3}, {"name": "bound 8", "value": 8}]
+
+
 def test_a_scatter_gather_service_shows_requests_partials_and_latency() -> None:
     clock = FakeClock()
     metrics = [{"requests": 10, "partial_answers": 1, "shard_errors": 0, "latency_p50_ms": 2.0, "latency_p90_ms": 3.0,

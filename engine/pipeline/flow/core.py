@@ -29,6 +29,9 @@ clock is injectable.  The rules it keeps:
 - **Resume**: given the batch names an earlier run of the same pipeline committed (a
   deterministic source gives the same batches the same names), pieces of those names are
   not delivered again.
+- **Chained stages** (``StagePlan.members``): a link's later stages run in the same call
+  as its first one, so the core sees one stage with one pipe; a call's ``meta`` reports
+  each stage's counters and dead rows, which the core books under that stage's id.
 - **The end**: once the source has ended and every piece read has been delivered (or
   dropped by a filter, or dead-lettered), the core says ``Finish``.
 """
