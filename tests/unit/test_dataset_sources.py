@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import ArrowDatasetSource, RayDatasetSource
+from engine.io import dataset_sources
 from engine.errors import InputNotFoundError, NotConnectedError, SpecError
 
 pytestmark = pytest.mark.unit
@@ -170,11 +171,12 @@ def test_ray_dataset_source_refuses_what_is_not_a_dataset() -> None:
     assert "needs a ray.data.Dataset, got list" in _one_line(raised)
 
 
-def test_ray_dataset_source_needs_a_connection() -> None:
-    from ray.data import Dataset
+def test_ray_dataset_source_needs_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Dataset:
+        """Stands in for ray.data.Dataset (the unit tier does not import Ray)."""
 
-    dataset = object.__new__(Dataset)  # the type check passes; nothing may run without Ray
-    dataset._current_executor = None  # what its __del__ looks at
+    # the type check passes; nothing may run without Ray
+    monkeypatch.setattr(dataset_sources, "_ray_dataset_type", lambda: Dataset)
     with pytest.raises(NotConnectedError) as raised:
-        RayDatasetSource(dataset)
+        RayDatasetSource(Dataset())
     assert "RayDatasetSource needs Ray: call engine.connect() first" in _one_line(raised)
