@@ -18,7 +18,6 @@ import threading
 import pyarrow as pa
 import ray
 
-from engine.common.retry import RetryPolicy
 from engine.pipeline.filtering import LinkStage, process_batch
 
 
