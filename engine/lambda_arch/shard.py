@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pyarrow as pa
 
 from engine.common.bad_records import describe_error
+from engine.common.wire import decode_table
 from engine.lambda_arch.errors import StaleSnapshotError
 from engine.lambda_arch.spec import Query, View
 
@@ -43,7 +44,7 @@ def decode_rows(payload: bytes | pa.Table) -> pa.Table:
     """A table sent as Arrow IPC stream bytes (tables pass through unchanged)."""
     if isinstance(payload, pa.Table):
         return payload
-    return pa.ipc.open_stream(payload).read_all()
+    return decode_table(payload)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from engine.common.bad_records import describe_error
 from engine.common.hashing import hash_partition
+from engine.common.wire import encode_table
 from engine.lambda_arch.errors import SpeedLayerDownError, SpeedLayerError
 from engine.lambda_arch.spec import View
 
@@ -38,10 +39,7 @@ DELTA_SCHEMA = pa.schema([("view", pa.string()), ("shard", pa.int32()), ("begin"
 
 def encode_rows(table: pa.Table) -> bytes:
     """A table as Arrow IPC stream bytes (decoded by ``shard.decode_rows``)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return encode_table(table).to_pybytes()
 
 
 def view_input(view: View, events: pa.Table) -> pa.Table:

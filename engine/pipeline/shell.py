@@ -21,7 +21,7 @@ from engine.pipeline.delivery import SinkDriver
 from engine.pipeline.flow import events as ev
 from engine.pipeline.flow.core import FlowCore
 from engine.pipeline.filtering import LinkStage
-from engine.pipeline.flow.plan import FlowPlan, chains
+from engine.pipeline.flow.plan import FlowPlan
 from engine.pipeline.result import PipelineResult, StageMetrics
 from engine.pipeline.spec import Pipeline, Stage
 
@@ -40,9 +40,10 @@ class PipelineRun:
         self.resume = resume
         self.run_token: str | None = None  # the sink's: it keys dead rows (a resumed run records them once)
         self.core = FlowCore(FlowPlan.from_pipeline(pipeline), clock)
-        # The stages each link of the core runs (one unless chained).
+        # The stages each link of the core runs (one unless chained), and what a call runs.
         self.links: tuple[tuple[Stage, ...], ...] = tuple(
-            tuple(pipeline.stages[i] for i in link) for link in chains(pipeline))
+            tuple(pipeline.stage(stage_id) for stage_id in link.stage_ids) for link in self.core.plan.stages)
+        self._link_filters = tuple(tuple(LinkStage(s.id, s.fn, s.retry) for s in link) for link in self.links)
         self.lock = threading.Lock()
         self.recorder = DeadLetterRecorder(pipeline.options.dead_letter_dir)
         self.finished = threading.Event()
@@ -89,7 +90,7 @@ class PipelineRun:
 
     def link_filters(self, link: int) -> tuple[LinkStage, ...]:
         """What a call of link ``link`` runs: its stages' ids, filters and retry policies."""
-        return tuple(LinkStage(stage.id, stage.fn, stage.retry) for stage in self.links[link])
+        return self._link_filters[link]
 
     def metrics_snapshot(self) -> dict[str, StageMetrics]:
         """Every stage's metrics now, plus ``"source"`` and ``"sink"``."""
