@@ -3,7 +3,7 @@ you joined, and removing it.
 
 A MapReduce job on a cluster you joined (``--address``) leaves the engine's supervisor
 (the detached ``WorkerPool`` actor, no CPU), one standby ``MapReduceMaster`` process (no
-CPU), its warm workers (1 CPU each, each exits after a minute unused) and one spare
+CPU), its warm workers (a CPU per task slot, each exits after a minute unused) and one spare
 worker (no CPU) on it, so that the next job starts at once.  ``what`` lists them; ``stop``
 stops them all (the next job starts them again).  Errors print one line and exit 1.
 """

@@ -67,8 +67,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     it).  In the driver of a `ray job submit` job, ``address=None`` joins the cluster the
     job was submitted to (so example jobs run there unchanged) instead of starting one.
     Calling ``connect`` again while connected returns the current connection.
-    With ``warm`` the MapReduce worker pool starts in the background with its first worker,
-    then one worker per CPU (exiting after a minute unused), so the first job starts at once.
+    With ``warm`` the MapReduce worker pool starts in the background with the workers a job
+    with default options leases (on one node one worker with a slot per CPU, on several one
+    per CPU; each exits after a minute unused), so the first job starts at once.
     With ``ui`` the status page starts in this process (``engine.ui``: 127.0.0.1 only, a
     free port, a random token; its URL is printed once to standard error) and shows every
     handle ``engine.run`` returns; ``shutdown()`` stops it.
@@ -118,7 +119,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
     if warm and connected_now:  # once per connection: the pool keeps its workers warm itself
         from engine.runtime.supervisor import get_pool
 
-        get_pool().prewarm.remote(max(1, cpus))
+        # The workers a job with default options leases (see ``JobOptions``): one with a
+        # slot per CPU on one node, single-slot ones on several.
+        get_pool().prewarm.remote(max(1, cpus), max(1, cpus) if cpu_nodes() <= 1 else 1)
     ui_url = None
     if ui:
         from engine.ui import start_ui
@@ -220,6 +223,11 @@ def alive_nodes() -> int:
 def available_cpus() -> int:
     """CPUs of the connected cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cpu_nodes() -> int:
+    """Alive nodes of the connected cluster that have CPUs (at least 1)."""
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0))
 
 
 def require_ray(what: str) -> None:

@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_CORPUS_SIZE} Zipf corpus once, in your private cache directory "
                              "$XDG_CACHE_HOME/arrow-patterns-engine/ or ~/.cache/arrow-patterns-engine/)")
     parser.add_argument("--output", "-o", help="output directory (default: a new directory under the system temp directory)")
-    parser.add_argument("--reducers", "-r", type=int, help="reduce partitions = output parts (default: 2 x workers)")
-    parser.add_argument("--workers", "-w", type=int, help="worker actors (default: the cluster's CPUs)")
+    parser.add_argument("--reducers", "-r", type=int, help="reduce partitions = output parts (default: 2 x task slots, fewer for a small input)")
+    parser.add_argument("--workers", "-w", type=int, help="worker processes, one task slot each (default: on one node, one worker with a slot "
+                        "per CPU; on several, one single-slot worker per CPU)")
     parser.add_argument("--address", help="join an existing Ray cluster: 'auto' (one started with `ray start --head` "
                                           "on this machine) or ray://host:port (default: start an embedded cluster)")
     parser.add_argument("--top", type=int, default=10, help="how many of the most frequent words to print (default 10)")

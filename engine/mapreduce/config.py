@@ -19,6 +19,8 @@ class MasterConfig:
     ``workers`` is how many workers the job may lease; ``new_workers``, when set, is how
     many of them may be new processes for its first lease (the pool's warm free workers
     are leased beyond it, up to ``workers``): a job with one map task starts one process.
+    ``slots_per_worker`` is how many tasks each worker runs at once (it reserves a CPU
+    for each).
     """
 
     job_id: str
@@ -33,3 +35,4 @@ class MasterConfig:
     worker_chaos: dict[int, WorkerChaos] = field(default_factory=dict)
     master_chaos: MasterChaos = field(default_factory=MasterChaos)
     new_workers: int | None = None
+    slots_per_worker: int = 1

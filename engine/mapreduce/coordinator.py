@@ -10,6 +10,7 @@ supervisor) is injected through ``MasterConfig``; this module never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import traceback
@@ -102,7 +103,8 @@ class JobCoordinator:
             self.ended.set()
 
     def _new_scheduler_parts(self) -> tuple[SchedulerConfig, SnapshotPolicy]:
-        return (SchedulerConfig.from_options(self.options),
+        return (dataclasses.replace(SchedulerConfig.from_options(self.options),
+                                    slots_per_worker=self.config.slots_per_worker),
                 SnapshotPolicy(self.options.snapshot_every_tasks, self.options.snapshot_every_s))
 
     def _fresh(self) -> list[Action]:
@@ -241,7 +243,7 @@ class JobCoordinator:
             # lease is awaited, so each numbered worker takes part from the start.
             first = None if self.config.worker_chaos else self.options.start_with_workers
             leased, pending = self._call_pool("acquire", self.config.job_id, missing, self.config.worker_chaos, first,
-                                              self.config.new_workers)
+                                              self.config.new_workers, self.config.slots_per_worker)
             # The pool may lease fewer (``new_workers``): the job's count from now on.
             self.target_workers = len(self.handles) + len(leased) + len(pending)
             self.next_worker, starting = self.target_workers, False
@@ -254,7 +256,8 @@ class JobCoordinator:
             for _ in range(missing):
                 chaos = self.config.worker_chaos.get(self.next_worker)
                 dead = self.scheduler.lost[-1] if self.scheduler.lost else ""
-                name, handle = self._call_pool("replace", self.config.job_id, dead, chaos)
+                name, handle = self._call_pool("replace", self.config.job_id, dead, chaos,
+                                               self.config.slots_per_worker)
                 self.next_worker += 1
                 leased[name] = handle
                 self.events.append(f"started replacement worker {name}")

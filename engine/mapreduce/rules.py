@@ -20,10 +20,25 @@ from engine.mapreduce.spec import MapReduceJob
 SHUFFLE_PARTITION_BYTES = 64 * 1024 * 1024
 
 
+def worker_shape(workers: int | None, slots: int | None, named_by_plan: bool, cpus: int,
+                 nodes: int) -> tuple[int, int]:
+    """(worker processes, task slots each) for a job on a cluster of ``cpus`` CPUs over
+    ``nodes`` nodes, as ``JobOptions`` documents: ``workers`` given (or a fault plan that
+    names workers): that many, ``slots`` each (default 1); only ``slots`` given: enough
+    workers of that size to cover the CPUs; neither: one worker with a slot per CPU on one
+    node, one single-slot worker per CPU on several."""
+    if workers or named_by_plan:
+        return workers or cpus, slots or 1
+    if slots:
+        return max(1, -(-cpus // slots)), slots
+    return (1, max(1, cpus)) if nodes <= 1 else (max(1, cpus), 1)
+
+
 def default_reducers(workers: int, splits: Sequence[InputSplit] = ()) -> int:
-    """Reducers default to twice the workers (enough to balance, few enough to stay fast),
-    but, when the input's size is known (text splits), no more than one per
-    ``SHUFFLE_PARTITION_BYTES`` of input and at least one per worker: a small job runs its
+    """Reducers default to twice the task slots (``workers``: the job's slots in all;
+    enough to balance, few enough to stay fast), but, when the input's size is known (text
+    splits), no more than one per ``SHUFFLE_PARTITION_BYTES`` of input and at least one
+    per slot: a small job runs its
     reduces in one wave instead of two (as Spark's adaptive execution coalesces small
     shuffle partitions)."""
     reducers = 2 * workers

@@ -32,7 +32,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class JobOptions:
     """How a job runs.  Every field has a default that follows the cluster.
 
-    - ``workers``: worker actors (default: the cluster's CPUs).
+    - ``workers``: worker processes (actors); ``slots_per_worker``: tasks each runs at once,
+      reserving a CPU per slot.  Default: on a one-node cluster one worker with a slot per
+      CPU (as a Spark executor has a task slot per core: one process start, one load of
+      the compiled kernels, map outputs shuffled within the process); on several nodes one
+      single-slot worker per CPU.  ``workers`` given (or a fault plan naming workers by
+      number): that many, one slot each unless ``slots_per_worker`` says otherwise.
     - ``start_with_workers``: how many of them must be ready before the first task is
       scheduled (default 1: the first map starts on the first warm worker, the others join
       as they finish starting; None: all of them, as Spark's
@@ -60,6 +65,7 @@ class JobOptions:
     """
 
     workers: int | None = None
+    slots_per_worker: int | None = None
     start_with_workers: int | None = 1
     max_task_attempts: int = 4
     heartbeat_interval_s: float = 0.5
@@ -84,6 +90,10 @@ class JobOptions:
             raise SpecError(f"nice must be an int within [0, 19], got {self.nice!r}")
         if self.workers is not None and self.workers < 1:
             raise SpecError(f"workers must be at least 1, got {self.workers}")
+        if self.slots_per_worker is not None and (isinstance(self.slots_per_worker, bool)
+                                                  or not isinstance(self.slots_per_worker, int)
+                                                  or self.slots_per_worker < 1):
+            raise SpecError(f"slots_per_worker must be None or an int of at least 1, got {self.slots_per_worker!r}")
         if self.start_with_workers is not None and (not isinstance(self.start_with_workers, int)
                                                     or self.start_with_workers < 1):
             raise SpecError(f"start_with_workers must be None or at least 1, got {self.start_with_workers!r}")

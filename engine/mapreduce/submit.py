@@ -15,12 +15,12 @@ import uuid
 
 import ray
 
-from engine.cluster import available_cpus, require_ray
+from engine.cluster import available_cpus, cpu_nodes, require_ray
 from engine.errors import InputNotFoundError
 from engine.io.parts import SNAPSHOTS_DIR, prepare_directory
 from engine.mapreduce.config import MasterConfig
 from engine.mapreduce.handle import JobHandle
-from engine.mapreduce.rules import default_reducers, resolve_output
+from engine.mapreduce.rules import default_reducers, resolve_output, worker_shape
 from engine.mapreduce.snapshot import SnapshotStore
 from engine.mapreduce.spec import MapReduceJob
 from engine.runtime.supervisor import NAMESPACE, get_pool
@@ -42,8 +42,9 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     submitted_at = time.time()  # the job's time runs from here: starting its masters and workers counts
     splits = job.source.plan_splits()  # fail on a missing input before any work starts
     chaos = chaos or ChaosPlan()
-    workers = job.options.workers or available_cpus()
-    reducers = job.reducers or default_reducers(workers, splits)
+    workers, slots = worker_shape(job.options.workers, job.options.slots_per_worker, bool(chaos.workers),
+                                  available_cpus(), cpu_nodes())
+    reducers = job.reducers or default_reducers(workers * slots, splits)
     # No more new worker processes than map tasks: a one-split job on a fresh cluster starts
     # one, not one per CPU (warm free workers still join it).  A job that asked for a number
     # of workers, or whose fault plan names workers by number, gets them all.
@@ -72,7 +73,7 @@ def submit(job: MapReduceJob, chaos: ChaosPlan | None = None, resume: bool = Fal
     config = MasterConfig(job_id=f"{job.name}-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE, output=output,
                           reducers=reducers, workers=workers, snapshot_dir=snapshot_dir, fingerprint=fingerprint,
                           pool=pool, find_pool=get_pool, worker_chaos=dict(chaos.workers), master_chaos=chaos.master,
-                          new_workers=new_workers)
+                          new_workers=new_workers, slots_per_worker=slots)
     masters = ray.get(pool.take_masters.remote(2 if job.options.backup_master else 1))
     # The job goes with the calls, not through ray.put: an object this driver put would be
     # lost with the node, and Ray's core worker ends a driver outright (exit 1) when its

@@ -35,9 +35,10 @@ IDLE_LOAD_AFTER_S = 2.0
 class MapReduceWorker:
     """A pooled worker process, leased to one job at a time.  See the module docstring."""
 
-    def __init__(self, name: str, idle_timeout_s: float = 60.0, reserves_cpu: bool = True) -> None:
+    def __init__(self, name: str, idle_timeout_s: float = 60.0, reserves_cpu: bool = True, cpus: float = 1.0) -> None:
         self.name = name
         self.reserves_cpu = reserves_cpu  # False for the pool's spare (it holds no CPU while it waits)
+        self.cpus = cpus  # CPUs reserved: the task slots a job gives this worker
         self._state = WorkerState(name)
         self._last_contact = time.monotonic()
         self._tasks_done = 0
@@ -102,11 +103,12 @@ class MapReduceWorker:
                 self._chaos = WorkerChaos()
 
     def ping(self) -> dict:
-        """Liveness: name, job leased to (or None), whether it reserves a CPU, attempts
-        running, map outputs held, process and node."""
+        """Liveness: name, job leased to (or None), whether it reserves CPUs and how many,
+        attempts running, map outputs held, process and node."""
         self._last_contact = time.monotonic()
         running, outputs = self._state.counts()
-        return {"worker": self.name, "job": self._job, "reserves_cpu": self.reserves_cpu, "running": running, "outputs": outputs, "pid": os.getpid(),
+        return {"worker": self.name, "job": self._job, "reserves_cpu": self.reserves_cpu, "cpus": self.cpus,
+                "running": running, "outputs": outputs, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
     def _after_task(self, kind: str, elapsed: float) -> None:

@@ -57,6 +57,7 @@ class WorkerPool(MasterHost):
         self.placement = control_plane_placement()  # masters go where the pool is: the head node
         self.masters: list[Any] = []  # MapReduceMaster processes (not this one)
         self.spare_workers: list[tuple[str, Any]] = []
+        self.cpus: dict[str, float] = {}  # worker name -> CPUs it reserves (its task slots; 0: the spare)
         self.lock = threading.Lock()
         # Orders the lease and release calls a worker gets, also across pools: a pool that
         # replaces a dead one starts a later epoch.
@@ -96,6 +97,8 @@ class WorkerPool(MasterHost):
             except ray.exceptions.RayError:
                 continue
             handle = handles[name]
+            if not name.startswith(MASTER_PREFIX):
+                self.cpus[name] = float(info.get("cpus", 1.0 if info.get("reserves_cpu", True) else 0.0))
             if name.startswith(MASTER_PREFIX):
                 self.masters.append(handle)
             elif info.get("job"):
@@ -109,8 +112,21 @@ class WorkerPool(MasterHost):
         name = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
         idle_timeout = self.idle_timeout_s if cpus > 0 else float("inf")  # a spare holds no CPU: it may wait
         handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
-                                         scheduling_strategy="SPREAD").remote(name, idle_timeout, cpus > 0)
+                                         scheduling_strategy="SPREAD").remote(name, idle_timeout, cpus > 0, cpus)
+        self.cpus[name] = cpus
         return name, handle
+
+    def _stop_free_unlike(self, slots: int) -> None:
+        """Stop the free workers that do not have ``slots`` task slots: a new worker of that
+        size needs the CPUs they reserve (called with the lock held)."""
+        for name, (handle, _) in list(self.free.items()):
+            if self.cpus.get(name, 1.0) != slots:
+                del self.free[name]
+                self.cpus.pop(name, None)
+                try:
+                    ray.kill(handle, no_restart=True)
+                except Exception:  # already gone
+                    pass
 
     def _refill_spare(self) -> None:
         """Keep one warm worker that reserves no CPU, ready to replace a dead one at once
@@ -126,11 +142,13 @@ class WorkerPool(MasterHost):
         return master
 
     def acquire(self, job_id: str, count: int, chaos: dict[int, WorkerChaos] | None = None,
-                wait_for: int | None = None,
-                new_at_most: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
-        """Lease ``count`` workers to ``job_id`` (reusing warm ones); with ``new_at_most``,
-        fewer when that would mean starting more than that many new processes (free warm
-        workers are always leased, up to ``count``; at least one worker is).
+                wait_for: int | None = None, new_at_most: int | None = None,
+                slots: int = 1) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+        """Lease ``count`` workers of ``slots`` task slots each (a worker reserves one CPU per
+        slot) to ``job_id``, reusing warm ones of that size; with ``new_at_most``, fewer
+        when that would mean starting more than that many new processes (free warm workers
+        of that size are always leased, up to ``count``; at least one worker is).  Free
+        workers of another size are stopped when new ones must start (they hold the CPUs).
 
         Returns (leased: name -> handle, pending: name -> (handle, lease call)).  Without
         ``wait_for`` every lease is waited for; with it, the call returns as soon as that
@@ -145,17 +163,22 @@ class WorkerPool(MasterHost):
             for name, (handle, released) in list(self.free.items()):
                 if len(chosen) == count:
                     break
+                if self.cpus.get(name, 1.0) != slots:
+                    continue
                 del self.free[name]
                 if now - released > 0.8 * self.idle_timeout_s:  # about to exit by itself
+                    self.cpus.pop(name, None)
                     ray.kill(handle, no_restart=True)
                     continue
                 chosen[name] = handle
             floor = count if new_at_most is None else min(count, max(1, new_at_most))
+            if len(chosen) < floor:
+                self._stop_free_unlike(slots)
             # With free workers enough to start on, new ones are started once those are
             # leased: a process booting beside them would slow their start on a small machine.
             later = max(0, floor - len(chosen)) if wait_for is not None and len(chosen) >= wait_for else 0
             while len(chosen) < floor - later:
-                name, handle = self._new_worker()
+                name, handle = self._new_worker(slots)
                 chosen[name] = handle
             for name, handle in chosen.items():
                 self.leased[name] = (handle, job_id)
@@ -179,7 +202,7 @@ class WorkerPool(MasterHost):
                     waiting[fresh["ref"]] = fresh
         for _ in range(later):
             with self.lock:
-                name, handle = self._new_worker()
+                name, handle = self._new_worker(slots)
                 self.leased[name] = (handle, job_id)
             slot = {"name": name, "handle": handle, "chaos": None,
                     "ref": handle.lease.remote(job_id, None, self._next_seq())}
@@ -210,41 +233,46 @@ class WorkerPool(MasterHost):
         ``LEASE_ATTEMPTS`` times (the job replaces the worker later, as any lost one)."""
         with self.lock:
             self.leased.pop(slot["name"], None)
+            cpus = self.cpus.pop(slot["name"], 1.0)
             if slot.get("failures", 0) + 1 >= LEASE_ATTEMPTS:
                 return None
-            name, handle = self._new_worker()
+            name, handle = self._new_worker(cpus)
             self.leased[name] = (handle, job_id)
         return {**slot, "name": name, "handle": handle, "failures": slot.get("failures", 0) + 1,
                 "ref": handle.lease.remote(job_id, slot["chaos"], self._next_seq())}
 
-    def prewarm(self, count: int) -> int:
-        """Start workers until the pool holds ``count`` (free or leased), so jobs do not
-        wait for them: the first now, the others ``SPARE_DELAY_S`` later (on a small
+    def prewarm(self, count: int, slots: int = 1) -> int:
+        """Start workers of ``slots`` task slots until the pool's workers (free or leased)
+        reserve ``count`` CPUs, so jobs do not wait for them: the first now, the others
+        ``SPARE_DELAY_S`` later (on a small
         machine, processes starting beside a first job's slow it down; that job starts new
         workers itself if it needs them sooner).  The warm spare that replaces a failed
         worker starts beside the first job.  Workers beyond the cluster's CPUs would never
         start, and a job leased one of them would wait for it.  Returns how many are free."""
-        self._top_up_workers(min(count, 1))
-        if count > 1:
+        self._top_up_workers(min(count, slots), slots)
+        if count > slots:
             def later() -> None:
                 time.sleep(SPARE_DELAY_S)
-                self._top_up_workers(count)
+                self._top_up_workers(count, slots)
 
             threading.Thread(target=later, name="pool-prewarm", daemon=True).start()
         return len(self.free)
 
-    def _top_up_workers(self, count: int) -> None:
+    def _top_up_workers(self, count: int, slots: int) -> None:
         with self.lock:
-            while len(self.free) + len(self.leased) < count:
-                name, handle = self._new_worker()
+            while (reserved := sum(self.cpus.get(name, 1.0) for name in [*self.free, *self.leased])) < count:
+                name, handle = self._new_worker(min(slots, count - reserved))
                 self.free[name] = (handle, time.monotonic())
 
-    def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None) -> tuple[str, Any]:
-        """Forget a dead worker of ``job_id`` and lease a fresh one in its place."""
+    def replace(self, job_id: str, dead: str, chaos: WorkerChaos | None = None, slots: int = 1) -> tuple[str, Any]:
+        """Forget a dead worker of ``job_id`` and lease a fresh one in its place (the warm
+        spare, which reserves no CPU: the dead worker's are free; else a new worker of
+        ``slots`` slots)."""
         with self.lock:
             self.leased.pop(dead, None)
             self.free.pop(dead, None)
-            name, handle = self.spare_workers.pop() if self.spare_workers else self._new_worker()
+            self.cpus.pop(dead, None)
+            name, handle = self.spare_workers.pop() if self.spare_workers else self._new_worker(slots)
             self.leased[name] = (handle, job_id)
         handle.lease.remote(job_id, chaos, self._next_seq())
         threading.Thread(target=self._refill_spare, daemon=True).start()
@@ -272,6 +300,8 @@ class WorkerPool(MasterHost):
             self.release(job_id)
         with self.lock:
             idle = [handle for handle, _ in self.free.values()]
+            for name in self.free:
+                self.cpus.pop(name, None)
             self.free.clear()
         for handle in idle:
             try:

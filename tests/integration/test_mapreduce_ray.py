@@ -271,3 +271,38 @@ def test_a_lease_starts_no_more_new_workers_than_asked_and_takes_every_free_one(
         assert len(leased) + len(pending) == cpus
     finally:
         ray.get(pool.release.remote("new-at-most-2"), timeout=60)
+
+
+def test_a_default_job_runs_its_maps_at_once_in_one_worker_with_a_slot_per_cpu(ray_runtime: object,
+                                                                                tmp_path: Path) -> None:
+    # One node: the job's worker reserves every CPU and runs a task per slot (as a Spark
+    # executor does), so two maps run at the same time in the same process.  Each map leaves
+    # a marker naming its process and waits (up to 30 s) for the other's: run one after the
+    # other, the first would give up having seen only its own.
+    import json
+    import os
+    import uuid
+
+    import ray
+
+    assert int(ray.cluster_resources()["CPU"]) == 2
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    def meet(table: pa.Table) -> pa.Table:
+        (markers / uuid.uuid4().hex).write_text(json.dumps({"pid": os.getpid()}))
+        deadline = time.monotonic() + 30
+        while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen = len(list(markers.iterdir()))
+        return table.append_column("seen", pa.array([seen] * table.num_rows, pa.int64()))
+
+    table = pa.table({"key": pa.array([i % 3 for i in range(10)], pa.int64())})
+    keep = engine.GroupByAggregate("key", {"seen": "min"})
+    job = engine.MapReduceJob(name="slots", source=engine.TableSource(table, batch_rows=5), map=meet, combine=keep,
+                              reduce=keep, keys="key", reducers=2, output=str(tmp_path / "out"))
+    result = engine.run(job, "ray").result(timeout_s=120)
+    assert result.map_tasks == 2
+    assert set(result.table().column("seen").to_pylist()) == {2}  # each map saw the other's marker
+    pids = {json.loads(path.read_text())["pid"] for path in markers.iterdir()}
+    assert len(pids) == 1 and len(result.details["workers"]) == 1

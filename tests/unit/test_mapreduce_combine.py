@@ -138,3 +138,32 @@ def test_small_text_inputs_get_one_reduce_per_worker_and_large_ones_two() -> Non
     assert default_reducers(2, text(3 * SHUFFLE_PARTITION_BYTES)) == 3
     assert default_reducers(2, text(64 * SHUFFLE_PARTITION_BYTES)) == 4
     assert default_reducers(3, [InputSplit("parquet", "f", 0, 1)]) == 6  # size unknown: twice the workers
+
+
+@given(workers=st.none() | st.integers(1, 8), slots=st.none() | st.integers(1, 8), named=st.booleans(),
+       cpus=st.integers(1, 64), nodes=st.integers(1, 8))
+def test_the_worker_shape_covers_what_the_options_ask(workers: int | None, slots: int | None, named: bool,
+                                                       cpus: int, nodes: int) -> None:
+    from engine.mapreduce.rules import worker_shape
+
+    got_workers, got_slots = worker_shape(workers, slots, named, cpus, nodes)
+    assert got_workers >= 1 and got_slots >= 1
+    if workers is not None:  # asked for: exactly that many, one slot each by default
+        assert (got_workers, got_slots) == (workers, slots or 1)
+    elif named:  # a fault plan names workers by number: one single-slot worker per CPU
+        assert (got_workers, got_slots) == (cpus, slots or 1)
+    elif slots is not None:  # as few workers of that size as cover the CPUs
+        assert got_slots == slots and (got_workers - 1) * slots < cpus <= got_workers * slots
+    elif nodes == 1:  # as a Spark executor: one process, a task slot per core
+        assert (got_workers, got_slots) == (1, cpus)
+    else:
+        assert (got_workers, got_slots) == (cpus, 1)
+
+
+def test_slots_per_worker_must_be_a_positive_int() -> None:
+    from engine.errors import SpecError
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(SpecError, match="slots_per_worker"):
+            engine.JobOptions(slots_per_worker=bad).validate()  # type: ignore[arg-type]
+    engine.JobOptions(slots_per_worker=3).validate()
