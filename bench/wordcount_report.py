@@ -194,7 +194,9 @@ def print_table(report: dict[str, Any]) -> None:
     startup = report.get("startup")
     if startup:
         print(f"start-up ({startup['meaning']}): engine one-line process {startup['engine_median_s']:.2f}s vs bare Ray "
-              f"{startup['bare_ray_median_s']:.2f}s (difference {startup['difference_s']:+.2f}s)")
+              f"{startup['bare_ray_median_s']:.2f}s (difference {startup['difference_s']:+.2f}s, ratio "
+              f"{startup['engine_median_s'] / startup['bare_ray_median_s']:.2f}x); means {startup['engine_mean_s']:.2f}s "
+              f"vs {startup['bare_ray_mean_s']:.2f}s ({startup['ratio_of_means']:.2f}x)")
     compile_cost = report.get("compile")
     if compile_cost:
         nan = float("nan")
