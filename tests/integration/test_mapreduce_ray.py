@@ -306,3 +306,26 @@ def test_a_default_job_runs_its_maps_at_once_in_one_worker_with_a_slot_per_cpu(r
     assert set(result.table().column("seen").to_pylist()) == {2}  # each map saw the other's marker
     pids = {json.loads(path.read_text())["pid"] for path in markers.iterdir()}
     assert len(pids) == 1 and len(result.details["workers"]) == 1
+
+
+def test_the_pool_leases_workers_of_the_asked_size_and_stops_free_ones_of_another(ray_runtime: object) -> None:
+    # A free two-slot worker holds both CPUs: a job that wants single-slot workers gets new
+    # ones, and the two-slot one is stopped so that they can start.
+    import ray
+
+    from engine.runtime.supervisor import get_pool, stop_idle_workers
+
+    pool = get_pool()
+    stop_idle_workers()
+    leased, pending = ray.get(pool.acquire.remote("shape-two", 1, None, None, None, 2), timeout=120)
+    ((wide, handle),) = {**leased, **{name: h for name, (h, _) in pending.items()}}.items()
+    assert ray.get(handle.ping.remote(), timeout=60)["cpus"] == 2
+    ray.get(pool.release.remote("shape-two"), timeout=60)
+    leased, pending = ray.get(pool.acquire.remote("shape-one", 2, None, None, None, 1), timeout=120)
+    try:
+        handles = {**leased, **{name: h for name, (h, _) in pending.items()}}
+        assert len(handles) == 2 and wide not in handles
+        assert [ray.get(h.ping.remote(), timeout=60)["cpus"] for h in handles.values()] == [1, 1]
+        assert wide not in ray.get(pool.members.remote(), timeout=60)["free"]
+    finally:
+        ray.get(pool.release.remote("shape-one"), timeout=60)
