@@ -45,9 +45,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="producer rate (events/s) while the batch layer recomputes (default 500000; 0: max)")
     parser.add_argument("--feed-capacity", type=int, default=4, help="speed-layer feed capacity in batches")
     parser.add_argument("--batch-workers", type=int, default=1,
-                        help="MapReduce workers of the batch runs during the ingest phase (default 1)")
+                        help="MapReduce workers (one task slot each) of the batch runs during the ingest phase "
+                             "(default 1: one core for the batch layer, one for ingest and serving; 0: "
+                             "LambdaOptions' default, one worker with a slot per CPU)")
     parser.add_argument("--batch-nice", type=int, default=None,
-                        help="OS nice steps of the batch layer's work (default: LambdaOptions' default, 10; 0: off)")
+                        help="OS nice steps of the batch layer's work (default: LambdaOptions' default, 19; 0: off)")
     parser.add_argument("--switch-interval", type=float, default=0.001,
                         help="sys.setswitchinterval for the driver (default 0.001 s; Python's is 0.005)")
     parser.add_argument("--skip-local", action="store_true", help="skip the inline batch run of phase 2")
@@ -113,7 +115,7 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         nice = {} if args.batch_nice is None else {"batch_nice": args.batch_nice}
-        lam = AdTech.start(directory, "ray", LambdaOptions(shards=args.shards, batch_workers=args.batch_workers,
+        lam = AdTech.start(directory, "ray", LambdaOptions(shards=args.shards, batch_workers=args.batch_workers or None,
                                                            feed_capacity=args.feed_capacity, **nice))
         lam.ingest(events.slice(0, 1_000))  # warm the pipeline replica and shards
         lam.wait_visible()

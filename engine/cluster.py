@@ -92,6 +92,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
                     address="local",  # always a new embedded cluster, never a `ray start` one by accident
                     num_cpus=num_cpus,
                     include_dashboard=False,
+                    # Ray runs every worker process 15 nice steps below the driver; the
+                    # engine's serving actors (view shards, pipeline replicas) must not
+                    # lose the CPU to the driver's own work, and the batch work that should
+                    # yield to them is lowered per task (``JobOptions.nice``) instead.
+                    _system_config={"worker_niceness": 0},
                     _node_ip_address="127.0.0.1",
                     logging_level=logging.WARNING,
                     log_to_driver=True,

@@ -153,8 +153,9 @@ class RayBackend(InlineBackend):
         actor_class = ray.remote(ViewShard).options(num_cpus=0, max_concurrency=8)
         options = self.spec.options
         self.actors = [actor_class.remote(index, count, self.spec.views, self.spec.queries, speed_start,
-                                          options.compact_speed, options.speed_chunks) for index in range(count)]
-        self._call("status", [() for _ in self.actors])  # started (and importable) before the first query
+                                          options.compact_speed, options.speed_chunks, True) for index in range(count)]
+        # Started, importable and with their compiled kernels loaded before the first query.
+        self._call("warm_up", [() for _ in self.actors])
 
     def _call(self, method: str, arguments: Sequence[tuple], actors: Sequence[Any] | None = None) -> list[Any]:
         """Call ``method`` on every actor at once; a dead actor raises ``SpeedLayerDownError``,

@@ -104,19 +104,28 @@ class ShardSnapshot:
 
 
 class ViewShard:
-    """Batch and real-time view partitions of shard ``index`` (of ``shards``)."""
+    """Batch and real-time view partitions of shard ``index`` (of ``shards``).
+
+    ``background_compaction`` (the Ray executor's shards) merges real-time chunks on a
+    thread after the append instead of before it (see ``apply``); the chunks held may
+    then exceed ``max_chunks + pins`` for as long as a merge runs."""
 
     def __init__(self, index: int, shards: int, views: Sequence[View], queries: Sequence[Query],
-                 speed_start: int = 0, compact: bool = True, max_chunks: int = 4) -> None:
+                 speed_start: int = 0, compact: bool = True, max_chunks: int = 4,
+                 background_compaction: bool = False) -> None:
         if max_chunks < 2:
             raise ValueError(f"max_chunks must be >= 2 (the newest chunk and the rest), got {max_chunks}")
         self.index = index
         self.shards = shards
         self.compact = compact
+        self.background_compaction = background_compaction
         self.max_chunks = max_chunks
         self._views = {view.name: view for view in views}
         self._queries = {query.name: query for query in queries}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held briefly: queries take their snapshot under it
+        self._apply_lock = threading.Lock()  # one apply at a time (its compaction runs outside _lock)
+        self._compact_lock = threading.Lock()  # held by the one background merge running
+        self._pin_generation = 0  # bumped by every pin and drop_below (a merge begun before is not kept)
         self._batch: dict[int, dict[str, pa.Table]] = {}
         self._chunks: list[Chunk] = []
         self._applied_end = speed_start
@@ -136,22 +145,63 @@ class ViewShard:
         """Apply the real-time partials of log offsets ``[begin, end)``; returns the applied end.
 
         Batches must come in log order; one already applied (``end <=`` applied end) is
-        ignored, so re-delivery is harmless.
+        ignored, so re-delivery is harmless.  With ``compact``, the chunks held before this
+        one (all published by now) are merged first; with ``background_compaction`` the
+        new chunk is appended at once and they are merged afterwards on a thread of their
+        own, so neither visibility nor queries wait for a merge.
         """
         tables = {name: decode_rows(rows) for name, rows in parts.items()}
-        with self._lock:
-            if end <= self._applied_end:
-                return self._applied_end
-            if begin != self._applied_end:
-                raise ValueError(f"shard {self.index}: batch [{begin}, {end}) does not follow applied "
-                                 f"offset {self._applied_end}")
-            self._applied_end = end
-            if end <= self._floor:  # a lagging speed layer delivering what the batch view covers
+        chunk = Chunk(begin, end, 1, {name: t for name, t in tables.items() if t.num_rows})
+        with self._apply_lock:
+            with self._lock:
+                if end <= self._applied_end:
+                    return self._applied_end
+                if begin != self._applied_end:
+                    raise ValueError(f"shard {self.index}: batch [{begin}, {end}) does not follow applied "
+                                     f"offset {self._applied_end}")
+                if end <= self._floor:  # a lagging speed layer delivering what the batch view covers
+                    self._applied_end = end
+                    return end
+                published = list(self._chunks)
+                if self.background_compaction or not self.compact:
+                    self._chunks.append(chunk)
+                    self._applied_end = end
+            if not self.compact:
                 return end
-            if self.compact:
-                self._merge_published_chunks()
-            self._chunks.append(Chunk(begin, end, 1, {name: t for name, t in tables.items() if t.num_rows}))
+            if self.background_compaction:
+                self._compact_later(published)
+                return end
+            self._compact(published)
+            with self._lock:
+                self._chunks.append(chunk)
+                self._applied_end = end
             return end
+
+    def _compact_later(self, published: list[Chunk]) -> None:
+        """Merge ``published`` on a thread of its own unless a merge is running (the next
+        apply then merges what has accumulated)."""
+        if len(published) < 2 or not self._compact_lock.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                self._compact(published)
+            finally:
+                self._compact_lock.release()
+
+        threading.Thread(target=run, name=f"shard-{self.index}-compact", daemon=True).start()
+
+    def _compact(self, published: list[Chunk]) -> None:
+        """Replace the chunks ``published`` (the oldest held) by their merge, outside the
+        lock queries take; kept only if they are still held first and no ``pin`` came."""
+        with self._lock:
+            pins, pin_generation = set(self._pins), self._pin_generation
+        compacted = self._compacted(published, pins)
+        with self._lock:
+            held = self._chunks
+            if (self._pin_generation == pin_generation and len(held) >= len(published)
+                    and all(a is b for a, b in zip(held, published))):
+                self._chunks = compacted + held[len(published):]
 
     def _merge(self, older: Chunk, newer: Chunk) -> Chunk:
         """One chunk of two adjacent ones: each view's partials merged by its combiner."""
@@ -160,14 +210,14 @@ class ViewShard:
             merged[name] = self._views[name].combine.merge_partials([merged[name], table]) if name in merged else table
         return Chunk(older.begin, newer.end, older.weight + newer.weight, merged)
 
-    def _merge_published_chunks(self) -> None:
-        """Merge held chunks (all published) without crossing a pinned offset: each stretch
+    def _compacted(self, chunks: list[Chunk], pins: set[int]) -> list[Chunk]:
+        """``chunks`` (all published) merged without crossing a pinned offset: each stretch
         that ends at a pin into one chunk; the open stretch after the last pin size-tiered
         and down to fewer than ``max_chunks`` chunks (room for the one being appended)."""
         groups: list[list[Chunk]] = [[]]
-        for chunk in self._chunks:
+        for chunk in chunks:
             groups[-1].append(chunk)
-            if chunk.end in self._pins:
+            if chunk.end in pins:
                 groups.append([])
         compacted: list[Chunk] = []
         for group in groups[:-1]:  # closed stretches: nothing is appended to them any more
@@ -179,7 +229,7 @@ class ViewShard:
         while len(tail) > 1 and (tail[-2].weight <= tail[-1].weight or len(tail) >= self.max_chunks):
             newer = tail.pop()
             tail[-1] = self._merge(tail[-1], newer)
-        self._chunks = compacted + tail
+        return compacted + tail
 
     def pin(self, offset: int) -> None:
         """Keep ``offset`` a chunk boundary (a batch view up to it is being computed)."""
@@ -187,6 +237,7 @@ class ViewShard:
             if any(chunk.begin < offset < chunk.end for chunk in self._chunks):
                 raise ValueError(f"shard {self.index}: offset {offset} is inside a real-time chunk already")
             self._pins.add(offset)
+            self._pin_generation += 1
 
     def drop_below(self, version: int) -> None:
         """After the switch to batch view ``version``: forget older views and chunks below it."""
@@ -198,6 +249,7 @@ class ViewShard:
             self._chunks = [chunk for chunk in self._chunks if chunk.begin >= version]
             self._pins = {pin for pin in self._pins if pin > version}
             self._floor = max(self._floor, version)
+            self._pin_generation += 1
 
     def status(self) -> dict[str, Any]:
         """Applied real-time offset, held batch versions, the real-time chunks and the rows
@@ -209,6 +261,20 @@ class ViewShard:
                     "speed_rows": sum(table.num_rows for table in tables),
                     "speed_bytes": sum(table.nbytes for table in tables),
                     "batch_rows": sum(table.num_rows for views in self._batch.values() for table in views.values())}
+
+    def warm_up(self) -> None:
+        """Load now, before queries come, what the first merge or query would otherwise
+        load while queries wait (each holds this process's GIL for a few hundred
+        milliseconds): the compiled kernels the views' merges use, and pandas, which
+        pyarrow imports the first time a compute function meets a Python scalar
+        (``pc.greater_equal(column, 5)`` in a query handler)."""
+        from engine.kernels import readiness
+
+        readiness.ensure_loaded()
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # pyarrow then has nothing to import either
+            pass
 
     # -- queries ------------------------------------------------------------------------
 

@@ -148,10 +148,14 @@ class LambdaOptions:
       this much event time of the newest event stored (see ``dedup.py``).
     - ``batch_executor``: executor of the batch layer's MapReduce job (``None``: the
       deployment's); ``batch_reducers`` / ``batch_workers``: its reducers and workers
-      (``None``: one per CPU; fewer leave CPU to ingest and the speed layer);
-      ``batch_nice``: the batch job's tasks, and the driver's read of the log for it, run
-      this many OS nice steps lower (Linux, per thread; 0-19), so ingest, the speed layer
-      and queries get the CPU first while the batch layer recomputes.
+      (``None``: the MapReduce default, one worker with a slot per CPU on one node; a
+      number: that many single-slot workers, fewer than the CPUs leaving cores to ingest
+      and the speed layer); ``batch_nice``: the batch job's tasks, and the driver's read
+      of the log for it, run this many OS nice steps lower (Linux, per thread; 0-19;
+      default 19, the lowest priority), so ingest, the speed layer and queries get the
+      CPU first while the batch layer recomputes.  (The embedded cluster runs Ray's worker
+      processes at the driver's priority for this; on a cluster you joined they run at
+      Ray's default, 15 steps lower, where the batch tasks can go only 4 steps lower.)
     - ``speed_replicas`` / ``feed_capacity``: replicas of the speed stage and batches its
       live feed holds before ingest blocks (Ray).
     - ``compact_speed``: merge the real-time chunks of a shard with the views' combiners,
@@ -180,7 +184,7 @@ class LambdaOptions:
     batch_executor: str | None = None
     batch_reducers: int = 4
     batch_workers: int | None = None
-    batch_nice: int = 10
+    batch_nice: int = 19
     speed_replicas: int = 1
     feed_capacity: int = 8
     compact_speed: bool = True
