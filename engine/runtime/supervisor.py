@@ -27,6 +27,7 @@ import ray
 
 from engine.mapreduce.master import MapReduceMaster, MasterHost
 from engine.mapreduce.worker import MapReduceWorker
+from engine.runtime.control_plane import control_plane_placement, without_dead
 from engine.testing.chaos import WorkerChaos
 
 POOL_NAME = "engine-mapreduce-pool"
@@ -244,9 +245,8 @@ class WorkerPool(MasterHost):
     def prewarm(self, count: int, slots: int = 1) -> int:
         """Start workers of ``slots`` task slots until the pool's workers (free or leased)
         reserve ``count`` CPUs, so jobs do not wait for them: the first now, the others
-        ``SPARE_DELAY_S`` later (on a small
-        machine, processes starting beside a first job's slow it down; that job starts new
-        workers itself if it needs them sooner).  The warm spare that replaces a failed
+        ``SPARE_DELAY_S`` later (on a small machine, processes starting beside a first
+        job's slow it down; that job starts new workers itself if it needs them sooner).  The warm spare that replaces a failed
         worker starts beside the first job.  Workers beyond the cluster's CPUs would never
         start, and a job leased one of them would wait for it.  Returns how many are free."""
         self._top_up_workers(min(count, slots), slots)
@@ -318,7 +318,7 @@ class WorkerPool(MasterHost):
         me = ray.get_runtime_context().current_actor
         chosen = [] if any(me == excluded for excluded in exclude) else [me]
         with self.lock:
-            self.masters = _without_dead(self.masters)
+            self.masters = without_dead(self.masters)
             others = [m for m in self.masters if all(m != excluded for excluded in exclude)]
             while len(chosen) + len(others) < count:
                 others.append(self._new_master())
@@ -345,47 +345,6 @@ class WorkerPool(MasterHost):
                 ray.kill(handle, no_restart=True)
             except Exception:
                 pass
-
-
-def _without_dead(masters: list[Any], wait_s: float = 0.2) -> list[Any]:
-    """``masters`` without those whose ping fails within ``wait_s`` (Ray reports a dead
-    actor at once); one that has not answered yet is still starting and is kept."""
-    if not masters:
-        return []
-    pings = [master.ping.remote() for master in masters]
-    ready, _ = ray.wait(pings, num_returns=len(pings), timeout=wait_s)
-    dead = set()
-    for ref in ready:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayError:
-            dead.add(ref)
-    return [master for master, ping in zip(masters, pings) if ping not in dead]
-
-
-def control_plane_node() -> str | None:
-    """The head node's id (it holds the GCS: when it goes, the cluster goes), else the
-    node this process runs on, else None."""
-    try:
-        for node in ray.nodes():
-            if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
-                return str(node["NodeID"])
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # not connected, or an old Ray without the head marker
-        return None
-
-
-def control_plane_placement() -> dict:
-    """Scheduling options for the pool and masters: on the head node.
-
-    They use no CPU and would otherwise land on any node; on the head they do not die with
-    a worker node.  The affinity is hard: measured with Ray 2.60, a *soft* node affinity
-    is ignored for detached actors (they landed on worker nodes and died with them).
-    """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    node = control_plane_node()
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)} if node else {}
 
 
 def get_pool() -> Any:
