@@ -17,10 +17,10 @@ that tile ``[W, H)`` exactly -- the events with offsets below ``H``, each once. 
 that cannot (view ``W`` gone, chunks not applied yet, or merged across ``H``) replies
 *stale* and the serving layer retries with a fresh snapshot.
 
-Two rules keep merged chunks answerable.  Chunks are merged only *before* a new one is
-appended, when every held chunk is published (the speed layer publishes a batch on all
-shards before it sends the next), and the newest chunk's end -- the published offset --
-stays a boundary.  And a ``pin(W')`` -- sent when a batch recomputation up to ``W'``
+Two rules keep merged chunks answerable.  Only the chunks held when a new one arrives are
+merged (before it is appended, or after it on a thread of their own): every one of them is
+published by then (the speed layer publishes a batch on all shards before it sends the
+next), and the newest chunk's end -- the published offset -- stays a boundary.  And a ``pin(W')`` -- sent when a batch recomputation up to ``W'``
 starts -- keeps ``W'`` a chunk boundary, so switching to ``W'`` drops whole chunks.  Plain Python (thread-safe); the Ray executor wraps it in an actor.
 """
 
