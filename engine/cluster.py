@@ -122,11 +122,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, warm: bool 
         connected_now = False
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if warm and connected_now:  # once per connection: the pool keeps its workers warm itself
+        from engine.mapreduce.rules import worker_shape
         from engine.runtime.supervisor import get_pool
 
-        # The workers a job with default options leases (see ``JobOptions``): one with a
-        # slot per CPU on one node, single-slot ones on several.
-        get_pool().prewarm.remote(max(1, cpus), max(1, cpus) if cpu_nodes() <= 1 else 1)
+        # The workers a job with default options leases (see ``JobOptions``).
+        _, slots = worker_shape(None, None, False, max(1, cpus), cpu_nodes())
+        get_pool().prewarm.remote(max(1, cpus), slots)
     ui_url = None
     if ui:
         from engine.ui import start_ui

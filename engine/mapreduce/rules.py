@@ -38,9 +38,8 @@ def default_reducers(workers: int, splits: Sequence[InputSplit] = ()) -> int:
     """Reducers default to twice the task slots (``workers``: the job's slots in all;
     enough to balance, few enough to stay fast), but, when the input's size is known (text
     splits), no more than one per ``SHUFFLE_PARTITION_BYTES`` of input and at least one
-    per slot: a small job runs its
-    reduces in one wave instead of two (as Spark's adaptive execution coalesces small
-    shuffle partitions)."""
+    per slot: a small job runs its reduces in one wave instead of two (as Spark's adaptive
+    execution coalesces small shuffle partitions)."""
     reducers = 2 * workers
     if splits and all(split.kind == "text" for split in splits):
         input_bytes = sum(split.end - split.start for split in splits)

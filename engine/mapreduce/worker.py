@@ -35,10 +35,10 @@ IDLE_LOAD_AFTER_S = 2.0
 class MapReduceWorker:
     """A pooled worker process, leased to one job at a time.  See the module docstring."""
 
-    def __init__(self, name: str, idle_timeout_s: float = 60.0, reserves_cpu: bool = True, cpus: float = 1.0) -> None:
+    def __init__(self, name: str, idle_timeout_s: float = 60.0, cpus: float = 1.0) -> None:
         self.name = name
-        self.reserves_cpu = reserves_cpu  # False for the pool's spare (it holds no CPU while it waits)
         self.cpus = cpus  # CPUs reserved: the task slots a job gives this worker
+        self.reserves_cpu = cpus > 0  # False for the pool's spare (it holds no CPU while it waits)
         self._state = WorkerState(name)
         self._last_contact = time.monotonic()
         self._tasks_done = 0
@@ -58,7 +58,7 @@ class MapReduceWorker:
         # (``engine.kernels.readiness``), so a small job never waits for them.  The pool's
         # spare holds no CPU while it waits, so it loads them only for its tasks.
         threading.Thread(target=self._watch_idle, args=(idle_timeout_s,), daemon=True).start()
-        if reserves_cpu:
+        if self.reserves_cpu:
             threading.Thread(target=self._load_kernels_when_idle, name="kernel-idle-load", daemon=True).start()
 
     def _watch_idle(self, timeout_s: float) -> None:

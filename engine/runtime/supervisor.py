@@ -113,7 +113,7 @@ class WorkerPool(MasterHost):
         name = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
         idle_timeout = self.idle_timeout_s if cpus > 0 else float("inf")  # a spare holds no CPU: it may wait
         handle = MapReduceWorker.options(name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
-                                         scheduling_strategy="SPREAD").remote(name, idle_timeout, cpus > 0, cpus)
+                                         scheduling_strategy="SPREAD").remote(name, idle_timeout, cpus)
         self.cpus[name] = cpus
         return name, handle
 
