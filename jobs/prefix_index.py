@@ -28,14 +28,11 @@ class PrefixIndex:
 
     def __init__(self, shard: pa.Table) -> None:
         words, counts = shard.column("word").chunk(0), numpy_view(shard.column("count"))
-        # The count type when the shard is exactly (word, count): replies are built directly.
-        self._plain = shard.schema.field("count").type if shard.num_columns == 2 else None
-        self.counts = counts
         # ~x orders integers in reverse without the overflow of -x; a stable sort keeps
         # equal counts in row order, which in a shard sorted by word is alphabetical.
-        order = np.argsort(~counts, kind="stable")
+        self.by_rank = np.argsort(~counts, kind="stable")  # rows, best first
         self.rank = np.empty(len(counts), dtype=np.int64)
-        self.rank[order] = np.arange(len(counts))
+        self.rank[self.by_rank] = np.arange(len(counts))
         self._offsets = np.frombuffer(words.buffers()[1], dtype=np.int32)[
             words.offset:words.offset + len(words) + 1]
         self._data = np.frombuffer(words.buffers()[2] or b"", dtype=np.uint8)
@@ -68,28 +65,28 @@ class PrefixIndex:
 
 
     def take(self, shard: pa.Table, rows: np.ndarray) -> pa.Table:
-        """``shard.take(rows)`` for the shard this index was built from.  A reply is a few
-        rows: built from numpy gathers of the word bytes and the counts when the shard is
-        just (word, count), which costs a third of Arrow's ``take`` per column."""
-        if self._plain is None:
-            return shard.take(arrow_array(rows))
-        starts = self._offsets[rows]
-        lengths = self._offsets[rows + 1] - starts
-        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        data = self._data[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]
-        words = pa.Array.from_buffers(pa.string(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-        counts = pa.Array.from_buffers(self._plain, len(rows), [None, pa.py_buffer(self.counts[rows])])
-        columns = [words, counts] if shard.schema.names[0] == "word" else [counts, words]
-        return pa.Table.from_arrays(columns, schema=shard.schema)
+        """``shard.take(rows)`` for the shard this index was built from."""
+        return shard.take(arrow_array(rows))
 
     def top_rows(self, lo: int, hi: int, k: int) -> np.ndarray:
-        """Rows of ``[lo, hi)`` with the ``k`` best ranks, best first."""
-        ranks = self.rank[lo:hi]
-        if hi - lo > 4 * k and hi - lo > 256:
+        """Rows of ``[lo, hi)`` with the ``k`` best ranks, best first.
+
+        A wide range is answered from the rows in rank order: its k best are the first k
+        of them inside the range, found among the first ``~2 k n / (hi - lo)`` (a prefix
+        of the rank order, as if the range's rows were spread evenly over it); when that
+        prefix holds fewer than k of them the range's ranks are partitioned instead."""
+        width = hi - lo
+        if width > 256 and width > 4 * k:
+            scan = 2 * k * len(self.rank) // width + 64
+            if scan < width:
+                candidates = self.by_rank[:scan]
+                inside = candidates[(candidates >= lo) & (candidates < hi)]
+                if len(inside) >= k:
+                    return inside[:k]
+            ranks = self.rank[lo:hi]
             best = np.argpartition(ranks, k)[:k]
             return best[np.argsort(ranks[best])] + lo
-        return np.argsort(ranks)[:k] + lo
+        return np.argsort(self.rank[lo:hi])[:k] + lo
 
 
 def _leading_keys(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from ray.actor import ActorHandle
 
 from engine.scatter_gather.gathering import Gathering, HostReply
 from engine.scatter_gather.host_runtime import DONE, ERROR, PIECE
+from engine.scatter_gather.host_wire import unpack_host_reply
 from engine.scatter_gather.replies import decode_reply
 from engine.scatter_gather.spec import Request
 
@@ -42,8 +43,7 @@ class HostClient:
         """The host's reply as a :class:`HostReply` with decoded (Arrow) replies."""
         if not self.owned:
             return HostReply({self.shards[0]: decode_reply(value)})
-        return HostReply({shard: decode_reply(reply) for shard, reply in value.replies.items()},
-                         value.errors, value.late, decode_reply(value.combined), value.combined_shards)
+        return unpack_host_reply(value)
 
     def stream(self, request: Request) -> Any:
         """Start a long-running request: a streaming generator of pieces (or, for a

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 import pyarrow as pa
 
 from engine.scatter_gather.gathering import HostReply
+from engine.scatter_gather.handoff import HandOffThreads, Latch
 from engine.scatter_gather.replies import call_handler, encode_reply, flatten_replies, stream_handler
 from engine.scatter_gather.results import describe_error
 from engine.scatter_gather.spec import Aggregator, Handler, Request
@@ -53,8 +54,9 @@ class ShardRunner:
         self._limit = max_concurrency
         self._pools = {name: ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"sg-{name}")
                        for name in self.shards}
-        # Runs each request's shards in turn (one thread per request served at once).
-        self._lead = ThreadPoolExecutor(max_concurrency, thread_name_prefix="sg-lead")
+        # Runs each request's shards in turn.  Busy at most: one per request being served,
+        # plus one stuck inside each call a shard may hold after its request was answered.
+        self._lead = HandOffThreads(max_concurrency * (1 + len(self.shards)), "sg-lead")
         self._running = dict.fromkeys(self.shards, 0)
         self._lock = threading.Lock()
         self.requests = 0  # requests received (answer or stream), for tests and status
@@ -65,6 +67,19 @@ class ShardRunner:
                 return False
             self._running[name] += 1
             return True
+
+    def _claim_all(self) -> tuple[list[str], list[str]]:
+        """(shards claimed for one more call, shards at their limit), with one lock."""
+        claimed, busy = [], []
+        with self._lock:
+            self.requests += 1
+            for name, running in self._running.items():
+                if running >= self._limit:
+                    busy.append(name)
+                else:
+                    self._running[name] = running + 1
+                    claimed.append(name)
+        return claimed, busy
 
     def _release(self, name: str) -> None:
         with self._lock:
@@ -95,18 +110,11 @@ class ShardRunner:
         """Run ``request`` on every shard; wait at most ``budget_s`` (``None``: until all
         finish).  Replies are encoded for the wire (``replies.encode_reply``)."""
         until = None if budget_s is None else time.monotonic() + budget_s
-        with self._lock:
-            self.requests += 1
-        errors: dict[str, str] = {}
-        claimed = []
-        for name in self.shards:
-            if self._claim(name):
-                claimed.append(name)
-            else:
-                errors[name] = self._busy(name)
+        claimed, busy = self._claim_all()
+        errors = {name: self._busy(name) for name in busy}
         run = _SequentialRun(claimed)
         if claimed:
-            self._lead.submit(self._run_in_turn, run, request)
+            self._lead.run(lambda: self._run_in_turn(run, request))
             if not run.done.wait(self._parallel_after(budget_s)):
                 for name in run.take_rest():
                     self._pools[name].submit(self._run_into, run, name, request)
@@ -161,7 +169,8 @@ class ShardRunner:
 
     def close(self) -> None:
         """Stop the thread pools (calls still running finish in the background)."""
-        for pool in (self._lead, *self._pools.values()):
+        self._lead.close()
+        for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -175,9 +184,9 @@ class _SequentialRun:
         self._replies: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.done = threading.Event()
+        self.done = Latch()
         if not names:
-            self.done.set()
+            self.done.open()
 
     def next(self) -> str | None:
         """The next shard to run in turn, or ``None`` when none is left to start."""
@@ -198,7 +207,7 @@ class _SequentialRun:
             else:
                 self._errors[name] = error
             if len(self._replies) + len(self._errors) == len(self._names):
-                self.done.set()
+                self.done.open()
 
     def outcome(self) -> tuple[dict[str, Any], dict[str, str], tuple[str, ...]]:
         """(replies, errors, late shards) as of now, in shard order."""

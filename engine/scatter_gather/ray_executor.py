@@ -29,6 +29,7 @@ from engine.errors import NotEnoughRepliesError
 from engine.scatter_gather.gathering import Gathering, HostReply
 from engine.scatter_gather.host_actor import start_host
 from engine.scatter_gather.host_client import HostClient
+from engine.scatter_gather.host_wire import unpack_host_reply
 from engine.scatter_gather.placement import STARTING, HostTable, assign_shards, host_budget, host_count
 from engine.scatter_gather.requests import RequestTable, new_request_id
 from engine.scatter_gather.results import check_enough, describe_error
@@ -345,6 +346,8 @@ class RayScatterGather(ScatterGatherService):
 
 def _check_probe(value: Any) -> None:
     """A host's start-up probe: a warm-up reply with shard errors is a failed start."""
+    if isinstance(value, bytes):
+        value = unpack_host_reply(value)
     if isinstance(value, HostReply) and value.errors:
         shard, error = next(iter(value.errors.items()))
         raise RuntimeError(f"warm-up request failed on {shard}: {error}")
