@@ -10,6 +10,8 @@ reference:
 - ``first_invalid`` / ``bad_lines`` (``utf8``): UTF-8 validation of a byte block.
 - ``sum_by_key`` / ``partition_by_hash`` (``aggregate``): compiled combine and hash
   partitioning of (string key, int64) tables (a proposal; the engine does not use them yet).
+- ``find_duplicates`` / ``insert`` / ``keep_live`` (``idset``): an exact open-addressing
+  set of byte-string ids with a time each (the Lambda log's de-duplication index).
 - ``warm_up`` (``warmup``): compile or load every kernel before the first task.
 
 Names are loaded on first use, so ``import engine`` does not import numba.

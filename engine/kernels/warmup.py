@@ -31,7 +31,7 @@ def warm_up() -> dict[str, float]:
     with _one_at_a_time(_jit.configure_cache()) as waited:
         seconds["waited_for_lock"] = waited
         for name, run in (("count_words", _count_words), ("hash_binary", _hash_binary), ("utf8", _utf8),
-                          ("aggregate", _aggregate), ("int_groupby", _int_groupby)):
+                          ("aggregate", _aggregate), ("int_groupby", _int_groupby), ("idset", _idset)):
             begin = time.perf_counter()
             run()
             seconds[name] = time.perf_counter() - begin
@@ -113,3 +113,16 @@ def _int_groupby() -> None:
                       "n": _numbers([1, 2, 3], pa.int64()), "x": _numbers([0.5, 1.0, 2.0], pa.float64())})
     group_by_int_keys(table, ["a", "b"], [("n", "sum"), ("n", "min"), ("n", "max"), ("x", "sum"), ("x", "count")])
     int_key_partitions(table, ["a", "b"], 4)
+
+
+def _idset() -> None:
+    from engine.kernels.idset import find_duplicates, insert, keep_live
+
+    slots, times, starts = np.zeros(8, np.uint64), np.zeros(4, np.int64), np.zeros(4, np.int64)
+    lengths, arena = np.zeros(4, np.uint32), np.zeros(16, np.uint8)
+    hashes, offsets = np.array([1, 2], np.uint64), np.array([0, 4, 6], np.int64)
+    data, valid, row_times = np.frombuffer(b"warmup", np.uint8), np.ones(2, np.bool_), np.array([1, 2], np.int64)
+    find_duplicates(slots, times, starts, lengths, arena, hashes, offsets, data, valid, row_times, 0)
+    insert(slots, times, starts, lengths, arena, 0, 0, hashes, offsets, data, valid, row_times, 0)
+    keep_live(slots, times, starts, lengths, arena, 0, np.zeros(8, np.uint64), np.zeros(4, np.int64),
+              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(16, np.uint8))

@@ -1,4 +1,4 @@
-"""Duplicate detection for the master log: an exact, vectorized index of event ids.
+"""Duplicate detection for the master log: an exact, compiled index of event ids.
 
 Semantics (the oracle in ``jobs/adtech/oracle.py`` and the tests implement the same rule
 independently):
@@ -12,17 +12,20 @@ independently):
 So a re-sent event is dropped while its first copy is within the horizon of the newest
 event time seen, and stored again once its first copy has fallen behind the horizon.
 
-Ids are compared exactly.  The index is a few sorted *runs* of (stable 64-bit hash, time,
-id) merged size-tiered like an LSM tree; a lookup binary-searches the hash
-(``engine.kernels.hashing.hash_binary`` for string and binary ids, ``engine.common.hashing``
-for others), then compares the ids of the entries with that hash, so a hash collision
-costs a comparison, never a wrong answer.  Entries whose time fell below
-``M - horizon`` can never match again: they are dropped at merges, and every run is
-purged of them whenever ``M`` has advanced by an eighth of the horizon since the last
-purge.  So the index holds at most one entry per event stored with event time at least
-``M - 9/8 * horizon``, and none older: its memory is bounded by the events of the last horizon (and an
-eighth) of event time, however long ingest runs.  Within a batch, ids are grouped exactly
-by dictionary encoding.
+Ids are compared exactly, as bytes: strings and binaries as themselves, integers,
+booleans and times as their int64 value, floats as their float64 value (-0.0 equal to
+0.0, every NaN equal to every NaN), other types by their string form.  The index is an
+open-addressing hash set compiled with numba (``engine.kernels.idset``): one entry per
+id, holding the newest time stored for it; a lookup compares the bytes of every entry
+with the row's hash (``engine.kernels.hashing.hash_binary``), so a hash collision costs
+a comparison, never a wrong answer.  Entries whose time fell below ``M - horizon`` can
+never match again.  Each time ``M`` has advanced by an eighth of the horizon the set
+counts them, and once they are half its entries it is rebuilt without them (a rebuild
+copies every live entry: waiting for half makes that at most one copy per expired entry);
+it is also rebuilt without them whenever it must grow.  So it holds at most one entry per
+id, and at most twice as many entries as events stored with event time at least
+``M - 9/8 * horizon``: its memory is bounded by the events of the last horizon (and an
+eighth) of event time, however long ingest runs.
 
 Work and memory are linear in the total bytes of the ids, whatever their lengths: ids are
 hashed in slices of at most ``SLICE_BYTES``, and an id longer than that piece by piece
@@ -31,28 +34,50 @@ hashed in slices of at most ``SLICE_BYTES``, and an id longer than that piece by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.hashing import hash_column
-
 _NO_WATERMARK = np.iinfo(np.int64).min
 SLICE_BYTES = 1 << 18
+_MIN_ENTRIES = 1024
+
+
+def _idset() -> ModuleType:
+    """The compiled kernels, imported on first use (``import engine`` does not load numba)."""
+    from engine.kernels import idset
+
+    return idset
 
 
 def _normalize(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One array; strings and binaries as ``large_binary`` (runs concatenate past 2 GiB)."""
+    """One ``large_binary`` array of the ids' bytes (see the module docstring)."""
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     if pa.types.is_dictionary(ids.type):
         ids = ids.dictionary_decode()
     kind = ids.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
-        ids = ids.cast(pa.large_binary())
-    return ids
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+            or pa.types.is_large_binary(kind):
+        return ids.cast(pa.large_binary())
+    if pa.types.is_integer(kind) or pa.types.is_temporal(kind) or pa.types.is_boolean(kind):
+        values = pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False) if ids.null_count == 0 \
+            else pc.cast(ids, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    elif pa.types.is_floating(kind):
+        values = pc.cast(ids, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
+        values = np.where(np.isnan(values), np.nan, np.where(values == 0.0, 0.0, values))
+    elif pa.types.is_nested(kind) or pa.types.is_null(kind):
+        raise TypeError(f"cannot de-duplicate on an id column of type {kind}")
+    else:
+        return pc.cast(pc.cast(ids, pa.string()), pa.large_binary())
+    data = np.ascontiguousarray(values).view(np.uint8)
+    offsets = np.arange(len(ids) + 1, dtype=np.int64) * 8
+    validity = pc.is_valid(ids).buffers()[1] if ids.null_count else None
+    return pa.Array.from_buffers(pa.large_binary(), len(ids), [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                 null_count=ids.null_count)
 
 
 def _offsets(values: pa.Array) -> np.ndarray:
@@ -82,8 +107,6 @@ def hash_ids(values: pa.Array) -> np.ndarray:
     """A stable uint64 per id of a normalized id array, hashed in slices of bounded bytes."""
     if len(values) == 0:
         return np.zeros(0, dtype=np.uint64)
-    if not pa.types.is_large_binary(values.type):
-        return hash_column(values)
     count = len(values)
     offsets = _offsets(values)
     hashes = np.empty(count, dtype=np.uint64)
@@ -99,25 +122,18 @@ def hash_ids(values: pa.Array) -> np.ndarray:
     return hashes
 
 
-def _subset_order(order: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The stable sort order of the rows where ``mask`` is true, from that of all rows."""
-    position = np.cumsum(mask) - 1
-    return position[order[mask[order]]]
-
-
 @dataclass(frozen=True)
 class EventIds:
-    """The ids of a batch, prepared for the index: normalized values, hashes, validity,
-    and (once asked for) the stable order of the hashes."""
+    """The ids of a batch, prepared for the index: normalized values (``large_binary``),
+    hashes and validity."""
 
     values: pa.Array
     hashes: np.ndarray
     valid: np.ndarray
-    _order: list = field(default_factory=list, compare=False, repr=False)
 
     @staticmethod
     def of(column: pa.Array | pa.ChunkedArray) -> "EventIds":
-        """Prepare an id column (any type the stable hash takes; nulls are never duplicates)."""
+        """Prepare an id column (any type the module docstring lists; nulls are never duplicates)."""
         values = _normalize(column)
         valid = (np.ones(len(values), dtype=bool) if values.null_count == 0
                  else values.is_valid().to_numpy(zero_copy_only=False))
@@ -126,78 +142,17 @@ class EventIds:
     def __len__(self) -> int:
         return len(self.values)
 
-    def order(self) -> np.ndarray:
-        """Row positions sorted by hash (stable), computed once."""
-        if not self._order:
-            self._order.append(np.argsort(self.hashes, kind="stable"))
-        return self._order[0]
-
     def take(self, mask: np.ndarray) -> "EventIds":
         """The ids of the rows where ``mask`` is true."""
         if mask.all():
             return self
-        order = [_subset_order(self._order[0], mask)] if self._order else []
-        return EventIds(self.values.filter(pa.array(mask)), self.hashes[mask], self.valid[mask], order)
+        return EventIds(self.values.filter(pa.array(mask)), self.hashes[mask], self.valid[mask])
 
-
-@dataclass
-class _Run:
-    """One sorted run: ``hashes`` ascending; ``time`` and ``ids`` aligned, one entry per id."""
-
-    hashes: np.ndarray
-    time: np.ndarray
-    ids: pa.Array
-
-    def __len__(self) -> int:
-        return len(self.hashes)
-
-
-def _codes(values: pa.Array) -> np.ndarray:
-    """Exact group numbers of the values (equal values, equal numbers); -1 for nulls."""
-    encoded = pc.dictionary_encode(values)
-    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _later_copies(codes: np.ndarray, time: np.ndarray, cutoff: int) -> np.ndarray:
-    """Rows (in row order) that repeat an earlier row of the same code within the horizon."""
-    count = len(codes)
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.ones(count, dtype=bool)
-    starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
-    start_positions = np.flatnonzero(starts)
-    eligible_index = np.where(time[order] >= cutoff, order, count)
-    first_eligible = np.minimum.reduceat(eligible_index, start_positions)
-    later = np.zeros(count, dtype=bool)
-    later[order] = np.repeat(first_eligible, np.diff(np.append(start_positions, count))) < order
-    return later
-
-
-def _make_run(hashes: np.ndarray, time: np.ndarray, ids: pa.Array, cutoff: int,
-              order: np.ndarray | None = None) -> _Run:
-    """Sort by hash (``order``: the sort order, when known), drop expired entries, keep
-    one entry (the newest time) per id.
-
-    Inputs that are concatenations of sorted runs sort in linear time (timsort merges runs).
-    """
-    live = time >= cutoff
-    if not live.all():
-        order = _subset_order(order, live) if order is not None else None
-        hashes, time, ids = hashes[live], time[live], ids.filter(pa.array(live))
-    if order is None:
-        order = np.argsort(hashes, kind="stable")
-    hashes, time, ids = hashes[order], time[order], ids.take(pa.array(order))
-    if len(hashes) > 1 and np.any(hashes[1:] == hashes[:-1]):
-        # The same id twice, or distinct ids with one hash: group exactly by (hash, id).
-        codes = _codes(ids)
-        order = np.lexsort((codes, hashes))
-        hashes, time, codes = hashes[order], time[order], codes[order]
-        starts = np.ones(len(hashes), dtype=bool)
-        starts[1:] = (hashes[1:] != hashes[:-1]) | (codes[1:] != codes[:-1])
-        positions = np.flatnonzero(starts)
-        time = np.maximum.reduceat(time, positions)
-        hashes, ids = hashes[positions], ids.take(pa.array(order[positions]))
-    return _Run(hashes, time, ids)
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 offsets, uint8 bytes) of the values, as the kernels take them."""
+        data = self.values.buffers()[2]
+        return _offsets(self.values), (np.frombuffer(data, dtype=np.uint8) if data is not None
+                                       else np.zeros(0, dtype=np.uint8))
 
 
 class DedupIndex:
@@ -208,8 +163,22 @@ class DedupIndex:
             raise ValueError(f"dedup horizon must be >= 0 ms, got {horizon_ms}")
         self.horizon_ms = int(horizon_ms)
         self.watermark = _NO_WATERMARK
-        self._runs: list[_Run] = []
-        self._purged_at = _NO_WATERMARK  # the cutoff of the last purge
+        self._purged_at = _NO_WATERMARK  # the cutoff of the last rebuild
+        self._count = 0  # entries
+        self._used = 0  # arena bytes
+        self._allocate(_MIN_ENTRIES, 0)
+
+    def _allocate(self, entries: int, arena_bytes: int) -> None:
+        slots = _MIN_ENTRIES * 2
+        while slots < 2 * entries:
+            slots *= 2
+        self._slots = np.zeros(slots, dtype=np.uint64)  # engine.kernels.idset.EMPTY is 0
+        self._times = np.zeros(entries, dtype=np.int64)
+        self._starts = np.zeros(entries, dtype=np.int64)
+        self._lengths = np.zeros(entries, dtype=np.uint32)
+        if entries >= 2**32 - 1 or slots > 2**32:
+            raise MemoryError(f"the dedup index cannot hold {entries:,} ids (at most 2**32 - 2)")
+        self._arena = np.zeros(max(arena_bytes, 1), dtype=np.uint8)
 
     @property
     def cutoff(self) -> int:
@@ -220,83 +189,48 @@ class DedupIndex:
 
     def entries(self) -> int:
         """Number of (id, time) entries held."""
-        return sum(len(run) for run in self._runs)
+        return self._count
+
+    def _state(self) -> tuple[np.ndarray, ...]:
+        return self._slots, self._times, self._starts, self._lengths, self._arena
 
     def duplicates(self, ids: EventIds, time: np.ndarray) -> np.ndarray:
         """Boolean mask: which rows of a batch (in row order) are duplicates.  Pure."""
-        count = len(ids)
-        cutoff = self.cutoff
-        is_duplicate = np.zeros(count, dtype=bool)
-        if count == 0:
-            return is_duplicate
-        order = ids.order()
-        sorted_hashes = ids.hashes[order]
-        # Within the batch: only rows whose hash another row shares can repeat one; their
-        # ids are grouped exactly.
-        same = sorted_hashes[1:] == sorted_hashes[:-1]
-        if same.any():
-            shared = np.zeros(count, dtype=bool)
-            shared[1:] |= same
-            shared[:-1] |= same
-            rows = np.sort(order[shared])
-            codes = _codes(ids.values.take(pa.array(rows)))
-            is_duplicate[rows] = _later_copies(codes, time[rows], cutoff)
-        is_duplicate &= ids.valid
-        # Against earlier batches; querying in hash order keeps the binary searches cache-friendly.
-        found = np.zeros(count, dtype=bool)
-        for run in self._runs:
-            found |= self._matches(run, ids, order, sorted_hashes, cutoff)
-        is_duplicate[order] |= found
-        return is_duplicate
-
-    @staticmethod
-    def _matches(run: _Run, ids: EventIds, order: np.ndarray, sorted_hashes: np.ndarray, cutoff: int) -> np.ndarray:
-        """By hash-sorted position: rows whose id has a live entry in ``run``.  Every entry
-        with the row's hash is compared exactly (more than one only on a hash collision)."""
-        found = np.zeros(len(sorted_hashes), dtype=bool)
-        if len(run) == 0:
-            return found
-        left = np.searchsorted(run.hashes, sorted_hashes, side="left")
-        hit = (run.hashes[np.minimum(left, len(run) - 1)] == sorted_hashes) & ids.valid[order]
-        hits = np.flatnonzero(hit)
-        if len(hits) == 0:
-            return found
-        span = np.searchsorted(run.hashes, sorted_hashes[hits], side="right") - left[hits]
-        total = int(span.sum())
-        rows = np.repeat(hits, span)
-        positions = np.repeat(left[hits], span) + np.arange(total) - np.repeat(np.cumsum(span) - span, span)
-        live = run.time[positions] >= cutoff
-        rows, positions = rows[live], positions[live]
-        if len(rows):
-            same = pc.equal(ids.values.take(pa.array(order[rows])), run.ids.take(pa.array(positions)))
-            found[rows[same.to_numpy(zero_copy_only=False)]] = True
-        return found
+        if len(ids) == 0:
+            return np.zeros(0, dtype=bool)
+        offsets, data = ids.buffers()
+        return _idset().find_duplicates(*self._state(), ids.hashes, offsets, data, ids.valid,
+                                     np.ascontiguousarray(time, dtype=np.int64), self.cutoff)
 
     def add(self, ids: EventIds, time: np.ndarray) -> None:
-        """Record stored rows and advance the watermark; merges runs size-tiered."""
+        """Record stored rows and advance the watermark; rows older than the new cutoff
+        are not recorded (they can never make a row a duplicate).  Rebuilds the set
+        without expired entries when it must grow, and when an eighth of the horizon
+        after the last check finds half its entries expired."""
         if len(ids) == 0:
             return
         self.watermark = max(self.watermark, int(time.max()))
         cutoff = self.cutoff
-        ids, time = ids.take(ids.valid), time[ids.valid]
-        self._runs.append(_make_run(ids.hashes, time, ids.values, cutoff, ids.order()))
-        while len(self._runs) > 1 and len(self._runs[-2]) <= len(self._runs[-1]):
-            newer = self._runs.pop()
-            older = self._runs.pop()
-            self._runs.append(_make_run(np.concatenate([older.hashes, newer.hashes]),
-                                        np.concatenate([older.time, newer.time]),
-                                        pa.concat_arrays([older.ids, newer.ids]), cutoff))
-        if cutoff - self._purged_at >= max(1, self.horizon_ms // 8):
-            self._purge(cutoff)
-        self._runs = [run for run in self._runs if len(run) and run.time.max() >= cutoff]
+        offsets, data = ids.buffers()
+        rows, row_bytes = int(ids.valid.sum()), int(offsets[-1] - offsets[0])
+        full = (self._count + rows > len(self._times) or 2 * (self._count + rows) > len(self._slots)
+                or self._used + row_bytes > len(self._arena))
+        if full:
+            self._rebuild(cutoff, rows, row_bytes)
+        elif cutoff - self._purged_at >= max(1, self.horizon_ms // 8):
+            # A rebuild touches every live entry: wait until the expired ones are half.
+            if 2 * np.count_nonzero(self._times[:self._count] < cutoff) >= self._count:
+                self._rebuild(cutoff, rows, row_bytes)
+            self._purged_at = cutoff
+        self._count, self._used = _idset().insert(*self._state(), self._count, self._used, ids.hashes, offsets, data,
+                                                  ids.valid, np.ascontiguousarray(time, dtype=np.int64), cutoff)
 
-    def _purge(self, cutoff: int) -> None:
-        """Drop every entry older than ``cutoff`` (filtering keeps each run sorted)."""
-        purged = []
-        for run in self._runs:
-            live = run.time >= cutoff
-            if not live.all():
-                run = _Run(run.hashes[live], run.time[live], run.ids.filter(pa.array(live)))
-            purged.append(run)
-        self._runs = purged
+    def _rebuild(self, cutoff: int, rows: int, row_bytes: int) -> None:
+        """Keep only entries with time >= ``cutoff``, with room for ``rows`` more ids of
+        ``row_bytes`` bytes (and as much again, so growth costs amortized linear time)."""
+        live = self._times[:self._count] >= cutoff
+        live_bytes = int(self._lengths[:self._count][live].sum())
+        old = self._state()
+        self._allocate(max(_MIN_ENTRIES, 2 * (int(live.sum()) + rows)), 2 * (live_bytes + row_bytes))
+        self._count, self._used = _idset().keep_live(*old, cutoff, *self._state())
         self._purged_at = cutoff

@@ -61,7 +61,7 @@ def test_warm_up_reports_every_kernel() -> None:
     from engine.kernels import warm_up
 
     seconds = warm_up()
-    assert set(seconds) == {"import_numba", "waited_for_lock", "count_words", "hash_binary", "utf8", "aggregate", "int_groupby",
+    assert set(seconds) == {"import_numba", "waited_for_lock", "count_words", "hash_binary", "utf8", "aggregate", "int_groupby", "idset",
                              "total"}
     assert all(value >= 0 for value in seconds.values())
 

