@@ -17,8 +17,8 @@ booleans and times as their int64 value, floats as their float64 value (-0.0 equ
 0.0, every NaN equal to every NaN), other types by their string form.  The index is an
 open-addressing hash set compiled with numba (``engine.kernels.idset``): one entry per
 id, holding the newest time stored for it; a lookup compares the bytes of every entry
-with the row's hash (``engine.kernels.hashing.hash_binary``), so a hash collision costs
-a comparison, never a wrong answer.  Entries whose time fell below ``M - horizon`` can
+whose 32-bit hash tag equals the row's (``engine.kernels.hashing.hash_binary``), so a
+hash collision costs a comparison, never a wrong answer.  Entries whose time fell below ``M - horizon`` can
 never match again.  Each time ``M`` has advanced by an eighth of the horizon the set
 counts them, and once they are half its entries it is rebuilt without them (a rebuild
 copies every live entry: waiting for half makes that at most one copy per expired entry);
@@ -163,7 +163,7 @@ class DedupIndex:
             raise ValueError(f"dedup horizon must be >= 0 ms, got {horizon_ms}")
         self.horizon_ms = int(horizon_ms)
         self.watermark = _NO_WATERMARK
-        self._purged_at = _NO_WATERMARK  # the cutoff of the last rebuild
+        self._purged_at = _NO_WATERMARK  # the cutoff of the last check for expired entries
         self._count = 0  # entries
         self._used = 0  # arena bytes
         self._allocate(_MIN_ENTRIES, 0)
@@ -172,12 +172,12 @@ class DedupIndex:
         slots = _MIN_ENTRIES * 2
         while slots < 2 * entries:
             slots *= 2
+        if entries >= 2**32 - 1 or slots > 2**32:  # entry numbers and tags share a 64-bit slot
+            raise MemoryError(f"the dedup index cannot hold {entries:,} ids (at most 2**31)")
         self._slots = np.zeros(slots, dtype=np.uint64)  # engine.kernels.idset.EMPTY is 0
         self._times = np.zeros(entries, dtype=np.int64)
         self._starts = np.zeros(entries, dtype=np.int64)
         self._lengths = np.zeros(entries, dtype=np.uint32)
-        if entries >= 2**32 - 1 or slots > 2**32:
-            raise MemoryError(f"the dedup index cannot hold {entries:,} ids (at most 2**32 - 2)")
         self._arena = np.zeros(max(arena_bytes, 1), dtype=np.uint8)
 
     @property
