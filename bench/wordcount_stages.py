@@ -6,7 +6,7 @@ on a cached corpus (``datasets.text``) with the engine's own functions, timing e
 - ``read``:      ``engine.io.text.read_text_split`` of every split (records="blocks");
 - ``kernel``:    ``count_words`` per block (the compiled split + count);
 - ``combine``:   the map-side combine over each split's kernel outputs (the job's combiner);
-- ``partition``: ``engine.arrow.hash_partition`` of each combined map output;
+- ``partition``: ``engine.common.hashing.hash_partition`` of each combined map output;
 - ``reduce``:    per partition, concatenate the maps' pieces, the job's reduce, sort by word.
 
 The same combine, partition and reduce are then timed with the proposed compiled steps of
@@ -32,7 +32,9 @@ def measure(corpus: Path, split_size: int, batch_size: int, reducers: int, check
     """Run every stage over ``corpus`` and return the seconds each took, with row counts."""
     import pyarrow as pa
 
-    from engine.arrow import concat, hash_partition, sort_by_keys
+    from engine.common.hashing import hash_partition
+    from engine.common.packed_keys import sort_by_keys
+    from engine.common.tables import concat
     from engine.io.text import read_text_split
     from engine.kernels import warm_up
     from engine.kernels.text import count_words, count_words_reference
@@ -109,7 +111,8 @@ def measure(corpus: Path, split_size: int, batch_size: int, reducers: int, check
 
 def _proposed_steps(kept: list[list[Any]], reducers: int) -> dict[str, float]:
     """Combine, partition and reduce timed with ``engine.kernels.aggregate`` instead."""
-    from engine.arrow import concat, sort_by_keys
+    from engine.common.packed_keys import sort_by_keys
+    from engine.common.tables import concat
     from engine.kernels.aggregate import partition_by_hash, sum_by_key
 
     sum_by_key(kept[0][0].slice(0, 10))  # compile or load before timing

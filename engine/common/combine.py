@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.tables import distinct_by_keys
+from engine.common.packed_keys import distinct_keys
 from engine.errors import SpecError
 
 AGGREGATIONS = ("sum", "min", "max", "count", "mean")
@@ -92,11 +92,13 @@ class KeyedCombineFn(CombineFn):
 _COMPILED_GROUP_BY_ROWS = 100_000
 
 
-def _group_by(table: pa.Table, keys: Sequence[str], specs: list[tuple[str, str]], by_sort: bool = False) -> pa.Table:
-    """``table.group_by(keys).aggregate(specs)``; large tables with integer keys through the
-    compiled kernel (``engine.kernels.int_groupby``), the rest through Arrow."""
-    if by_sort and table.num_rows >= _COMPILED_GROUP_BY_ROWS and not specs:  # distinct keys: one sort
-        distinct = distinct_by_keys(table, keys)
+def _group_by(table: pa.Table, keys: Sequence[str], specs: list[tuple[str, str]]) -> pa.Table:
+    """``table.group_by(keys).aggregate(specs)``; for large tables with integer keys, the
+    distinct keys (no ``specs``) by one sort of packed keys (``engine.common.packed_keys``:
+    ascending, not first-seen order) and aggregations by the compiled kernel
+    (``engine.kernels.int_groupby``); the rest through Arrow."""
+    if table.num_rows >= _COMPILED_GROUP_BY_ROWS and not specs:  # distinct keys: one sort of packed keys
+        distinct = distinct_keys(table, keys)
         if distinct is not None:
             return distinct
     if table.num_rows >= _COMPILED_GROUP_BY_ROWS:
@@ -190,7 +192,7 @@ class GroupByAggregate(KeyedCombineFn):
                 specs += [(f"{column}__sum", "sum"), (f"{column}__count", "sum")]
             else:
                 specs.append((column, _MERGE[function]))
-        grouped = _group_by(table, self.keys, specs, by_sort=True)
+        grouped = _group_by(table, self.keys, specs)
         columns = {key: grouped.column(key) for key in self.keys}
         for name, function in specs:
             values = grouped.column(f"{name}_{function}")

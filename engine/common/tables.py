@@ -1,4 +1,5 @@
-"""Small Arrow table helpers shared by every pattern: normalizing, concatenating, sorting."""
+"""Small Arrow table helpers shared by every pattern: numpy views, normalizing, concatenating
+(sorting by integer keys is ``engine.common.packed_keys``)."""
 
 from __future__ import annotations
 
@@ -91,58 +92,3 @@ def concat(tables: Sequence[pa.Table], schema: pa.Schema | None = None) -> pa.Ta
             return pa.table({})
         return schema.empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
-
-
-_PACKED_SORT_ROWS = 100_000  # below this Arrow's sort is as fast
-
-
-def sort_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Rows ordered by ``keys`` ascending (nulls last); equal keys keep their order."""
-    if table.num_rows <= 1:
-        return table
-    if table.num_rows >= _PACKED_SORT_ROWS:
-        order = _packed_order(table, keys)
-        if order is not None:
-            return table.take(int64_array(order))
-    return table.sort_by([(k, "ascending") for k in keys])
-
-
-def _packed_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
-    """The stable ascending order of integer key columns without nulls whose value ranges
-    fit in 63 bits together, by one numpy sort of the keys packed into one int64 (faster
-    than a sort over several columns); None for other keys."""
-    packed = _packed_keys(table, keys)
-    return None if packed is None else np.argsort(packed, kind="stable")
-
-
-def distinct_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table | None:
-    """The distinct rows of the key columns, ascending, by one sort of the packed keys
-    (integer keys without nulls fitting in 63 bits together, as ``_packed_order``); None
-    for other keys.  A hash group-by followed by the sort a reduce needs anyway costs
-    about twice as much."""
-    packed = _packed_keys(table, keys)
-    if packed is None:
-        return None
-    order = np.argsort(packed, kind="stable")
-    ordered = packed[order]
-    first = np.ones(ordered.size, dtype=bool)
-    first[1:] = ordered[1:] != ordered[:-1]
-    return table.select(list(keys)).take(int64_array(order[first]))
-
-
-def _packed_keys(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
-    packed = np.zeros(table.num_rows, dtype=np.int64)
-    bits = 0
-    for name in keys:
-        column = table.column(name)
-        kind = column.type
-        if column.null_count or not int64_like(kind):
-            return None
-        values = numpy_view(column.cast(pa.int64()) if kind != pa.int64() else column)
-        low, high = int(values.min()), int(values.max())
-        width = (high - low).bit_length()
-        bits += width
-        if bits > 63:
-            return None
-        packed = (packed << width) | (values - low)
-    return packed

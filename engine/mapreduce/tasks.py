@@ -21,7 +21,8 @@ from engine.common.bad_records import ErrorDescription, Isolated, call_isolating
 from engine.common.combine import KeyedCombineFn
 from engine.common.dead_letters import DeadLetter
 from engine.common.hashing import hash_partition
-from engine.common.tables import concat, sort_by_keys
+from engine.common.packed_keys import sort_by_keys
+from engine.common.tables import concat
 from engine.errors import SpecError
 from engine.io.parts import write_part
 from engine.io.sources import SourceBatch

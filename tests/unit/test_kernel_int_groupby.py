@@ -116,7 +116,7 @@ def test_the_compiled_partition_ids_equal_the_numpy_ones(monkeypatch: pytest.Mon
 
 
 def test_sorting_by_integer_keys_equals_a_python_sort() -> None:
-    from engine.common.tables import sort_by_keys
+    from engine.common.packed_keys import sort_by_keys
 
     rng = np.random.default_rng(13)
     rows = 110_000
