@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.common.tables import int64_like, numpy_view, valid_mask
+from engine.common.tables import int64_array, int64_like, numpy_view, valid_mask
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,6 @@ class PackedKeys:
 
     codes: np.ndarray
     fields: tuple[KeyField, ...]
-
-    @property
-    def bits(self) -> int:
-        """The bits the codes use."""
-        return sum(field.width for field in self.fields)
 
 
 def _values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -129,26 +124,36 @@ def distinct_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table | None:
     return pa.table(columns, schema=table.select(list(keys)).schema)
 
 
+def _key_order(table: pa.Table, keys: Sequence[str]) -> tuple[bool, np.ndarray | None] | None:
+    """None when the keys do not pack; ``(True, None)`` when the rows are already in order;
+    else ``(False, order)``, the stable ascending order (see ``stable_key_order``)."""
+    rows = table.num_rows
+    row_bits = max(1, (rows - 1).bit_length())
+    packed = pack_keys(table, keys, spare_bits=row_bits)
+    fits_row = packed is not None
+    if not fits_row:
+        packed = pack_keys(table, keys)
+        if packed is None:
+            return None
+    codes = packed.codes
+    if np.all(codes[1:] >= codes[:-1]):
+        return True, None
+    if not fits_row:
+        return False, np.argsort(codes, kind="stable").astype(np.int64)
+    combined = np.sort((codes << np.uint64(row_bits)) | np.arange(rows, dtype=np.uint64))
+    return False, (combined & np.uint64((1 << row_bits) - 1)).view(np.int64)
+
+
 def stable_key_order(table: pa.Table, keys: Sequence[str]) -> np.ndarray | None:
     """The stable ascending order of the rows by the keys (nulls last), or None when the
     keys do not pack.  The row number fills the low bits, so one value sort of
     ``code << b | row`` is the stable order; when that does not fit, a stable argsort of the
     codes.  An already ordered table gives ``arange``."""
-    rows = table.num_rows
-    row_bits = max(1, (rows - 1).bit_length())
-    packed = pack_keys(table, keys, spare_bits=row_bits)
-    if packed is None:
-        packed = pack_keys(table, keys)
-        if packed is None:
-            return None
-        if np.all(packed.codes[1:] >= packed.codes[:-1]):
-            return np.arange(rows, dtype=np.int64)
-        return np.argsort(packed.codes, kind="stable").astype(np.int64)
-    codes = packed.codes
-    if np.all(codes[1:] >= codes[:-1]):
-        return np.arange(rows, dtype=np.int64)
-    combined = np.sort((codes << np.uint64(row_bits)) | np.arange(rows, dtype=np.uint64))
-    return (combined & np.uint64((1 << row_bits) - 1)).view(np.int64)
+    found = _key_order(table, keys)
+    if found is None:
+        return None
+    in_order, order = found
+    return np.arange(table.num_rows, dtype=np.int64) if in_order else order
 
 
 _PACKED_SORT_ROWS = 100_000  # below this Arrow's sort is as fast
@@ -159,9 +164,8 @@ def sort_by_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     if table.num_rows <= 1:
         return table
     if table.num_rows >= _PACKED_SORT_ROWS:
-        order = stable_key_order(table, keys)
-        if order is not None:
-            if order.size and order[-1] == order.size - 1 and np.all(order[1:] > order[:-1]):
-                return table  # already in order
-            return table.take(pa.Array.from_buffers(pa.int64(), order.size, [None, pa.py_buffer(order)]))
+        found = _key_order(table, keys)
+        if found is not None:
+            in_order, order = found
+            return table if in_order else table.take(int64_array(order))
     return table.sort_by([(k, "ascending") for k in keys])
