@@ -9,7 +9,8 @@ optional ``handle_stream(request)``).  Either way its reply becomes a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -18,6 +19,8 @@ from ray.actor import ActorHandle
 from engine.scatter_gather.gathering import Gathering, HostReply
 from engine.scatter_gather.host_runtime import DONE, ERROR, PIECE
 from engine.scatter_gather.host_wire import unpack_host_reply
+from engine.scatter_gather.local_channel import (OUTCOME_ERROR, OUTCOME_LATE, OUTCOME_REPLY, ChannelCall, ChannelClient,
+                                                 remove_channel_files, wait_calls)
 from engine.scatter_gather.replies import decode_reply
 from engine.scatter_gather.spec import Request
 
@@ -32,12 +35,26 @@ class HostClient:
     generation: int = 0
     owned: bool = True
     probe: ray.ObjectRef | None = None
+    channel: ChannelClient | None = field(default=None, compare=False)
 
     def call(self, request: Request, budget_s: float | None) -> ray.ObjectRef:
         """Send ``request``; the host answers within ``budget_s`` (supplied actors: whenever)."""
         if self.owned:
             return self.actor.answer.remote(request, budget_s)
         return self.actor.handle.remote(request)
+
+    def send(self, body: bytes | None) -> ChannelCall | None:
+        """Send an ``encode_request`` body over the host's same-node channel; ``None``
+        when there is no body or no usable channel (then use :meth:`call`)."""
+        if body is None or self.channel is None or not self.channel.usable:
+            return None
+        return self.channel.send(body)
+
+    def close_channel(self) -> None:
+        """Stop using the channel and remove its socket files (the host is gone)."""
+        if self.channel is not None:
+            self.channel.close()
+            remove_channel_files(self.channel.address.path)
 
     def decode(self, value: Any) -> HostReply:
         """The host's reply as a :class:`HostReply` with decoded (Arrow) replies."""
@@ -76,3 +93,41 @@ class HostClient:
         """Why this host's shards are missing while it is being replaced."""
         return (f"ShardHostUnavailable: the host of {', '.join(self.shards)} died and is "
                 "being replaced")
+
+
+def with_channel(host: HostClient, enabled: bool) -> HostClient:
+    """``host`` with a same-node channel (``local_channel``) when ``enabled``, the host is
+    one of the engine's and it runs on the caller's node; otherwise ``host`` itself."""
+    if not enabled or not host.owned:
+        return host
+    try:
+        address = ray.get(host.actor.open_channel.remote(), timeout=30)
+        here = ray.get_runtime_context().get_node_id()
+    except Exception:  # no channel is not an error: the Ray calls still work
+        return host
+    if address is None or address.node_id != here:
+        return host
+    client = ChannelClient(address)
+    if not client.open():
+        return host
+    return replace(host, channel=client)
+
+
+def take_channel_replies(sent: list[tuple[HostClient, ChannelCall]], until: float,
+                         gathering: Gathering) -> list[HostClient]:
+    """Record into ``gathering`` every channel reply that arrives before ``until``; returns
+    the hosts to ask again through Ray (their answer was not one frame, or the connection
+    broke: Ray then tells a dead host from a broken channel).  Late hosts are left out."""
+    again = []
+    outcomes = wait_calls([call for _, call in sent], until, time.monotonic)
+    for (host, _), (kind, value) in zip(sent, outcomes):
+        if kind == OUTCOME_REPLY:
+            try:
+                gathering.host_replied(unpack_host_reply(value))  # type: ignore[arg-type]
+            except ValueError as error:
+                gathering.host_failed(host.shards, f"ValueError: {error}")
+        elif kind == OUTCOME_ERROR:
+            gathering.host_failed(host.shards, str(value))
+        elif kind != OUTCOME_LATE:
+            again.append(host)
+    return again

@@ -2,7 +2,8 @@
 
 Shards are grouped onto ``options.hosts`` shard-host actors (default: one per node of
 the cluster, never more than the shards; shard ``i`` on host ``i mod hosts``).  ``gather``
-costs ONE actor call per host; each host runs the request on its shards concurrently
+costs ONE call per host (over a Unix socket to a host on this node,
+``local_channel.py``; else a Ray actor call); each host runs the request on its shards concurrently
 and answers with every shard that finished shortly before the deadline, so a stalled
 shard hides only itself.  Replies that miss the deadline are left out and the missing
 *shards* named (their work is not cancelled: its result is dropped when it arrives).
@@ -28,8 +29,9 @@ from engine.cluster import alive_nodes, require_ray
 from engine.errors import NotEnoughRepliesError
 from engine.scatter_gather.gathering import Gathering, HostReply
 from engine.scatter_gather.host_actor import start_host
-from engine.scatter_gather.host_client import HostClient
+from engine.scatter_gather.host_client import HostClient, take_channel_replies, with_channel
 from engine.scatter_gather.host_wire import unpack_host_reply
+from engine.scatter_gather.local_channel import encode_request
 from engine.scatter_gather.placement import STARTING, HostTable, assign_shards, host_budget, host_count
 from engine.scatter_gather.requests import RequestTable, new_request_id
 from engine.scatter_gather.results import check_enough, describe_error
@@ -76,8 +78,8 @@ class RayScatterGather(ScatterGatherService):
             for host in hosts:
                 ray.kill(host.actor)
             raise
-        self._attach([replace(host, probe=None) for host in hosts], names, spec.aggregator,
-                     spec.options, owns=True)
+        self._attach([with_channel(replace(host, probe=None), spec.options.local_channel)
+                      for host in hosts], names, spec.aggregator, spec.options, owns=True)
 
     def _start(self, index: int, shards: tuple[str, ...], generation: int) -> HostClient:
         actor, probe = start_host(self._handler_ref, self._aggregator_ref, shards,
@@ -145,7 +147,9 @@ class RayScatterGather(ScatterGatherService):
     def status(self) -> dict[str, Any]:
         with self._lock:
             restarts = self._table.restarts
-        return super().status() | {"hosts": len(self._hosts), "host_restarts": restarts}
+        channels = sum(1 for host in self._hosts if host.channel is not None and host.channel.usable)
+        return super().status() | {"hosts": len(self._hosts), "host_restarts": restarts,
+                                   "local_channel_hosts": channels}
 
     def _host_died(self, host: HostClient) -> None:
         """``host`` failed as a process: replace it (once per generation) if it is ours."""
@@ -158,6 +162,7 @@ class RayScatterGather(ScatterGatherService):
                 ray.kill(host.actor)  # it may be unreachable rather than dead: make sure
             except Exception:
                 pass
+            self._hosts[host.index].close_channel()  # the one with the channel, if any
             generation = self._table.replace(host.index)
             self._hosts[host.index] = self._start(host.index, host.shards, generation)
         with self._stats_lock:
@@ -177,8 +182,13 @@ class RayScatterGather(ScatterGatherService):
             except Exception:
                 self._host_died(host)
                 continue
+            host = with_channel(host, self.options.local_channel)
             with self._lock:
-                self._table.ready(host.index, host.generation)
+                promoted = self._table.ready(host.index, host.generation)
+                if promoted:
+                    self._hosts[host.index] = host
+            if not promoted and host.channel is not None:
+                host.channel.close()  # another thread promoted it first
         with self._lock:
             ready = set(self._table.callable_hosts())
             hosts = list(self._hosts)
@@ -187,7 +197,9 @@ class RayScatterGather(ScatterGatherService):
     # -- one-shot requests with a deadline -------------------------------------------
 
     def gather(self, request: Request, deadline_s: float | None = None) -> GatherResult:
-        """Send ``request`` to every host; aggregate the shard replies that beat the deadline.
+        """Send ``request`` to every host (over its same-node channel if it has one and the
+        request is plain JSON, else as a Ray actor call); aggregate the shard replies that
+        beat the deadline.
 
         Raises ``NotEnoughRepliesError`` (naming the missing shards) when fewer than
         ``min_replies`` shards answered in time.
@@ -201,7 +213,20 @@ class RayScatterGather(ScatterGatherService):
             gathering.host_failed(host.shards, host.unavailable())
         request = self._by_reference(request, len(ready))
         budget = host_budget(until - time.monotonic(), self.options.reply_margin_s)
-        calls = [(host, host.call(request, budget)) for host in ready]
+        body = encode_request(request, budget) if any(h.channel for h in ready) else None
+        calls, sent = [], []
+        for host in ready:
+            call = host.send(body)
+            if call is None:
+                calls.append((host, host.call(request, budget)))
+            else:
+                sent.append((host, call))
+        for host in take_channel_replies(sent, until, gathering) if sent else ():
+            calls.append((host, host.call(request, host_budget(until - time.monotonic(),
+                                                                self.options.reply_margin_s))))
+        with self._stats_lock:
+            self._stats["channel_calls"] += len(sent)
+            self._stats["ray_calls"] += len(calls)
         self._collect(calls, until, gathering)
         gathering.close()
         try:
@@ -340,6 +365,7 @@ class RayScatterGather(ScatterGatherService):
         if self._owns_actors:
             for host in self._hosts:
                 ray.kill(host.actor)
+                host.close_channel()
         self._hosts = []
         self._stopped.set()
 

@@ -1,7 +1,8 @@
 """Scatter-gather faults: a shard host's process is SIGKILLed.
 
-The test kills the host it knows holds a given shard (from ``service.assignment``), so it
-does not depend on scheduling.  While the host is dead or being replaced, answers are
+The hosts answer over their same-node Unix sockets (``local_channel``): the socket of a
+killed host breaks and Ray names the host dead.  The test kills the host it knows holds
+a given shard (from ``service.assignment``), so it does not depend on scheduling.  While the host is dead or being replaced, answers are
 partial and name exactly that host's shards; once the replacement has reloaded them,
 answers are complete and equal to a plain-Python oracle again.
 """
@@ -79,6 +80,7 @@ def test_a_killed_shard_host_is_replaced_and_its_shards_reloaded(isolated_ray: N
     with engine.run(spec) as service:
         assert service.assignment == [["shard-0", "shard-2", "shard-4"], ["shard-1", "shard-3", "shard-5"]]
         assert values(service.gather({"above": 3})) == oracle(3, everything)
+        assert service.status()["local_channel_hosts"] == 2  # requests go over the Unix sockets
 
         doomed = service.assignment[1]
         victim = service.host_of("shard-3")
@@ -88,6 +90,7 @@ def test_a_killed_shard_host_is_replaced_and_its_shards_reloaded(isolated_ray: N
         assert values(first) == oracle(3, [0, 2, 4])
         _until_complete(service, doomed, 3)
         assert service.status()["host_restarts"] == 1
+        assert service.status()["local_channel_hosts"] == 2  # the replacement has its own
         replacement = service.host_of("shard-3")
         assert ray.get(replacement.describe.remote())["pid"] != old_pid
         assert ray.get(replacement.describe.remote())["shards"] == {

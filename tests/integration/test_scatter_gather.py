@@ -90,22 +90,46 @@ def test_exact_aggregate_with_all_shards(executor: str) -> None:
     assert result.value["x"].to_pylist() == [x for t in SHARDS for x in t["x"].to_pylist() if x > 11]  # shard order
 
 
-@pytest.mark.parametrize("hosts", [None, 1, 3, 9])
-def test_shards_map_to_hosts_and_each_request_is_one_call_per_host(ray_runtime: object,
-                                                                   hosts: int | None) -> None:
+@pytest.mark.parametrize("hosts,local_channel", [(None, True), (1, False), (3, True), (3, False), (9, True)])
+def test_shards_map_to_hosts_and_each_request_is_one_call_per_host(ray_runtime: object, hosts: int | None,
+                                                                   local_channel: bool) -> None:
     spec = ScatterGather(SHARDS, rows_above, concat_replies(),
-                         ScatterGatherOptions(deadline_s=5.0, hosts=hosts))
+                         ScatterGatherOptions(deadline_s=5.0, hosts=hosts, local_channel=local_channel))
     expected_hosts = min(1 if hosts is None else hosts, len(SHARDS))  # default: one per node (one here)
     with engine.run(spec) as running:
         assert running.status()["hosts"] == expected_hosts
+        # One node: every host is on the dispatcher's node, so each has a channel if asked.
+        assert running.status()["local_channel_hosts"] == (expected_hosts if local_channel else 0)
         assert running.assignment == [NAMES[h::expected_hosts] for h in range(expected_hosts)]
         before = [ray.get(actor.describe.remote())["requests"] for actor in running.actors]
         for above in (-1, 12, 31):
             result = running.gather({"above": above})
             assert not result.partial and sorted_x(result.value) == oracle_x(above)
         after = [ray.get(actor.describe.remote()) for actor in running.actors]
+        calls = running.counters()
     assert [a["requests"] - b for a, b in zip(after, before)] == [3] * expected_hosts
+    assert (calls["channel_calls"], calls["ray_calls"]) == (
+        (3 * expected_hosts, 0) if local_channel else (0, 3 * expected_hosts))
     assert sorted(name for a in after for name in a["shards"]) == NAMES
+
+
+def x_total(shard: pa.Table, request: dict) -> int:
+    """A scalar reply: the sum of x above request["above"] (not an Arrow table)."""
+    return sum(x for x in shard["x"].to_pylist() if x > request["above"])
+
+
+def test_what_the_local_channel_cannot_carry_goes_through_ray(ray_runtime: object) -> None:
+    # Scalar replies are not one host_wire frame: the host says so over the channel and
+    # the dispatcher asks again through Ray.  A tuple does not survive JSON: Ray at once.
+    spec = ScatterGather(SHARDS, x_total, sum_replies(), ScatterGatherOptions(deadline_s=5.0, hosts=2))
+    with engine.run(spec) as running:
+        paths = [host.channel.address.path for host in running._hosts]
+        assert running.gather({"above": 12}).value == sum(oracle_x(12))
+        assert running.gather({"above": 12, "tag": (1, 2)}).value == sum(oracle_x(12))
+        calls = running.counters()
+        assert (calls["channel_calls"], calls["ray_calls"]) == (2, 2 + 2)
+        assert all(Path(path).exists() for path in paths)
+    assert not any(Path(path).parent.exists() for path in paths)  # close() removes the sockets
 
 
 def test_a_stalled_shard_hides_only_itself_by_the_deadline(service: RayScatterGather) -> None:
