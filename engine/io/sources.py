@@ -55,6 +55,8 @@ class SourceBatch:
     ``row_offsets[i]`` locates row ``i`` inside ``location`` (a byte offset for text, a
     row number otherwise); ``input_bytes`` is the input the batch covered (text only);
     ``records`` counts the input records the rows hold (lines, for text read in blocks).
+    ``remote``, when set, is the same rows in a form an executor sends by reference (see
+    ``engine.pipeline.source_blocks``); sources never set it.
     """
 
     table: pa.Table
@@ -63,6 +65,7 @@ class SourceBatch:
     bad_records: tuple[BadRecord, ...] = ()
     input_bytes: int = 0
     records: int | None = None
+    remote: object | None = None
 
     @property
     def record_count(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import pyarrow as pa
 import ray
@@ -26,10 +27,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from engine import cluster
 from engine.common.bad_records import describe_error
 from engine.errors import PipelineFailedError
-from engine.io.sources import SourceBatch
+from engine.io.sources import SourceBatch, TableSource
 from engine.pipeline.flow import events as ev
 from engine.pipeline.replica import REPLICA_POOL
 from engine.pipeline.shell import PipelineRun
+from engine.pipeline.source_blocks import RowWindow, SourceBlocks
 from engine.pipeline.spec import Pipeline
 from engine.runtime.node_watch import ClusterLost, NodeLoss
 
@@ -138,8 +140,13 @@ class Coordinator(PipelineRun):
         for action in actions:
             if isinstance(action, ev.Submit):
                 actor = self.actors[(action.stage, action.replica)].actor
-                refs = actor.process.options(num_returns=action.parts + 1).remote(  # type: ignore[attr-defined]
-                    action.payload, action.next_key, action.parts)
+                payload = action.payload
+                if isinstance(payload, RowWindow):
+                    refs = actor.process_window.options(num_returns=action.parts + 1).remote(  # type: ignore[attr-defined]
+                        payload.block, payload.offset, payload.rows, action.next_key, action.parts)
+                else:
+                    refs = actor.process.options(num_returns=action.parts + 1).remote(  # type: ignore[attr-defined]
+                        payload, action.next_key, action.parts)
                 self.inflight[refs[0]] = _Flight(action.call_id, action.stage, action.replica, list(refs[1:]))
             elif isinstance(action, ev.Deliver):
                 self.sink_queue.put(action)
@@ -223,7 +230,7 @@ class Coordinator(PipelineRun):
         stops reading; a batch once read is always offered (unless the run is over)."""
         end = _SourceEnd(exhausted=False)
         try:
-            batches = iter(self.pipeline.source.read())
+            batches = iter(self._source_batches())
             while not (self.stop_reading.is_set() or self._shutdown.is_set()):
                 batch = next(batches, None)
                 if batch is None:
@@ -234,6 +241,14 @@ class Coordinator(PipelineRun):
             end = _SourceEnd(exhausted=False, error=exc)
         finally:
             self._offer(end)
+
+    def _source_batches(self) -> Iterator[SourceBatch]:
+        """The source's batches; an in-memory table's by reference to blocks in the object
+        store when the cluster has one node and stage 0 takes whole batches."""
+        source = self.pipeline.source
+        if isinstance(source, TableSource) and self.pipeline.stages[0].key is None and cluster.alive_nodes() == 1:
+            return SourceBlocks(source).read()
+        return source.read()
 
     def _offer(self, item: SourceBatch | _SourceEnd) -> None:
         while not self._shutdown.is_set():

@@ -40,6 +40,12 @@ class StageReplica:
         meta, pieces = process_batch(self.link, batch, next_key, parts)
         return (meta, *pieces)
 
+    def process_window(self, block: pa.Table, offset: int, rows: int, next_key: str | None,
+                       parts: int) -> tuple[object, ...]:
+        """``process`` of rows ``offset`` to ``offset + rows`` of ``block`` (a block of an
+        in-memory source, see ``source_blocks``)."""
+        return self.process(block.slice(offset, rows), next_key, parts)
+
 
 class ReplicaPool:
     """Idle replica actors of this Ray session, by CPU request, reused by later runs."""

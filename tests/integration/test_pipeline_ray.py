@@ -356,3 +356,29 @@ def test_both_handles_have_one_shape(executor: str) -> None:
     counters = handle.counters()
     assert (counters["source.rows_out"], counters["double.rows_out"], counters["sink.rows_in"]) == (3, 3, 3)
     assert rows(result.table, ["x", "y"]) == [(1, 2), (2, 4), (3, 6)]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(0, 70), min_size=1, max_size=3),
+    batch_rows=st.integers(1, 16),
+    block_bytes=st.sampled_from([1, 200, 1000, 1 << 20]),
+)
+def test_table_batches_sent_as_windows_into_blocks_keep_every_row_in_order(
+    executor: str, sizes: list[int], batch_rows: int, block_bytes: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On Ray, a TableSource's batches go to stage 0 as (block, offset, rows) windows into
+    # blocks put into the object store; blocks of 1 byte to 1 MiB cut them at every size.
+    import engine.pipeline.source_blocks as source_blocks
+
+    monkeypatch.setattr(source_blocks, "BLOCK_BYTES", block_bytes)
+    tables = [pa.table({"x": pa.array(range(100 * t, 100 * t + n), pa.int64()),
+                        "s": pa.array([f"w{t}-{i}" * (i % 4) for i in range(n)])}) for t, n in enumerate(sizes)]
+    stages = [Stage("double", add_double, replicas=2), Stage("drop3", keep_not_multiple_of_3)]
+    pipeline = Pipeline(TableSource(tables, batch_rows), stages, CollectSink(), PipelineOptions(ordered=True))
+    result = engine.run(pipeline, executor).result(timeout_s=120)
+    oracle = [(x, s, 2 * x) for table in tables for x, s in zip(table["x"].to_pylist(), table["s"].to_pylist())
+              if x % 3 != 0]
+    got = [] if result.table is None else list(zip(*(result.table[c].to_pylist() for c in ("x", "s", "y"))))
+    assert got == oracle
+    assert result.metrics["source"].rows_out == sum(sizes)

@@ -179,10 +179,9 @@ class FlowCore(ReplicaRules):
             except KeyError as error:
                 self._fail(f"stage {first.plan.id!r} failed: {describe_error(error).one_line()}", error)
                 return
-            named = [((self._next_seq, i), t, i) for i, t in enumerate(tables) if t.num_rows]
-        else:
-            named = [((self._next_seq,), table, 0)]
-        pieces = [Piece(name, t, t.num_rows, route) for name, t, route in named]
+            pieces = [Piece((self._next_seq, i), t, t.num_rows, i) for i, t in enumerate(tables) if t.num_rows]
+        else:  # one piece: the batch's rows, by reference when the shell gave one
+            pieces = [Piece((self._next_seq,), table if batch.remote is None else batch.remote, table.num_rows, 0)]
         self.tracker.open(self._next_seq, len(pieces))
         self._next_seq += 1
         first.ready.extend(pieces)
