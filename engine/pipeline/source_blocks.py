@@ -45,19 +45,18 @@ class SourceBlocks:
 
     def read(self) -> Iterator[SourceBatch]:
         """The source's batches, in order, each with ``remote`` set to its ``RowWindow``."""
-        for batch in self.source.read():
-            rows = batch.table.num_rows
-            if rows == 0:
-                yield batch
-                continue
-            index = int(batch.location.rsplit("-", 1)[1])
-            start = int(batch.row_offsets[0])
-            yield dataclasses.replace(batch, remote=self._window(index, start, rows))
+        for split in self.source.plan_splits():  # what read() reads, with each split's table index
+            for batch in self.source.read_split(split):
+                rows = batch.table.num_rows
+                if rows == 0:
+                    yield batch
+                    continue
+                window = self._window(split.index, int(batch.row_offsets[0]), rows)
+                yield dataclasses.replace(batch, remote=window)
 
     def _window(self, index: int, start: int, rows: int) -> RowWindow:
         block = self._block
-        if index != self._table_index or block is None or not block[0] <= start < block[1] \
-                or start + rows > block[1]:
+        if index != self._table_index or block is None or not block[0] <= start <= start + rows <= block[1]:
             table = self.source.tables[index]
             row_bytes = max(1, table.nbytes // max(1, table.num_rows))
             block_rows = max(rows, self.block_bytes // row_bytes // rows * rows)
